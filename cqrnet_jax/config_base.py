@@ -1,0 +1,58 @@
+"""Defaults shared by every training config, and comma-composable presets (`file.py:cpu,smoke`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import ml_collections
+
+
+def train_defaults() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = ""  # "ranker" or "deblock"
+    c.seed = 0
+    c.batch_size = 16  # global batch; must divide by the device count
+    c.num_steps = 1000
+    c.log_every = 50
+    c.eval_every = 0  # 0: no periodic evaluation
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 2
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"
+    c.optim.learning_rate = 1e-4
+    c.optim.schedule = "step"  # constant | step | cosine
+    c.optim.decay_steps = 100_000
+    c.optim.decay_rate = 0.5
+    c.optim.warmup_steps = 0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip = 0.0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "shared"  # shared | folder | div2k | builtin
+    c.data.data_dir = ml_collections.config_dict.placeholder(str)  # else $CQRNET_DATA_DIR
+    c.data.files = ""  # for source=folder: folders or globs, comma-separated
+    c.data.patch_size = 48
+    c.data.seed = 0
+    c.data.backend = "auto"  # auto (tf if installed) | tf | numpy
+    c.data.num_threads = 2
+    c.data.prefetch = 4
+    c.data.quality_range = (1, 30)  # ranker: QFs drawn from this range ...
+    c.data.num_levels = 3  # ... split into this many levels
+    c.data.qualities = (10, 20, 30)  # de-blocker: QFs mixed in every batch
+    return c
+
+
+def apply_presets(
+    config: ml_collections.ConfigDict,
+    arg: str | None,
+    presets: dict[str, Callable[[ml_collections.ConfigDict], None]],
+):
+    """Applies the comma-separated presets in `arg`, left to right."""
+    for name in [a.strip() for a in (arg or "").split(",") if a.strip()]:
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose from {', '.join(presets)}")
+        presets[name](config)
+    return config

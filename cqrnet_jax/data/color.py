@@ -1,0 +1,41 @@
+"""Colour conversions of the protocol (SPEC §0): MATLAB `rgb2ycbcr`, BT.601 studio swing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# MATLAB rgb2ycbcr for R, G, B in [0, 1]; rows give Y, Cb, Cr, offsets (16, 128, 128).
+_RGB_TO_YCBCR = np.array(
+    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]
+)
+_YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
+
+
+def _as_rgb_float(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim < 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected (..., 3) RGB, got shape {rgb.shape}")
+    return rgb.astype(np.float64) / 255.0
+
+
+def rgb_to_y(rgb_uint8: np.ndarray) -> np.ndarray:
+    """Y of YCbCr as MATLAB `rgb2ycbcr` (studio swing, [16, 235]) rounded to uint8."""
+    y = _as_rgb_float(rgb_uint8) @ _RGB_TO_YCBCR[0] + _YCBCR_OFFSET[0]
+    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+
+
+def rgb_to_ycbcr(rgb_uint8: np.ndarray) -> np.ndarray:
+    """Full YCbCr as MATLAB `rgb2ycbcr`, float64 (not rounded), shape (..., 3)."""
+    return _as_rgb_float(rgb_uint8) @ _RGB_TO_YCBCR.T + _YCBCR_OFFSET
+
+
+def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
+    """Inverse of `rgb_to_ycbcr` (MATLAB `ycbcr2rgb`), rounded and clipped to uint8."""
+    inv = np.linalg.inv(_RGB_TO_YCBCR)
+    rgb = (np.asarray(ycbcr, np.float64) - _YCBCR_OFFSET) @ inv.T * 255.0
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def gray_to_y(gray_uint8: np.ndarray) -> np.ndarray:
+    """Studio-swing Y of a full-range grey image (R = G = B = grey)."""
+    return rgb_to_y(np.repeat(np.asarray(gray_uint8)[..., None], 3, axis=-1))

@@ -1,0 +1,127 @@
+"""Where the image sets live and how to read them: evaluation sets, training lists, built-in photos.
+
+The data directory is never hard-coded: it comes from an argument (the CLIs' --data-dir) or the
+CQRNET_DATA_DIR environment variable. Its layout is /work/shared/data/MANIFEST.md's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .io import load_y
+
+DATA_DIR_ENV = "CQRNET_DATA_DIR"
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
+# Canonical name -> folder under the data directory. All are read as Y (SPEC §0): Classic5 is grey
+# and used as it is; LIVE1 (the colour BMPs) and BSDS500 test (RGB JPEGs) go through `rgb_to_y`.
+_EVAL_FOLDERS = {"Classic5": "Classic5", "LIVE1": "LIVE1_color", "BSDS500": "BSDS500/test"}
+EVAL_SETS = tuple(_EVAL_FOLDERS)
+TRAIN_SETS = ("BSDS500/train", "BSDS500/val", "Urban100_gray")
+# Folders holding test images (LIVE1_gray is LIVE1's Y): never allowed in a training list.
+_TEST_FOLDERS = (*_EVAL_FOLDERS.values(), "LIVE1_gray")
+
+# Photos that ship inside the scikit-image wheel (skimage/data), so no download is ever needed.
+_BUILTIN_PHOTOS = ("camera.png", "astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
+
+
+class DataDirError(ValueError):
+    """The data directory or one of its image folders is missing or unusable (one-line message)."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data directory: `data_dir` if given, else $CQRNET_DATA_DIR; it must exist."""
+    if data_dir is not None and str(data_dir) != "":
+        path, source = Path(data_dir).expanduser(), "given"
+    elif os.environ.get(DATA_DIR_ENV):
+        path, source = Path(os.environ[DATA_DIR_ENV]).expanduser(), f"from ${DATA_DIR_ENV}"
+    else:
+        raise DataDirError(
+            f"no data directory: pass --data-dir DIR or set {DATA_DIR_ENV}=DIR "
+            "(the folder holding Classic5/, LIVE1_color/, BSDS500/ ...)"
+        )
+    if not path.exists():
+        raise DataDirError(f"data directory {path} ({source}) does not exist")
+    if not path.is_dir():
+        raise DataDirError(f"data directory {path} ({source}) is not a directory")
+    return path
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by its suffix (case-insensitive); hidden files (e.g. macOS '._x.png') excluded."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside `folder`, sorted; DataDirError if it is missing or has none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataDirError(f"image folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+    if not files:
+        raise DataDirError(
+            f"image folder {folder} has no image files ({', '.join(IMAGE_SUFFIXES)})"
+        )
+    return files
+
+
+def canonical_eval_name(name: str) -> str:
+    """'classic5' -> 'Classic5' etc.; ValueError listing the known sets otherwise."""
+    for known in EVAL_SETS:
+        if str(name).lower() == known.lower():
+            return known
+    raise ValueError(f"unknown evaluation set {name!r}; known sets: {', '.join(EVAL_SETS)}")
+
+
+def list_eval_images(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Sorted image files of evaluation set `name` (see EVAL_SETS)."""
+    folder = _EVAL_FOLDERS[canonical_eval_name(name)]
+    return list_images(resolve_data_dir(data_dir) / folder)
+
+
+def load_eval_set(
+    name: str, data_dir: str | os.PathLike | None = None
+) -> list[tuple[str, np.ndarray]]:
+    """[(image stem, Y uint8 (H, W))] of evaluation set `name`, in file-name order."""
+    return [(p.stem, load_y(p)) for p in list_eval_images(name, data_dir)]
+
+
+def list_train_images(
+    data_dir: str | os.PathLike | None = None, sets: Iterable[str] = TRAIN_SETS
+) -> list[Path]:
+    """Sorted image files of the training folders `sets` (relative to the data directory).
+
+    Refuses any evaluation folder: training must never see a test image.
+    """
+    root = resolve_data_dir(data_dir)
+    files: list[Path] = []
+    for name in sets:
+        rel = Path(name).as_posix().strip("/")
+        if any(
+            rel.lower() == t.lower() or rel.lower().startswith(t.lower() + "/")
+            for t in _TEST_FOLDERS
+        ):
+            raise ValueError(f"{name!r} holds test images and cannot be used for training")
+        files.extend(list_images(root / rel))
+    return sorted(files)
+
+
+def builtin_photos() -> list[tuple[str, np.ndarray]]:
+    """A few real photos bundled with scikit-image, as [(name, Y uint8 (H, W))].
+
+    The evaluator's default when there is no data directory: no data, no network. Files are read
+    straight from the installed skimage/data folder (never through pooch downloads).
+    """
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataDirError("built-in photos need scikit-image (pip install scikit-image)")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    missing = [f for f in _BUILTIN_PHOTOS if not (folder / f).is_file()]
+    if missing:
+        raise DataDirError(f"built-in photos missing from {folder}: {', '.join(missing)}")
+    return [(Path(f).stem, load_y(folder / f)) for f in _BUILTIN_PHOTOS]

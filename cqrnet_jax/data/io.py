@@ -1,0 +1,211 @@
+"""One image loader for every file users give us: any PIL mode, EXIF orientation, safe errors.
+
+`load_image` returns upright uint8 pixels ((H, W) grey or (H, W, 3) RGB) plus alpha and JPEG
+tables; `load_y` gives the protocol's Y channel (SPEC §0). Every failure is an `ImageLoadError`
+whose message is one line, "{path}: {reason}", so CLIs can print it as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .color import rgb_to_y
+
+DEFAULT_MAX_PIXELS = 100_000_000
+_GREY_MODES = ("1", "L", "LA", "La")
+_RGB_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "P", "PA")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+class ImageLoadError(ValueError):
+    """An image file could not be read; `str(err)` is the single line "{path}: {reason}"."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        # Keep both in args so the error pickles (e.g. across data-loader worker processes).
+        super().__init__(str(path), _one_line(reason))
+        self.path, self.reason = self.args
+
+    def __str__(self) -> str:
+        return f"{self.path!s}: {self.reason}".replace("\n", "\\n")
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """Decoded, upright pixels of one file and what we know about how it was stored."""
+
+    path: str
+    pixels: np.ndarray  # uint8, (H, W) grey or (H, W, 3) RGB
+    alpha: np.ndarray | None  # uint8 (H, W) when the source had transparency
+    format: str | None  # PIL format name, e.g. "JPEG", "PNG"
+    mode: str  # PIL mode of the file, before any conversion
+    quantization: dict[int, list[int]] | None = None  # JPEG tables (PIL `im.quantization`)
+
+    @property
+    def is_grey(self) -> bool:
+        return self.pixels.ndim == 2
+
+
+def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Maps 'I' / 'F' samples to uint8 by the smallest range holding them: [0, 1], 255, 65535.
+
+    PIL gives no bit depth for these modes, so the data decide: floats in [0, 1] are scaled by
+    255, values up to 255 are taken as 8-bit, anything larger as 16-bit (rounded v / 257).
+    Negative values and NaN become 0.
+    """
+    v = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=65535.0, neginf=0.0)
+    v = np.clip(v, 0.0, 65535.0)
+    top = float(v.max()) if v.size else 0.0
+    if values.dtype.kind == "f" and top <= 1.0:
+        v = v * 255.0
+    elif top > 255.0:
+        v = v / 257.0
+    return np.clip(np.round(v), 0, 255).astype(np.uint8)
+
+
+def _split_alpha(im: Image.Image, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Converts to `mode` ('LA' or 'RGBA') and returns (colour pixels, alpha)."""
+    a = np.asarray(im.convert(mode))
+    return np.ascontiguousarray(a[..., :-1].squeeze(-1) if mode == "LA" else a[..., :3]), a[..., -1]
+
+
+def _palette_is_grey(rgb: np.ndarray) -> bool:
+    return bool(
+        np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
+    )
+
+
+def _to_uint8(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decoded PIL image -> (uint8 pixels (H, W) or (H, W, 3), alpha or None)."""
+    mode, has_trns = im.mode, "transparency" in im.info
+    if mode.startswith("I;16"):  # I;16, I;16L, I;16B, I;16N: unsigned 16-bit
+        v = np.asarray(im).astype(np.uint32)
+        return ((v + 128) // 257).astype(np.uint8), None  # = round(v / 257), never a tie
+    if mode in ("I", "F"):
+        return _scale_to_uint8(np.asarray(im)), None
+    if mode in ("P", "PA"):
+        has_alpha = has_trns or mode == "PA"
+        rgb, alpha = (
+            _split_alpha(im, "RGBA") if has_alpha else (np.asarray(im.convert("RGB")), None)
+        )
+        # A palette of greys is a grey image (e.g. an optimised 8-bit grey PNG or GIF).
+        return (np.ascontiguousarray(rgb[..., 0]) if _palette_is_grey(rgb) else rgb), alpha
+    if mode in _GREY_MODES:
+        if mode in ("LA", "La") or has_trns:
+            return _split_alpha(im, "LA")
+        return np.asarray(im.convert("L")), None
+    if mode in _RGB_MODES:
+        if mode in ("RGBA", "RGBa") or (mode == "RGB" and has_trns):
+            return _split_alpha(im, "RGBA")
+        return np.asarray(im.convert("RGB")), None
+    try:  # anything newer PIL may add: let PIL decide, as colour
+        return np.asarray(im.convert("RGB")), None
+    except (ValueError, OSError) as err:
+        raise ValueError(f"unsupported image mode {mode!r}") from err
+
+
+def _pil_bomb_reason(err: Exception) -> str:
+    """PIL's DecompressionBombError message in our words (it gives the size and its limit)."""
+    found = re.findall(r"(\d+) pixels", str(err))
+    if len(found) == 2:
+        return f"image too large: {found[0]} pixels > PIL limit {found[1]} (decompression bomb?)"
+    return f"image too large: {_one_line(err)}"
+
+
+def _check_file(path: Path) -> None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageLoadError(path, "no such file") from None
+    except OSError as err:
+        raise ImageLoadError(path, f"cannot access file ({err.strerror or err})") from None
+    if path.is_dir():
+        raise ImageLoadError(path, "is a directory")
+    if st.st_size == 0:
+        raise ImageLoadError(path, "file is empty")
+
+
+def _decode(im: Image.Image, path: Path, max_pixels: int) -> LoadedImage:
+    w, h = im.size
+    if w * h > max_pixels:  # Image.open only parsed the header: nothing decoded yet
+        raise ImageLoadError(
+            path, f"image too large: {w * h} pixels > limit {max_pixels} (decompression bomb?)"
+        )
+    mode, fmt = im.mode, im.format
+    quant = getattr(im, "quantization", None) if fmt == "JPEG" else None
+    im.load()
+    try:
+        upright = ImageOps.exif_transpose(im) or im
+    except Exception as err:  # a damaged EXIF block must not make the pixels unreadable
+        warnings.warn(
+            f"{path}: ignoring unreadable EXIF orientation ({_one_line(err)})", stacklevel=3
+        )
+        upright = im
+    pixels, alpha = _to_uint8(upright)
+    return LoadedImage(
+        path=str(path),
+        pixels=np.ascontiguousarray(pixels, dtype=np.uint8),
+        alpha=None if alpha is None else np.ascontiguousarray(alpha, dtype=np.uint8),
+        format=fmt,
+        mode=mode,
+        quantization={int(k): [int(x) for x in v] for k, v in quant.items()} if quant else None,
+    )
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Reads an image file (read-only) into upright uint8 pixels; raises `ImageLoadError`.
+
+    `max_pixels` (width * height) is checked on the header before any decoding. PIL's own
+    `Image.MAX_IMAGE_PIXELS` guard still applies as a hard error above twice its value.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with warnings.catch_warnings():
+            # We enforce `max_pixels` ourselves; PIL's warning would fire below our limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return _decode(im, path, max_pixels)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageLoadError(path, _pil_bomb_reason(err)) from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "not an image file (unknown format or damaged header)") from None
+    except IsADirectoryError:
+        raise ImageLoadError(path, "is a directory") from None
+    except PermissionError:
+        raise ImageLoadError(path, "permission denied") from None
+    except MemoryError:
+        raise ImageLoadError(path, "not enough memory to decode the image") from None
+    except (OSError, SyntaxError, EOFError) as err:
+        msg = _one_line(err)
+        if "truncated" in msg or isinstance(err, EOFError):
+            raise ImageLoadError(path, "truncated image data") from None
+        raise ImageLoadError(path, f"cannot decode image: {msg or type(err).__name__}") from None
+    except Exception as err:  # PIL plugins raise many kinds of error on corrupt data
+        msg = _one_line(err) or type(err).__name__
+        raise ImageLoadError(path, f"cannot decode image: {msg}") from None
+
+
+def load_y(path: str | os.PathLike, **kw) -> np.ndarray:
+    """The protocol's Y channel, uint8 (H, W): grey sources as they are, RGB via `rgb_to_y`."""
+    img = load_image(path, **kw)
+    return img.pixels if img.is_grey else rgb_to_y(img.pixels)
+
+
+def save_image(path: str | os.PathLike, array: np.ndarray, **save_kw) -> None:
+    """Writes a uint8 (H, W) grey or (H, W, 3) RGB array; the format follows the file suffix."""
+    a = np.asarray(array)
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
+        raise ValueError(f"expected uint8 (H, W) or (H, W, 3), got {a.dtype} {a.shape}")
+    Image.fromarray(a).save(Path(path), **save_kw)

@@ -1,0 +1,55 @@
+"""Where training images come from: the shared training set, a folder/glob, TFDS DIV2K, or the
+built-in photos (smoke runs). All are returned as Y-channel uint8 arrays held in memory."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+
+from cqrnet_jax.data import datasets
+from cqrnet_jax.data.io import load_y
+
+SOURCES = ("shared", "folder", "div2k", "builtin")
+
+
+def _expand(files: str) -> list[str]:
+    paths = []
+    for pattern in [f.strip() for f in files.split(",") if f.strip()]:
+        if os.path.isdir(pattern):
+            paths += [str(p) for p in datasets.list_images(pattern)]
+        else:
+            paths += sorted(glob.glob(os.path.expanduser(pattern)))
+    if not paths:
+        raise ValueError(f"no training images match {files!r}")
+    return paths
+
+
+def _div2k(split: str = "train") -> list[np.ndarray]:
+    """DIV2K high-resolution images through tensorflow-datasets (needs the dataset prepared)."""
+    import tensorflow_datasets as tfds
+
+    from cqrnet_jax.data.color import rgb_to_y
+
+    try:
+        ds = tfds.load("div2k/bicubic_x2", split=split, download=False)
+    except Exception as err:  # tfds raises several types for "not prepared"
+        raise ValueError(f"TFDS div2k is not available offline: {err}".splitlines()[0]) from None
+    return [rgb_to_y(ex["hr"]) for ex in tfds.as_numpy(ds)]
+
+
+def load_training_images(data_cfg) -> list[np.ndarray]:
+    """Loads the images named by the config's `data` block (source, data_dir, files)."""
+    source = data_cfg.source
+    if source == "shared":
+        paths = datasets.list_train_images(datasets.resolve_data_dir(data_cfg.data_dir))
+    elif source == "folder":
+        paths = _expand(data_cfg.files)
+    elif source == "div2k":
+        return _div2k()
+    elif source == "builtin":
+        return [y for _, y in datasets.builtin_photos()]
+    else:
+        raise ValueError(f"unknown data source {source!r}; choose from {SOURCES}")
+    return [load_y(p) for p in paths]

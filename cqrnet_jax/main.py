@@ -1,0 +1,47 @@
+"""Training entry point: `python -m cqrnet_jax.main --config=configs/ranker.py:cpu --workdir=DIR`.
+
+Rerunning the same command on the same workdir resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Training config file (path[:presets]).", lock_config=True
+)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and exported params.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import jax
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+
+    from cqrnet_jax.train.loop import NonFiniteLossError, train_and_evaluate
+    from cqrnet_jax.train.tasks import get_task
+
+    if os.environ.get("CQRNET_DISTRIBUTED"):  # multi-host: coordinator etc. from the environment
+        jax.distributed.initialize()
+    try:
+        train_and_evaluate(FLAGS.config, FLAGS.workdir, get_task(FLAGS.config))
+    except (NonFiniteLossError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
