@@ -86,17 +86,18 @@ def ssim(a, b) -> jax.Array:
     return _mean_hw(num / den)
 
 
-def _boundary_counts(height: int, width: int) -> tuple[int, int]:
-    """(N_B, N_Bc) with KAIR's integer-division counts, not the true pair counts if H or W % 8."""
-    n_hb = height * (width // BLOCK - 1)
-    n_vb = width * (height // BLOCK - 1)
+def _boundary_counts(height: int, width: int) -> tuple[float, float]:
+    """(N_B, N_Bc) with FBCNN's true-division counts (W/8 - 1, not W//8 - 1): the published
+    tables' PSNR-B is reproduced only so when H or W is not a multiple of 8 (docs/method.md)."""
+    n_hb = height * (width / BLOCK - 1)
+    n_vb = width * (height / BLOCK - 1)
     n_hbc = height * (width - 1) - n_hb
     n_vbc = width * (height - 1) - n_vb
     return n_hb + n_vb, n_hbc + n_vbc
 
 
 def blocking_effect_factor(img) -> jax.Array:
-    """BEF of Yim & Bovik 2011 over 8x8 block boundaries, as KAIR/FBCNN's `calculate_psnrb`.
+    """BEF of Yim & Bovik 2011 over 8x8 block boundaries, as FBCNN's `calculate_psnrb`.
 
     Pair (j, j+1) is a block boundary when j % 8 == 7 (rows and columns alike). BEF =
     η (D_B/N_B − D_Bc/N_Bc), clamped at 0, with η = log2(8) / log2(min(H, W)). Defined 0 when an

@@ -64,7 +64,7 @@ def _bef_ref(img) -> float:
             d_b += d
         else:
             d_bc += d
-    n_hb, n_vb = h * (w // 8 - 1), w * (h // 8 - 1)  # integer-division counts, as KAIR
+    n_hb, n_vb = h * (w / 8 - 1), w * (h / 8 - 1)  # true-division counts, as FBCNN
     n_hbc, n_vbc = h * (w - 1) - n_hb, w * (h - 1) - n_vb
     b, bc = d_b / (n_hb + n_vb), d_bc / (n_hbc + n_vbc)
     return 0.0 if b <= bc else math.log2(8) / math.log2(min(h, w)) * (b - bc)
@@ -139,13 +139,14 @@ def test_bef_two_flat_block_columns_by_hand():
     assert float(metrics.psnr_b(target, img)) == pytest.approx(float(metrics.psnr(target, img)))
 
 
-def test_bef_counts_use_integer_division_by_hand():
-    # 16x20: columns 16-19 are 10. The boundary pair (15, 16) exists (15 + 1 < 20), D_B = 1600,
-    # but N_HB = 16*(20//8 - 1) = 16 (not 32 true pairs), N_VB = 20*(16//8 - 1) = 20, N_B = 36.
-    # η = 3 / log2 16 = 0.75, BEF = 0.75 * 1600/36 = 33.333... (exact counts would give 23.08).
+def test_bef_counts_use_true_division_by_hand():
+    # 16x20: columns 16-19 are 10. The boundary pair (15, 16) exists (15 + 1 < 20), D_B = 1600.
+    # FBCNN's counts: N_HB = 16*(20/8 - 1) = 24 (not 32 true pairs, nor KAIR's 16*(20//8 - 1) = 16),
+    # N_VB = 20*(16/8 - 1) = 20, N_B = 44. η = 3 / log2 16 = 0.75, BEF = 0.75 * 1600/44 = 27.27...
+    # (exact counts would give 23.08, KAIR's floor division 33.33).
     img = np.zeros((16, 20), np.float32)
     img[:, 16:] = 10.0
-    assert float(metrics.blocking_effect_factor(img)) == pytest.approx(100 / 3, rel=1e-6)
+    assert float(metrics.blocking_effect_factor(img)) == pytest.approx(0.75 * 1600 / 44, rel=1e-6)
 
 
 def test_no_blocking_gives_psnr_b_equal_psnr():

@@ -204,8 +204,16 @@ def load_y(path: str | os.PathLike, **kw) -> np.ndarray:
 
 
 def save_image(path: str | os.PathLike, array: np.ndarray, **save_kw) -> None:
-    """Writes a uint8 (H, W) grey or (H, W, 3) RGB array; the format follows the file suffix."""
+    """Writes a uint8 (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA array; the format follows the
+    file suffix. Written to a temporary file first, so a failure never leaves half a file."""
     a = np.asarray(array)
-    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
-        raise ValueError(f"expected uint8 (H, W) or (H, W, 3), got {a.dtype} {a.shape}")
-    Image.fromarray(a).save(Path(path), **save_kw)
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
+        raise ValueError(f"expected uint8 (H, W), (H, W, 3) or (H, W, 4), got {a.dtype} {a.shape}")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    try:
+        Image.fromarray(a).save(tmp, format=fmt, **save_kw)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,226 @@
+"""The `cqrnet-jax` command (also `python -m cqrnet_jax`): one subcommand per job.
+
+Each subcommand is a pair `_add_<name>(subparsers)` / `_run_<name>(args) -> int`. User errors
+(bad flags, data, files) print one line "error: ..." on stderr and exit with status 2, no traceback.
+Heavy imports (JAX) happen inside the `_run_*` functions so that `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .data.datasets import DATA_DIR_ENV
+from .estimate import add_estimate_parser, run_estimate
+from .restore import add_deblock_parser, run_deblock
+
+PROG = "cqrnet-jax"
+BUILTIN = "builtin"  # dataset name of the photos bundled with scikit-image
+USAGE_ERROR = 2
+
+
+class UsageError(ValueError):
+    """A user error; `main` prints it as the single line "error: <message>"."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so errors are one line."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+
+def _add_evaluate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a model on JPEG-compressed test sets (PSNR, SSIM, PSNR-B on Y)",
+        description=(
+            "JPEG-compress every test image (Y channel) at each quality, restore it with the model "
+            "and print PSNR | SSIM | PSNR-B per dataset and quality (means over images). Without "
+            f"--data-dir or ${DATA_DIR_ENV}, runs on a few photos bundled with scikit-image."
+        ),
+    )
+    p.add_argument(
+        "--model",
+        default="jpeg",
+        help="'jpeg' scores the decoded JPEG itself, 'default' the shipped de-blocking model, "
+        "or a training workdir / exported params prefix (default: jpeg)",
+    )
+    p.add_argument(
+        "--tile", type=int, default=0, help="restore in tiles of this size (default 0: whole)"
+    )
+    p.add_argument("--data-dir", help=f"folder holding the test sets (default: ${DATA_DIR_ENV})")
+    p.add_argument(
+        "--datasets",
+        help="comma-separated: Classic5, LIVE1, BSDS500 (200-image test split) or builtin "
+        "(default: all three with a data directory, else builtin)",
+    )
+    p.add_argument("--qualities", default="10,20,30", help="JPEG qualities (default: 10,20,30)")
+    p.add_argument("--json", metavar="OUT", help="also write results as JSON to OUT")
+    p.add_argument("--per-image", action="store_true", help="also print one row per image")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _parse_qualities(text: str) -> list[int]:
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts:
+        raise UsageError("--qualities: give at least one JPEG quality, e.g. 10,20,30")
+    out = []
+    for t in parts:
+        if not t.isdigit() or not 1 <= int(t) <= 100:
+            raise UsageError(f"--qualities: {t!r} is not an integer JPEG quality in [1, 100]")
+        out.append(int(t))
+    return list(dict.fromkeys(out))
+
+
+def _parse_datasets(text: str | None, have_data_dir: bool) -> list[str]:
+    from .data.datasets import EVAL_SETS, canonical_eval_name
+
+    if text is None:
+        return list(EVAL_SETS) if have_data_dir else [BUILTIN]
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise UsageError("--datasets: give at least one dataset name")
+    try:
+        names = [BUILTIN if n.lower() == BUILTIN else canonical_eval_name(n) for n in names]
+    except ValueError as err:
+        raise UsageError(f"--datasets: {err}, {BUILTIN}") from None
+    return list(dict.fromkeys(names))
+
+
+def _load_sets(names: list[str], data_dir: Path | None) -> list[tuple[str, list]]:
+    from .data.datasets import builtin_photos, load_eval_set
+
+    return [(n, builtin_photos() if n == BUILTIN else load_eval_set(n, data_dir)) for n in names]
+
+
+def _check_output(path: str, data_dir: Path | None) -> Path:
+    """The JSON path, refused inside the data directory (never touch the input data)."""
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise UsageError(f"--json: {out} is a directory")
+    if data_dir is not None and out.resolve().is_relative_to(data_dir.resolve()):
+        raise UsageError(f"--json: refusing to write {out} inside the data directory {data_dir}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _command_line(argv: list[str], data_dir_from_env: bool) -> str:
+    """The command as typed: program name, arguments, and the data-dir variable when it was used."""
+    prog = "python -m cqrnet_jax" if sys.argv[0].endswith("__main__.py") else PROG
+    env = f"{DATA_DIR_ENV}={shlex.quote(os.environ[DATA_DIR_ENV])} " if data_dir_from_env else ""
+    return env + " ".join([prog, *map(shlex.quote, argv)])
+
+
+def _versions() -> dict[str, str]:
+    import jax
+    import numpy
+    import PIL
+
+    from . import __version__
+
+    return {
+        "cqrnet_jax": __version__,
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "pillow": PIL.__version__,
+        "numpy": numpy.__version__,
+        "backend": jax.default_backend(),
+    }
+
+
+def _write_json(path: Path, report: dict) -> None:
+    from .evaluate import json_safe
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .data.datasets import resolve_data_dir
+    from .evaluate import (
+        PUBLISHED_SOURCE,
+        compare_published,
+        evaluate_sets,
+        format_per_image,
+        format_table,
+        get_restorer,
+        published_rows,
+    )
+
+    qualities = _parse_qualities(args.qualities)
+    from_env = not args.data_dir and bool(os.environ.get(DATA_DIR_ENV))
+    data_dir = resolve_data_dir(args.data_dir) if args.data_dir or from_env else None
+    names = _parse_datasets(args.datasets, data_dir is not None)
+    if data_dir is None and names != [BUILTIN]:
+        resolve_data_dir(None)  # raises the "no data directory: pass --data-dir ..." error
+    model_name, restorer = get_restorer(args.model, tile=args.tile)
+    out = _check_output(args.json, data_dir) if args.json else None
+    if data_dir is None:
+        print(
+            f"no data directory (--data-dir / ${DATA_DIR_ENV}): "
+            "evaluating on the built-in photos (scikit-image)",
+            file=sys.stderr,
+        )
+    sets = _load_sets(names, data_dir)
+    scores = evaluate_sets(restorer, model_name, sets, qualities, progress=not args.no_progress)
+    results = compare_published(scores["results"])
+    print(format_table(results))
+    if args.per_image:
+        print()
+        print(format_per_image(scores["per_image"]))
+    if out is not None:
+        report = {
+            "command": _command_line(args.argv, from_env),
+            "data_dir": None if data_dir is None else str(data_dir),
+            "versions": _versions(),
+            "results": results,
+            "per_image": scores["per_image"],
+        }
+        if any("published" in r for r in results):
+            pub = published_rows(model_name)
+            report["published"] = {"source": PUBLISHED_SOURCE, "results": pub}
+        _write_json(out, report)
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="JPEG artifact removal with CQR-guided networks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_evaluate(sub)
+    add_estimate_parser(sub).set_defaults(run=run_estimate)
+    add_deblock_parser(sub).set_defaults(run=run_deblock)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand; returns the exit status (0 ok, 2 user error)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise UsageError(f"missing command (see {PROG} --help)")
+        args.argv = argv
+        return args.run(args)
+    except SystemExit as stop:  # --help / --version print and exit through argparse
+        return stop.code if isinstance(stop.code, int) else 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # UsageError, DataDirError, ImageLoadError, file errors
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return USAGE_ERROR

@@ -1,0 +1,107 @@
+"""Stage 2 as a training task: L = L_MAE + alpha * L_Q + beta * L_F through the frozen ranker."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cqrnet_jax import pretrained
+from cqrnet_jax.losses import feature_matching_loss, mae_loss, quality_loss
+from cqrnet_jax.models.deblock import DeblockNet
+from cqrnet_jax.train.ranker_task import ranker_from_config
+
+
+def deblock_from_config(model_cfg) -> DeblockNet:
+    return DeblockNet(
+        features=model_cfg["features"],
+        num_local_groups=model_cfg["num_local_groups"],
+        dilations=tuple(model_cfg["dilations"]),
+        nl_inner=model_cfg["nl_inner"],
+        nl_window=model_cfg["nl_window"],
+        nl_subsample=model_cfg.get("nl_subsample", 1),
+    )
+
+
+def load_frozen_ranker(loss_cfg):
+    """(module, variables) of the guiding ranker: the shipped one, or a PREFIX written by
+    `save_variables` (e.g. WORKDIR/export/ranker). Its variables are constants of the loss."""
+    prefix = pretrained.shipped("ranker") if loss_cfg.ranker == "shipped" else loss_cfg.ranker
+    variables, meta = pretrained.load_variables(prefix)
+    return ranker_from_config(meta["model"]), jax.tree.map(jnp.asarray, variables), str(prefix)
+
+
+class DeblockTask:
+    pipeline_mode = "deblock"
+
+    def __init__(self, config):
+        self.config = config
+        self.model = deblock_from_config(config.model)
+        loss = config.loss
+        self.uses_ranker = bool(loss.alpha or loss.beta)
+        self.ranker = self.ranker_variables = None
+        self.ranker_prefix = None
+        if self.uses_ranker:
+            self.ranker, self.ranker_variables, self.ranker_prefix = load_frozen_ranker(loss)
+
+    def init_variables(self, rng):
+        p = self.config.data.patch_size
+        return self.model.init(rng, jnp.zeros((1, p, p), jnp.float32))
+
+    def loss_fn(self, params, batch_stats, batch, rng):
+        del rng
+        x = batch["degraded"][:, 0].astype(jnp.float32) / 255.0
+        y = batch["clean"].astype(jnp.float32) / 255.0
+        restored = self.model.apply({"params": params}, x)
+        l_mae = mae_loss(restored, y)
+        metrics = dict(l_mae=l_mae)
+        total = l_mae
+        if self.uses_ranker:
+            frozen = jax.lax.stop_gradient(self.ranker_variables)  # BN stats and weights fixed
+            layers = tuple(self.config.loss.feature_layers)
+            scores, maps_r = self.ranker.apply(frozen, restored, train=False)
+            _, maps_y = self.ranker.apply(frozen, y, train=False)
+            l_q = quality_loss(scores)
+            l_f = feature_matching_loss(
+                [maps_r[i] for i in layers], [jax.lax.stop_gradient(maps_y[i]) for i in layers]
+            )
+            total = total + self.config.loss.alpha * l_q + self.config.loss.beta * l_f
+            metrics.update(l_q=l_q, l_f=l_f)
+        return total, (metrics, batch_stats)
+
+    def evaluate(self, state) -> dict:
+        """PSNR gain over JPEG on the configured monitoring set (not used to select anything)."""
+        if not self.config.eval_set:
+            return {}
+        from cqrnet_jax.data.datasets import load_eval_set
+        from cqrnet_jax.data.jpeg import jpeg_degrade
+        from cqrnet_jax.inference import Restorer
+        from cqrnet_jax.metrics import psnr
+
+        restorer = Restorer(self.model, {"params": state.params}, tile=self.config.eval_tile)
+        out = {}
+        images = load_eval_set(self.config.eval_set, self.config.data.data_dir)
+        for q in self.config.data.qualities:
+            gains = []
+            for _, y in images:
+                jpeg = jpeg_degrade(y, q)
+                gains.append(float(psnr(restorer(jpeg), y)) - float(psnr(jpeg, y)))
+            out[f"eval/{self.config.eval_set}_q{q}_psnr_gain"] = float(np.mean(gains))
+        return out
+
+    def finalize(self, state, workdir: str):
+        """Exports params (no optimizer state) to WORKDIR/export/deblock."""
+        if jax.process_index() != 0:
+            return
+        meta = {
+            "kind": "deblock",
+            "model": self.config.model.to_dict(),
+            "step": int(state.step),
+            "ranker": self.ranker_prefix,
+            "config": self.config.to_dict(),
+        }
+        pretrained.save_variables(
+            os.path.join(workdir, "export", "deblock"), {"params": state.params}, meta
+        )

@@ -1,0 +1,202 @@
+"""The evaluator (cqrnet_jax.evaluate) and the `cqrnet-jax evaluate` command (cqrnet_jax.cli).
+
+The slow test needs the real test sets: run with CQRNET_DATA_DIR=/work/shared/data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cqrnet_jax import cli
+from cqrnet_jax.data import datasets
+from cqrnet_jax.data.jpeg import jpeg_degrade
+from cqrnet_jax.evaluate import (
+    compare_published,
+    evaluate_sets,
+    format_table,
+    get_restorer,
+    identity,
+    json_safe,
+)
+from cqrnet_jax.metrics import image_metrics
+
+METRICS = ("psnr", "ssim", "psnr_b")
+
+
+def _photo(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth random image with some edges: JPEG at QF 10-30 is clearly lossy on it."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 120 + 60 * np.sin(xx / 5.0 + seed) * np.cos(yy / 7.0) + 30 * (xx > w // 3)
+    return np.clip(base + rng.normal(0, 6, (h, w)), 16, 235).astype(np.uint8)
+
+
+IMAGES = [("a", _photo(48, 64, 0)), ("b", _photo(40, 56, 1))]  # not multiples of 8 on purpose
+
+
+def test_jpeg_model_scores_the_decoded_jpeg():
+    name, restorer = get_restorer("jpeg")
+    assert name == "jpeg" and restorer is identity
+    out = evaluate_sets(restorer, name, [("synth", IMAGES)], [10, 30], progress=False)
+    assert [(r["dataset"], r["quality"], r["n_images"]) for r in out["results"]] == [
+        ("synth", 10, 2),
+        ("synth", 30, 2),
+    ]
+    assert len(out["per_image"]) == 4
+    for row in out["results"]:
+        q = row["quality"]
+        expected = [image_metrics(jpeg_degrade(y, q), y) for _, y in IMAGES]
+        got = [r for r in out["per_image"] if r["quality"] == q]
+        assert [r["image"] for r in got] == ["a", "b"]
+        for g, e in zip(got, expected):
+            assert {m: g[m] for m in METRICS} == e
+        for m in METRICS:  # the table row is the mean of the per-image values
+            assert row[m] == pytest.approx(np.mean([e[m] for e in expected]), rel=1e-12)
+    assert out["results"][0]["psnr"] < out["results"][1]["psnr"] < 60  # lossy, QF 30 better
+
+
+def test_perfect_restoration_gives_inf_psnr_written_as_null():
+    clean = dict(IMAGES)
+    flat = np.full((32, 32), 128, np.uint8)  # no edges: BEF 0, so PSNR-B is inf too
+    clean["flat"] = flat
+
+    def oracle(degraded):  # returns the undegraded image whose JPEG it was given
+        return next(y for y in clean.values() if y.shape == degraded.shape)
+
+    sets = [("synth", [*IMAGES, ("flat", flat)])]
+    out = evaluate_sets(oracle, "oracle", sets, [10], progress=False)
+    assert all(r["psnr"] == math.inf and r["ssim"] == pytest.approx(1.0) for r in out["per_image"])
+    assert out["per_image"][2]["psnr_b"] == math.inf
+    assert out["results"][0]["psnr"] == math.inf
+    text = json.dumps(json_safe(out), allow_nan=False)  # strict JSON: inf -> null
+    back = json.loads(text)
+    assert back["results"][0]["psnr"] is None and back["per_image"][0]["ssim"] == pytest.approx(1)
+    assert "inf" in format_table(out["results"])
+
+
+def test_restorer_must_return_uint8_of_the_same_shape():
+    with pytest.raises(ValueError, match="expected uint8 \\(48, 64\\)"):
+        evaluate_sets(lambda y: y[:-1], "bad", [("s", IMAGES[:1])], [10], progress=False)
+    with pytest.raises(ValueError, match="restorer returned float32"):
+        evaluate_sets(
+            lambda y: y.astype(np.float32), "bad", [("s", IMAGES[:1])], [10], progress=False
+        )
+
+
+def test_get_restorer_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no de-blocking model found at"):
+        get_restorer(str(tmp_path / "nothing"))
+
+
+def test_table_and_published_comparison():
+    row = {"model": "jpeg", "dataset": "Classic5", "quality": 10, "n_images": 5}
+    ok = compare_published([{**row, "psnr": 27.8211, "ssim": 0.75952, "psnr_b": 25.2090}])[0]
+    off = compare_published([{**row, "psnr": 27.8211, "ssim": 0.75952, "psnr_b": 25.2049}])[0]
+    assert ok["matches_to_0.01"] and not off["matches_to_0.01"]
+    assert ok["published"] == {"psnr": 27.82, "ssim": 0.760, "psnr_b": 25.21}
+    other = compare_published([{**row, "model": "mine", "psnr": 1.0, "ssim": 0, "psnr_b": 0}])
+    assert "matches_to_0.01" not in other[0]
+    table = format_table([ok])
+    assert "| Classic5 | 10 |" in table and "27.82 | 0.760 |  25.21 |" in table
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A data directory whose Classic5 folder holds the two synthetic images (grey BMP)."""
+    monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
+    root = tmp_path / "data"
+    (root / "Classic5").mkdir(parents=True)
+    for name, y in IMAGES:
+        Image.fromarray(y).save(root / "Classic5" / f"{name}.bmp")
+    return root
+
+
+def test_cli_writes_json_report(data_dir, tmp_path, capsys):
+    out = tmp_path / "res" / "eval.json"
+    argv = ["evaluate", "--model", "jpeg", "--data-dir", str(data_dir), "--datasets", "classic5"]
+    argv += ["--qualities", "10,30", "--json", str(out), "--per-image", "--no-progress"]
+    before = sorted((p.name, p.read_bytes()) for p in (data_dir / "Classic5").iterdir())
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "| jpeg  | Classic5 | 10 |      2 |" in captured.out and "| a " in captured.out
+    report = json.loads(out.read_text())
+    assert {"command", "versions", "results", "per_image"} <= report.keys()
+    assert report["command"].endswith(" ".join(argv)) and "cqrnet-jax evaluate" in report["command"]
+    assert {"jax", "pillow"} <= report["versions"].keys()
+    assert len(report["results"]) == 2 and len(report["per_image"]) == 4
+    # The published JPEG rows are attached by set name; this made-up "Classic5" cannot match them.
+    assert len(report["published"]["results"]) == 9
+    assert [r["matches_to_0.01"] for r in report["results"]] == [False, False]
+    expected = image_metrics(jpeg_degrade(IMAGES[0][1], 10), IMAGES[0][1])
+    assert report["per_image"][0]["psnr"] == pytest.approx(expected["psnr"], abs=1e-9)
+    assert sorted((p.name, p.read_bytes()) for p in (data_dir / "Classic5").iterdir()) == before
+
+
+def test_cli_without_data_dir_uses_builtin_photos(monkeypatch, capsys):
+    monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(datasets, "builtin_photos", lambda: IMAGES)  # fast stand-in
+    assert cli.main(["evaluate", "--qualities", "20", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "| jpeg  | builtin | 20 |      2 |" in captured.out
+    assert "built-in photos" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "--qualities", "0"],
+        ["evaluate", "--qualities", "101"],
+        ["evaluate", "--qualities", "abc"],
+        ["evaluate", "--qualities", ","],
+        ["evaluate", "--datasets", "Set14"],
+        ["evaluate", "--data-dir", "/nonexistent/cqrnet"],
+        ["evaluate", "--datasets", "LIVE1"],  # a data dir with no LIVE1 folder
+        ["evaluate", "--model", "default"],
+        ["evaluate", "--json", "{data}/Classic5/out.json"],  # never write into the data
+        ["evaluate", "--bogus"],
+        [],
+    ],
+)
+def test_cli_bad_arguments_exit_2_with_one_error_line(args, data_dir, capsys):
+    args = [a.replace("{data}", str(data_dir)) for a in args]
+    if args and "--data-dir" not in args:
+        args += ["--data-dir", str(data_dir)]
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert not (data_dir / "Classic5" / "out.json").exists()
+
+
+def test_cli_no_data_dir_and_a_named_set_is_an_error(monkeypatch, capsys):
+    monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
+    assert cli.main(["evaluate", "--datasets", "Classic5"]) == 2
+    assert capsys.readouterr().err.startswith("error: no data directory")
+
+
+@pytest.mark.slow
+def test_cli_reproduces_published_jpeg_row_classic5(tmp_path, capsys):
+    root = os.environ.get(datasets.DATA_DIR_ENV)
+    if not root or not (Path(root) / "Classic5").is_dir():
+        pytest.skip(f"set {datasets.DATA_DIR_ENV} to the shared data folder")
+    out = tmp_path / "c5.json"
+    argv = ["evaluate", "--datasets", "Classic5", "--qualities", "10", "--json", str(out)]
+    assert cli.main([*argv, "--no-progress"]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert (round(row["psnr"], 2), round(row["ssim"], 3), round(row["psnr_b"], 2)) == (
+        27.82,
+        0.760,
+        25.21,
+    )
+    assert row["n_images"] == 5 and row["matches_to_0.01"] is True

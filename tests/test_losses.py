@@ -1,0 +1,137 @@
+"""Losses of both stages (SPEC §1, §3) on hand-computed cases and against reformulations."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cqrnet_jax.losses import (
+    feature_matching_loss,
+    mae_loss,
+    margin_ranking_loss,
+    pair_order_accuracy,
+    quality_loss,
+)
+
+
+def _f(*xs):
+    return [jnp.asarray(x, jnp.float32) for x in xs]
+
+
+@pytest.mark.parametrize(
+    "s_i, s_j, b_i, b_j, expected",
+    [
+        (1.0, 0.0, 1, 2, 1.5),  # worse image scored higher: max(0, 1 * 1 + 0.5)
+        (0.0, 1.0, 1, 2, 0.0),  # ordered right by more than the margin: max(0, -1 + 0.5)
+        (0.0, 0.3, 1, 3, 0.2),  # ordered right, inside the margin: max(0, -0.3 + 0.5)
+        (1.0, 0.0, 2, 1, 0.0),  # b_i > b_j flips eta: max(0, 1 * -1 + 0.5)
+        (0.0, 1.0, 3, 1, 1.5),  # b_i > b_j, wrong order: max(0, -1 * -1 + 0.5)
+        (2.0, 2.0, 1, 2, 0.5),  # a tie costs the margin
+    ],
+)
+def test_margin_ranking_loss_hand_cases(s_i, s_j, b_i, b_j, expected):
+    """L_R = max(0, (s_i - s_j) * eta + 0.5), eta = +1 if b_i < b_j else -1."""
+    loss = margin_ranking_loss(*_f([s_i], [s_j]), jnp.array([b_i]), jnp.array([b_j]))
+    assert float(loss) == pytest.approx(expected, abs=1e-6)
+
+
+def test_margin_ranking_loss_margin_argument():
+    """The margin is the loss of a tie."""
+    s = jnp.zeros(3)
+    b_i, b_j = jnp.array([1, 2, 3]), jnp.array([2, 3, 1])
+    assert float(margin_ranking_loss(s, s, b_i, b_j, margin=2.0)) == pytest.approx(2.0)
+    assert float(margin_ranking_loss(s, s, b_i, b_j, margin=0.0)) == 0.0
+
+
+def test_margin_ranking_loss_mean_excludes_equal_labels():
+    """Pairs with equal labels neither add loss nor count in the mean; all-equal gives 0."""
+    s_i, s_j = _f([1.0, 0.0, 5.0, -3.0], [0.0, 0.3, 0.0, 7.0])
+    b_i, b_j = jnp.array([1, 1, 2, 3]), jnp.array([2, 3, 2, 3])
+    # pairs 0, 1 count: (1.5 + 0.2) / 2; pairs 2, 3 have equal labels
+    assert float(margin_ranking_loss(s_i, s_j, b_i, b_j)) == pytest.approx(0.85, abs=1e-6)
+    same = jnp.array([2, 2, 2, 2])
+    assert float(margin_ranking_loss(s_i, s_j, same, same)) == 0.0
+
+
+def test_margin_ranking_loss_equals_torch_formulation_on_random_data():
+    """Equals torch's MarginRankingLoss(s_i, s_j, y=-eta, margin) = mean(max(0, -y(s_i-s_j)+m))."""
+    rng = np.random.default_rng(0)
+    n = 257
+    s_i, s_j = rng.normal(size=n).astype(np.float32), rng.normal(size=n).astype(np.float32)
+    b_i = rng.integers(1, 4, size=n)
+    b_j = (b_i - 1 + rng.integers(1, 3, size=n)) % 3 + 1  # always a different level
+    assert np.all(b_i != b_j)
+    y = -np.sign(b_j - b_i)
+    for margin in (0.5, 0.1, 1.0):
+        expected = np.mean(np.maximum(0.0, -y * (s_i - s_j) + margin))
+        got = margin_ranking_loss(s_i, s_j, b_i, b_j, margin)
+        assert float(got) == pytest.approx(expected, rel=1e-5)
+        jitted = jax.jit(margin_ranking_loss, static_argnums=4)(s_i, s_j, b_i, b_j, margin)
+        assert float(jitted) == pytest.approx(expected, rel=1e-5)
+
+
+def test_margin_ranking_loss_gradient_raises_the_better_score():
+    """Inside the margin, descending the loss raises the better image's score, lowers the worse."""
+    g_i, g_j = jax.grad(margin_ranking_loss, argnums=(0, 1))(
+        *_f([0.0, 0.0], [0.0, 0.0]), jnp.array([1, 3]), jnp.array([2, 1])
+    )
+    # pair 0: j is better; pair 1: i is better. Gradient is -+1/2 per pair (mean over 2).
+    np.testing.assert_allclose(g_i, [0.5, -0.5])
+    np.testing.assert_allclose(g_j, [-0.5, 0.5])
+
+
+def test_pair_order_accuracy():
+    """Fraction of different-label pairs whose scores order like the labels; ties are wrong."""
+    s_i, s_j = _f([0.0, 1.0, 0.0, 2.0, 9.0], [1.0, 0.0, 0.0, 1.0, 0.0])
+    b_i, b_j = jnp.array([1, 1, 1, 3, 2]), jnp.array([2, 2, 3, 1, 2])
+    # right, wrong, tie (wrong), right (b_i > b_j and s_i > s_j); the last pair is excluded
+    assert float(pair_order_accuracy(s_i, s_j, b_i, b_j)) == pytest.approx(0.5)
+    same = jnp.ones(5, jnp.int32)
+    assert float(pair_order_accuracy(s_i, s_j, same, same)) == 0.0
+
+
+def test_pair_order_accuracy_on_random_data():
+    """Equals the share of different-label pairs with sign(s_j - s_i) == sign(b_j - b_i)."""
+    rng = np.random.default_rng(1)
+    s_i, s_j = rng.normal(size=100).astype(np.float32), rng.normal(size=100).astype(np.float32)
+    b_i, b_j = rng.integers(1, 4, size=100), rng.integers(1, 4, size=100)
+    valid = b_i != b_j
+    right = np.sign(s_j - s_i) == np.sign(b_j - b_i)
+    expected = right[valid].mean()
+    assert float(pair_order_accuracy(s_i, s_j, b_i, b_j)) == pytest.approx(expected)
+
+
+def test_mae_loss():
+    """L_MAE = mean |x - y| over all elements."""
+    assert float(mae_loss(*_f([1.0, 2.0], [0.0, 4.0]))) == pytest.approx(1.5)
+    x, y = _f([[0.25, 0.5], [1.0, 0.0]], [[0.0, 0.5], [0.0, 1.0]])
+    assert float(mae_loss(x, y)) == pytest.approx(2.25 / 4)
+    assert float(mae_loss(x, x)) == 0.0
+
+
+def test_quality_loss():
+    """L_Q = mean sigmoid(-s): 0.5 at s = 0, 1/4 at s = log 3, -> 0 for large scores."""
+    assert float(quality_loss(jnp.zeros(4))) == pytest.approx(0.5)
+    assert float(quality_loss(jnp.array([np.log(3.0)]))) == pytest.approx(0.25)
+    assert float(quality_loss(jnp.array([0.0, np.log(3.0)]))) == pytest.approx(0.375)
+    assert float(quality_loss(jnp.array([50.0]))) < 1e-20
+    assert float(quality_loss(jnp.array([-50.0]))) == pytest.approx(1.0)
+
+
+def test_feature_matching_loss():
+    """L_F = sum over maps of the mean |a - b| of each map (maps of different sizes)."""
+    a = [jnp.zeros((2, 2)), jnp.zeros((1, 3))]
+    b = [jnp.ones((2, 2)), jnp.array([[3.0, 0.0, 0.0]])]
+    # map 0: mean 1; map 1: mean 3/3 = 1
+    assert float(feature_matching_loss(a, b)) == pytest.approx(2.0)
+    c = [jnp.full((2, 2), 0.5), jnp.zeros((1, 3))]
+    assert float(feature_matching_loss(a, c)) == pytest.approx(0.5)
+    assert float(feature_matching_loss(b, b)) == 0.0
+
+
+def test_feature_matching_loss_needs_matching_map_lists():
+    """A different number of maps on the two sides is an error, not a silent truncation."""
+    with pytest.raises(ValueError):
+        feature_matching_loss([jnp.zeros(2)], [jnp.zeros(2), jnp.zeros(2)])

@@ -1,0 +1,339 @@
+"""The training loop on the ranker's `smoke` preset: learning, checkpoints, logs and export,
+resuming (bit-exact continuation), the non-finite guard, data-parallel sharding, and the CLI.
+
+CI runs this with XLA_FLAGS=--xla_force_host_platform_device_count=2; the tests use whatever device
+count jax started with. Every `train_and_evaluate` builds fresh jitted functions, so this module
+turns on JAX's persistent compilation cache (in a temporary folder) to compile each program once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+from cqrnet_jax import pretrained
+from cqrnet_jax.data.pipeline import make_batches
+from cqrnet_jax.data.sources import load_training_images
+from cqrnet_jax.train import loop
+from cqrnet_jax.train.ranker_task import RankerTask
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+K = 4  # resume tests: train K steps, stop, resume to 2K
+
+_CACHE_OPTIONS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    """A persistent compilation cache for this module's runs; the previous settings come back."""
+    saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield path
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+def _smoke(ranker_config, **overrides):
+    """The smoke preset, on the TensorFlow-free backend, with dotted-key overrides."""
+    config = ranker_config("smoke")
+    config.data.backend = "numpy"
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def _run(config, workdir, task=None):
+    """train_and_evaluate with its stdout captured: (host copy of the final state, stdout)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        state = loop.train_and_evaluate(config, str(workdir), task or RankerTask(config))
+    return jax.device_get(state), out.getvalue()
+
+
+def _logged_steps(workdir):
+    with open(os.path.join(workdir, "logs", "metrics.jsonl")) as f:
+        return [json.loads(line)["step"] for line in f]
+
+
+def _variables(state):
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def _assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _max_abs_diff(a, b):
+    return max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+
+
+# --- learning -------------------------------------------------------------------------------------
+
+
+def test_loss_goes_down_on_a_fixed_batch(ranker_config):
+    """A few jitted Adam steps of train_step on one repeated batch clearly lower the loss."""
+    config = _smoke(ranker_config, **{"optim.learning_rate": 1e-3})
+    task = RankerTask(config)
+    state = loop.create_state(task, config, loop.make_mesh())
+    init_stats = jax.device_get(state.batch_stats)
+    images = load_training_images(config.data)
+    batches = make_batches(config.data, images, mode="ranker", global_batch=8, start_step=0)
+    batch = next(batches)
+    batches.close()
+    step = jax.jit(functools.partial(loop.train_step, loss_fn=task.loss_fn))
+    losses = []
+    for _ in range(12):
+        state, metrics = step(state, batch)
+        assert bool(metrics["finite"])
+        losses.append(float(metrics["loss"]))
+    assert int(state.step) == 12
+    assert losses[0] > 0.2  # an untrained ranker cannot order the pairs by the margin
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert float(metrics["pair_accuracy"]) >= 0.75
+    # training mode updates the BatchNorm running statistics
+    assert _max_abs_diff(init_stats, jax.device_get(state.batch_stats)) > 0
+
+
+# --- a run, stopped and resumed, against a straight run -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(ranker_config, tmp_path_factory):
+    """Run A: K steps, then rerun to 2K (resumes); run B: 2K steps straight. Same config."""
+    recorded = []
+    original_restore = loop.restore_or_keep
+
+    def recording_restore(manager, state):
+        restored = original_restore(manager, state)
+        recorded.append(jax.device_get(restored))  # copy now: the loop donates the state
+        return restored
+
+    overrides = {"log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 2}
+    dir_a, dir_b = tmp_path_factory.mktemp("run_a"), tmp_path_factory.mktemp("run_b")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "restore_or_keep", recording_restore)
+        first, out_first = _run(_smoke(ranker_config, num_steps=K, **overrides), dir_a)
+        export_first = pretrained.load_variables(dir_a / "export" / "ranker")
+        logged_first = _logged_steps(dir_a)
+        resumed, out_resumed = _run(_smoke(ranker_config, num_steps=2 * K, **overrides), dir_a)
+    straight, _ = _run(_smoke(ranker_config, num_steps=2 * K, **overrides), dir_b)
+    return dict(
+        dir_a=dir_a,
+        first=first,
+        out_first=out_first,
+        export_first=export_first,
+        logged_first=logged_first,
+        restored=recorded,
+        resumed=resumed,
+        out_resumed=out_resumed,
+        straight=straight,
+    )
+
+
+def test_run_writes_checkpoints_config_logs_and_export(runs, ranker_config):
+    """A run leaves config.json, checkpoints (the newest kept), metrics.jsonl and the export."""
+    workdir = runs["dir_a"]
+    with open(workdir / "config.json") as f:
+        saved = json.load(f)
+    assert saved["task"] == "ranker" and saved["num_steps"] == 2 * K
+    assert saved["model"] == json.loads(ranker_config("smoke").model.to_json())
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [2 * K - 2, 2 * K]  # every 2 steps, keep_checkpoints=2
+    assert runs["logged_first"] == list(range(1, K + 1))
+    with open(workdir / "logs" / "metrics.jsonl") as f:
+        record = json.loads(f.readline())
+    assert {"step", "loss", "pair_accuracy", "learning_rate"} <= set(record)
+    assert any(p.name.startswith("events.out.tfevents") for p in (workdir / "logs").iterdir())
+    for suffix in ("msgpack", "json"):
+        assert (workdir / "export" / f"ranker.{suffix}").is_file()
+
+
+def test_export_holds_the_final_params_and_batch_stats_only(runs):
+    """export/ranker.msgpack is the final state's params + BatchNorm stats; the JSON says how."""
+    variables, meta = runs["export_first"]
+    assert set(variables) == {"params", "batch_stats"}  # no optimizer state
+    _assert_trees_equal(variables, _variables(runs["first"]))
+    assert meta["kind"] == "ranker" and meta["step"] == K
+    assert meta["model"]["features"] == [8, 8, 16, 16, 16, 16, 16, 16, 16, 16]
+    variables, meta = pretrained.load_variables(runs["dir_a"] / "export" / "ranker")
+    assert meta["step"] == 2 * K  # the resumed run re-exported
+    _assert_trees_equal(variables, _variables(runs["resumed"]))
+
+
+def test_rerun_with_more_steps_resumes_where_it_stopped(runs):
+    """The rerun restores step K's saved state exactly and continues the step count to 2K."""
+    first_restore, second_restore = runs["restored"]
+    assert int(first_restore.step) == 0  # nothing to restore on the first run
+    assert int(second_restore.step) == K
+    _assert_trees_equal(second_restore.params, runs["first"].params)
+    _assert_trees_equal(second_restore.batch_stats, runs["first"].batch_stats)
+    _assert_trees_equal(second_restore.opt_state, runs["first"].opt_state)
+    assert f"resuming at step {K} of {2 * K}" in runs["out_resumed"]
+    assert "starting step 0" in runs["out_first"]
+    assert _logged_steps(runs["dir_a"]) == list(range(1, 2 * K + 1))  # K + 1 is the first after
+    assert int(runs["resumed"].step) == 2 * K
+
+
+def test_resumed_run_equals_a_straight_run(runs):
+    """Training K steps, stopping and resuming to 2K gives the state of 2K steps straight."""
+    resumed, straight = runs["resumed"], runs["straight"]
+    assert int(resumed.step) == int(straight.step) == 2 * K
+    diff = _max_abs_diff(
+        (resumed.params, resumed.batch_stats, resumed.opt_state),
+        (straight.params, straight.batch_stats, straight.opt_state),
+    )
+    assert diff <= 1e-6, f"resumed and straight runs differ by {diff}"
+    # and the run did move the parameters (the comparison is not between two initial states)
+    assert _max_abs_diff(straight.params, runs["restored"][0].params) > 1e-4
+
+
+def test_rerun_at_num_steps_only_reexports(runs, ranker_config):
+    """Rerunning a finished workdir does not train further: same state, step stays 2K."""
+    config = _smoke(ranker_config, num_steps=2 * K, log_every=1, checkpoint_every=2)
+    state, out = _run(config, runs["dir_a"])
+    assert "already trained to step" in out
+    assert int(state.step) == 2 * K
+    _assert_trees_equal(_variables(state), _variables(runs["resumed"]))
+    assert _logged_steps(runs["dir_a"]) == list(range(1, 2 * K + 1))
+    variables, meta = pretrained.load_variables(runs["dir_a"] / "export" / "ranker")
+    assert meta["step"] == 2 * K
+    _assert_trees_equal(variables, _variables(runs["resumed"]))
+
+
+# --- the non-finite guard ------------------------------------------------------------------------
+
+
+class NaNAfterTwoSteps(RankerTask):
+    """The ranker task with a loss that turns NaN from the third step on (state.step >= 2); the
+    step is recognised through the step's rng, fold_in(key(0), state.step)."""
+
+    def loss_fn(self, params, batch_stats, batch, rng):
+        loss, aux = super().loss_fn(params, batch_stats, batch, rng)
+        data = jax.random.key_data(rng)
+        early = [jax.random.key_data(jax.random.fold_in(jax.random.key(0), s)) for s in (0, 1)]
+        is_early = jnp.any(jnp.stack([jnp.all(data == e) for e in early]))
+        return jnp.where(is_early, loss, jnp.nan), aux
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_finite_checkpoints(ranker_config, tmp_path):
+    """A NaN loss at step 3 raises NonFiniteLossError naming step 3; the latest checkpoint is
+    step 2's, finite, and nothing is exported."""
+    config = _smoke(ranker_config, num_steps=8, log_every=5, checkpoint_every=2)
+    with pytest.raises(loop.NonFiniteLossError, match=r"non-finite loss at step 3\b"):
+        _run(config, tmp_path, NaNAfterTwoSteps(config))
+    manager = loop.checkpoint_manager(str(tmp_path), config)
+    assert manager.latest_step() == 2
+    fresh = loop.create_state(RankerTask(config), config, loop.make_mesh())
+    restored = jax.device_get(loop.restore_or_keep(manager, fresh))
+    manager.close()
+    assert int(restored.step) == 2
+    leaves = jax.tree.leaves((restored.params, restored.batch_stats, restored.opt_state))
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
+    assert _max_abs_diff(restored.params, jax.device_get(fresh.params)) > 0  # it did train
+    assert not (tmp_path / "export").exists()
+    assert _logged_steps(tmp_path) == [2]
+
+
+# --- data parallelism -----------------------------------------------------------------------------
+
+
+def test_batch_not_divisible_by_device_count_raises(ranker_config, tmp_path):
+    """With several devices, a batch that does not split evenly is refused before any file is
+    written, with a message that names the device count."""
+    n = jax.device_count()
+    if n == 1:
+        pytest.skip("needs several devices (XLA_FLAGS=--xla_force_host_platform_device_count=2)")
+    config = _smoke(ranker_config, batch_size=2 * n + 1, num_steps=2)
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=rf"divisible by the number of devices \({n}\)"):
+        loop.train_and_evaluate(config, str(workdir), RankerTask(config))
+    assert not workdir.exists()
+
+
+def test_batch_is_sharded_on_the_data_axis(ranker_config, tmp_path, monkeypatch):
+    """Each step's global batch is split over all devices along the mesh's 'data' axis, and the
+    state stays replicated."""
+    n = jax.device_count()
+    made = []
+    original = jax.make_array_from_process_local_data
+
+    def recording(sharding, local_data, *args, **kwargs):
+        array = original(sharding, local_data, *args, **kwargs)
+        made.append((array.shape, array.sharding, [s.data.shape for s in array.addressable_shards]))
+        return array
+
+    monkeypatch.setattr(jax, "make_array_from_process_local_data", recording)
+    config = _smoke(ranker_config, batch_size=2 * n, num_steps=2, log_every=1, checkpoint_every=2)
+    state = loop.train_and_evaluate(config, str(tmp_path), RankerTask(config))
+    assert int(state.step) == 2
+    assert len(made) == 2 * 4  # two steps, four arrays each
+    p = config.data.patch_size
+    for shape, sharding, shard_shapes in made:
+        assert sharding.mesh.axis_names == ("data",) and sharding.mesh.size == n
+        assert sharding.spec[0] == "data"
+        assert len(shard_shapes) == n
+        assert all(s == (2,) + shape[1:] for s in shard_shapes)  # each device: batch / n
+    assert {shape for shape, _, _ in made} == {(2 * n, 2, p, p), (2 * n, p, p), (2 * n, 2)}
+    for leaf in jax.tree.leaves(state.params):
+        assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == n
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_main_trains_the_smoke_preset_and_prints_progress(tmp_path, compile_cache):
+    """`python -m cqrnet_jax.main --config=configs/ranker.py:smoke` exits 0 and prints progress
+    lines with the step, steps/s and an ETA, then exports the ranker."""
+    env = dict(os.environ)
+    env["JAX_COMPILATION_CACHE_DIR"] = compile_cache
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    cmd = [
+        sys.executable,
+        "-m",
+        "cqrnet_jax.main",
+        "--config=configs/ranker.py:smoke",
+        f"--workdir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    progress = re.findall(
+        r"^step (\d+)/20 \| .*loss=\S+ .*\| (\d+\.\d+) steps/s \| ETA (\d+m\d\ds|\d+h\d\dm)$",
+        proc.stdout,
+        re.MULTILINE,
+    )
+    assert [int(s) for s, _, _ in progress] == [5, 10, 15, 20], proc.stdout
+    assert all(float(rate) > 0 for _, rate, _ in progress)
+    assert progress[-1][2] == "0m00s"
+    assert "done: 20 steps" in proc.stdout
+    assert (tmp_path / "export" / "ranker.msgpack").is_file()
