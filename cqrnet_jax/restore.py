@@ -35,13 +35,13 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
 
 def expand_inputs(inputs) -> list[tuple[str, str | None]]:
     """[(path, error or None)] for files, folders (their images) and glob patterns."""
-    from cqrnet_jax.data.datasets import list_images
+    from cqrnet_jax.data.datasets import is_image_file
 
     out: list[tuple[str, str | None]] = []
     for arg in inputs:
         path = Path(arg)
         if path.is_dir():
-            files = list_images(path)
+            files = [f for f in sorted(path.iterdir()) if f.is_file() and is_image_file(f)]
             out += [(str(f), None) for f in files] or [(arg, "folder has no image files")]
         elif path.exists():
             out.append((arg, None))
@@ -92,6 +92,6 @@ def run_deblock(args) -> int:
                 continue
             except ImageLoadError as err:
                 error = err.reason
-        print(f"error: {path}: {error}", file=sys.stderr)
+        tqdm.write(f"error: {path}: {error}", file=sys.stderr)  # not glued to the bar
         failed += 1
     return 1 if failed else 0

@@ -28,6 +28,13 @@ def ranker_config():
 
 
 @pytest.fixture(scope="session")
+def deblock_config():
+    """`deblock_config('smoke')` is configs/deblock.py's `get_config('smoke')`, fresh each call."""
+    module = _load_config_module("deblock")
+    return module.get_config
+
+
+@pytest.fixture(scope="session")
 def tf():
     """TensorFlow, imported quietly with GPUs hidden (as the tf.data backend does), or a skip."""
     from cqrnet_jax.data.tf_pipeline import import_tensorflow

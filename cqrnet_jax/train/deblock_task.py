@@ -26,7 +26,7 @@ def deblock_from_config(model_cfg) -> DeblockNet:
 
 
 def load_frozen_ranker(loss_cfg):
-    """(module, variables) of the guiding ranker: the shipped one, or a PREFIX written by
+    """(module, variables, prefix) of the guiding ranker: the shipped one, or a PREFIX written by
     `save_variables` (e.g. WORKDIR/export/ranker). Its variables are constants of the loss."""
     prefix = pretrained.shipped("ranker") if loss_cfg.ranker == "shipped" else loss_cfg.ranker
     variables, meta = pretrained.load_variables(prefix)

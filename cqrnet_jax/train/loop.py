@@ -22,17 +22,17 @@ from jax.sharding import PartitionSpec as P
 from cqrnet_jax.data.pipeline import make_batches
 from cqrnet_jax.data.sources import load_training_images
 from cqrnet_jax.train.logging import MetricWriter, Progress
-from cqrnet_jax.train.state import TrainState, create_optimizer
+from cqrnet_jax.train.state import TrainState, create_optimizer, learning_rate_schedule
 
 
 class NonFiniteLossError(RuntimeError):
     """A step produced a non-finite loss; the state and checkpoints stay as they were before it."""
 
 
-def train_step(state: TrainState, batch, *, loss_fn):
+def train_step(state: TrainState, batch, *, loss_fn, seed: int = 0):
     """One optimizer step. A non-finite loss or gradient leaves the state unchanged and is reported
     through `metrics['finite']`, so no NaN ever reaches the parameters or a checkpoint."""
-    rng = jax.random.fold_in(jax.random.key(0), state.step)
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
 
     def objective(params):
         return loss_fn(params, state.batch_stats, batch, rng)
@@ -144,7 +144,7 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     data_sharding = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
     step_fn = jax.jit(
-        functools.partial(train_step, loss_fn=task.loss_fn),
+        functools.partial(train_step, loss_fn=task.loss_fn, seed=config.seed),
         in_shardings=(replicated, data_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
@@ -162,7 +162,8 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
             pending.append(metrics)
             last = step == config.num_steps
             if step % config.log_every == 0 or last or step % config.checkpoint_every == 0:
-                extra = {"learning_rate": float(task_lr(config, step))}
+                # the update that produced `step` used the schedule's value at step - 1
+                extra = {"learning_rate": float(learning_rate_schedule(config.optim)(step - 1))}
                 if config.eval_every and (step % config.eval_every == 0 or last):
                     extra.update(task.evaluate(state))
                 _flush_metrics(pending, step, writer, progress, extra)
@@ -175,12 +176,6 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     print(f"done: {config.num_steps - start} steps in {time.perf_counter() - t0:.0f} s", flush=True)
     task.finalize(state, workdir)
     return state
-
-
-def task_lr(config, step: int) -> float:
-    from cqrnet_jax.train.state import learning_rate_schedule
-
-    return learning_rate_schedule(config.optim)(step)
 
 
 def read_workdir_config(workdir: str) -> dict:

@@ -1,0 +1,223 @@
+"""The de-blocking network M (SPEC §2) and its layers: any input size, identity groups at
+initialisation, the windowed non-local block against a NumPy embedded-Gaussian non-local, the
+sub-pixel shuffle, and the no-DC ablation's parameters.
+
+The module turns on JAX's persistent compilation cache (in a temporary folder), as test_train.py.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+from cqrnet_jax.models.deblock import DeblockNet
+from cqrnet_jax.models.layers import WindowedNonLocal, conv3x3, depth_to_space
+from cqrnet_jax.train.deblock_task import deblock_from_config
+
+_CACHE_OPTIONS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+
+TINY = dict(features=8, num_local_groups=1, nl_inner=4, nl_window=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    """A persistent compilation cache for this module's runs; the previous settings come back."""
+    saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(model, variables, jitted apply) of a tiny DeblockNet at initialisation."""
+    model = DeblockNet(**TINY)
+    key = jax.random.key(0, impl="unsafe_rbg")  # compiles in a third of threefry's time
+    variables = jax.jit(model.init)(key, jnp.zeros((1, 16, 16), jnp.float32))
+    return model, variables, jax.jit(model.apply)
+
+
+def _random_params(abstract, seed: int, scale: float = 0.3):
+    """N(0, scale^2) values for every parameter of an abstract tree (none of them zero)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda a: jnp.asarray(scale * rng.standard_normal(a.shape), jnp.float32), abstract
+    )
+
+
+def _nonlocal_numpy(x, params, subsample: int = 1):
+    """Plain embedded-Gaussian non-local over each whole image of x (N, H, W, C), float64:
+    z = W·softmax_k(θ(x_q)·φ(x_k)) g(x_k) + x, keys/values max-pooled by `subsample`."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    n, h, w, c = x.shape
+    tokens = np.asarray(x, np.float64).reshape(n, h * w, c)
+
+    def dense(name, t):
+        return t @ p[name]["kernel"] + p[name]["bias"]
+
+    theta, phi, g = dense("theta", tokens), dense("phi", tokens), dense("g", tokens)
+    if subsample > 1:
+        f = subsample
+
+        def pool(t):
+            t = t.reshape(n, h // f, f, w // f, f, -1)
+            return t.max(axis=(2, 4)).reshape(n, (h // f) * (w // f), -1)
+
+        phi, g = pool(phi), pool(g)
+    logits = np.einsum("nqc,nkc->nqk", theta, phi)
+    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    weights /= weights.sum(axis=-1, keepdims=True)
+    y = dense("out", np.einsum("nqk,nkc->nqc", weights, g))
+    return x + y.reshape(n, h, w, c)
+
+
+def _windowed_nonlocal_numpy(x, params, window: int, subsample: int = 1):
+    """The NumPy non-local applied separately to each window-sized tile (H, W multiples of it)."""
+    out = np.empty(x.shape, np.float64)
+    for i in range(0, x.shape[1], window):
+        for j in range(0, x.shape[2], window):
+            crop = x[:, i : i + window, j : j + window]
+            out[:, i : i + window, j : j + window] = _nonlocal_numpy(crop, params, subsample)
+    return out
+
+
+def _random_block(window, x_shape, seed, **kw):
+    """(jitted apply, random non-zero params, random input) of a WindowedNonLocal, inner width 4."""
+    block = WindowedNonLocal(4, window, **kw)
+    x = jnp.asarray(np.random.default_rng(seed).standard_normal(x_shape), jnp.float32)
+    abstract = jax.eval_shape(block.init, jax.random.key(0), x)["params"]
+    return jax.jit(block.apply), _random_params(abstract, seed + 1), x
+
+
+# --- the whole network ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7), (2, 37, 53), (3, 8, 8), (1, 1, 1), (2, 9, 11, 1)])
+def test_output_has_the_input_shape(tiny, shape):
+    """DeblockNet returns the input's shape for odd, tiny and window-sized images, with or
+    without the channel axis, and finite values."""
+    _, variables, apply = tiny
+    x = jax.random.uniform(jax.random.key(1), shape)
+    out = apply(variables, x)
+    assert out.shape == shape and out.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(out)))
+
+
+def test_zero_tail_gives_exactly_the_input(tiny):
+    """The long skip: with the tail conv's kernel and bias zeroed, the output is the input."""
+    _, variables, apply = tiny
+    params = dict(variables["params"])
+    params["tail"] = jax.tree.map(jnp.zeros_like, params["tail"])
+    x = jax.random.uniform(jax.random.key(2), (2, 37, 53))
+    np.testing.assert_array_equal(np.asarray(apply({"params": params}, x)), np.asarray(x))
+
+
+def test_groups_are_the_identity_at_initialisation(tiny):
+    """At init every group is the identity (zero-initialised DC fusion), so the network is
+    x + tail(body_conv(head(x))), and it is not the identity itself."""
+    _, variables, apply = tiny
+    p = variables["params"]
+    assert not np.any(np.asarray(p["group_nl_low"]["dilated"]["fuse"]["kernel"]))
+    x = jax.random.uniform(jax.random.key(3), (2, 37, 53))  # a shape compiled above
+    f = conv3x3(TINY["features"], "head").apply({"params": p["head"]}, x[..., None])
+    f = conv3x3(TINY["features"], "body_conv").apply({"params": p["body_conv"]}, f)
+    expected = x + conv3x3(1, "tail").apply({"params": p["tail"]}, f)[..., 0]
+    out = apply(variables, x)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(expected), rtol=1e-5, atol=1e-6)
+    assert float(jnp.max(jnp.abs(out - x))) > 1e-3
+
+
+def test_no_dc_preset_has_the_same_parameters_as_the_default(deblock_config):
+    """no_dc only changes the dilations to (1, 1, 1): every parameter has the same name and shape
+    as with (1, 2, 4), so the parameter count is the same."""
+    for base in ("smoke", "cpu"):
+        dc, no_dc = deblock_config(base), deblock_config(f"{base},no_dc")
+        assert tuple(dc.model.dilations) == (1, 2, 4) and tuple(no_dc.model.dilations) == (1, 1, 1)
+        x = jax.ShapeDtypeStruct((1, 48, 48), jnp.float32)
+        shapes = [
+            jax.tree.map(lambda a: a.shape, jax.eval_shape(m.init, jax.random.key(0), x))
+            for m in (deblock_from_config(dc.model), deblock_from_config(no_dc.model))
+        ]
+        assert shapes[0] == shapes[1]
+        counts = [sum(int(np.prod(s)) for s in jax.tree.leaves(t)) for t in shapes]
+        assert counts[0] == counts[1] > 0
+
+
+# --- the windowed non-local block ---------------------------------------------------------------
+
+
+def test_single_window_equals_a_full_non_local():
+    """A window covering the whole input is RNAN's full embedded-Gaussian non-local, z = W·y + x
+    with softmax over all keys (checked with every weight random and non-zero)."""
+    apply, params, x = _random_block(16, (2, 16, 16, 6), seed=10)
+    out = apply({"params": params}, x)
+    expected = _nonlocal_numpy(np.asarray(x), params)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-5)
+    assert np.max(np.abs(expected - np.asarray(x))) > 0.1  # the attention term is not negligible
+
+
+def test_windows_attend_only_within_themselves():
+    """With several windows, each window's output is the full non-local of that window alone."""
+    apply, params, x = _random_block(8, (2, 16, 24, 6), seed=20)
+    out = apply({"params": params}, x)
+    expected = _windowed_nonlocal_numpy(np.asarray(x), params, 8)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 5])
+def test_chunked_attention_equals_unchunked(chunk):
+    """Attending to `chunk` windows at a time (a sequential map, padded when it does not divide
+    the window count) gives the all-at-once result."""
+    _, params, x = _random_block(8, (2, 24, 16, 6), seed=30)  # 12 windows
+    whole = jax.jit(WindowedNonLocal(4, 8, chunk=64).apply)({"params": params}, x)
+    chunked = jax.jit(WindowedNonLocal(4, 8, chunk=chunk).apply)({"params": params}, x)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=1e-6, atol=1e-6)
+
+
+def test_subsampled_keys_equal_a_hand_computation_with_max_pooling():
+    """subsample=2: keys and values are the 2x2 max-pooled φ and g of each window."""
+    apply, params, x = _random_block(8, (2, 16, 8, 6), seed=40, subsample=2)
+    out = apply({"params": params}, x)
+    expected = _windowed_nonlocal_numpy(np.asarray(x), params, 8, subsample=2)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-5)
+    full = _windowed_nonlocal_numpy(np.asarray(x), params, 8)
+    assert np.max(np.abs(full - expected)) > 1e-3  # pooling does change the result
+
+
+def test_windows_are_anchored_at_the_top_left_corner():
+    """On a crop whose origin is a multiple of the window, the windows lying wholly inside the
+    crop give the same values as in the full image."""
+    apply, params, x = _random_block(8, (1, 40, 40, 6), seed=50)
+    full = np.asarray(apply({"params": params}, x))
+    crop = np.asarray(apply({"params": params}, x[:, 16:36, 8:29]))  # 20 x 21 crop
+    np.testing.assert_allclose(crop[:, :16, :16], full[:, 16:32, 8:24], rtol=1e-5, atol=1e-6)
+
+
+# --- the sub-pixel shuffle ------------------------------------------------------------------------
+
+
+def test_depth_to_space_on_a_known_array():
+    """(1, 1, 1, 4) [0, 1, 2, 3] becomes the 2x2 [[0, 1], [2, 3]]; in general
+    out[n, b*h + i, b*w + j, c] = x[n, h, w, (b*i + j) * C + c]."""
+    x = jnp.arange(4.0).reshape(1, 1, 1, 4)
+    np.testing.assert_array_equal(np.asarray(depth_to_space(x))[0, :, :, 0], [[0, 1], [2, 3]])
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 3 * 4)).astype(np.float32)
+    out = np.asarray(depth_to_space(jnp.asarray(x), 2))
+    assert out.shape == (2, 6, 10, 3)
+    expected = np.empty_like(out)
+    for i in range(2):
+        for j in range(2):
+            expected[:, i::2, j::2, :] = x[..., (2 * i + j) * 3 : (2 * i + j + 1) * 3]
+    np.testing.assert_array_equal(out, expected)

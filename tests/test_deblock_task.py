@@ -1,0 +1,263 @@
+"""Stage 2 as a training task (SPEC §3) on the `smoke` preset, guided by a tiny saved ranker: the
+loss is L_MAE + α L_Q + β L_F, the ranker is a constant, the loss goes down, the ablations that
+drop the ranker never load it, and a run exports and resumes.
+
+The fixed-batch steps are jitted exactly as `train_and_evaluate` jits them, and the module turns
+on JAX's persistent compilation cache (as test_train.py), so the runs reuse those programs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from cqrnet_jax import pretrained
+from cqrnet_jax.data.pipeline import make_batches
+from cqrnet_jax.data.sources import load_training_images
+from cqrnet_jax.losses import feature_matching_loss, mae_loss, quality_loss
+from cqrnet_jax.train import loop
+from cqrnet_jax.train.deblock_task import DeblockTask, load_frozen_ranker
+from cqrnet_jax.train.ranker_task import ranker_from_config
+
+_SAVED_OPTIONS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+    "jax_default_prng_impl",
+)
+STEPS = 15
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    """A persistent compilation cache for this module's runs, and the PRNG whose initialisers
+    compile in a third of threefry's time; the previous settings come back."""
+    saved = {name: getattr(jax.config, name) for name in _SAVED_OPTIONS}
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_default_prng_impl", "unsafe_rbg")
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def ranker_prefix(ranker_config, tmp_path_factory):
+    """A tiny QualityRanker (the ranker smoke preset) saved with `save_variables`, with random
+    BatchNorm statistics so that using batch statistics instead would show."""
+    model_cfg = ranker_config("smoke").model
+    model = ranker_from_config(model_cfg)
+    init = jax.jit(functools.partial(model.init, train=False))
+    variables = init(jax.random.key(0), jnp.zeros((1, 32, 32)))
+    rng = np.random.default_rng(0)
+
+    def random_stat(path, a):
+        if path[-1].key == "var":
+            return rng.uniform(0.5, 2.0, a.shape).astype(np.float32)
+        return rng.normal(0.0, 0.3, a.shape).astype(np.float32)
+
+    stats = jax.tree_util.tree_map_with_path(random_stat, variables["batch_stats"])
+    variables = {"params": variables["params"], "batch_stats": stats}
+    prefix = tmp_path_factory.mktemp("ranker") / "ranker"
+    meta = {"kind": "ranker", "model": model_cfg.to_dict()}
+    pretrained.save_variables(prefix, variables, meta)
+    return str(prefix)
+
+
+def _config(deblock_config, ranker_prefix, presets="smoke"):
+    """The presets with lr 1e-3, the NumPy pipeline, the tiny ranker, and 24x24 patches (and
+    non-local windows) for speed."""
+    config = deblock_config(presets)
+    config.data.backend = "numpy"
+    config.data.patch_size = config.model.nl_window = 24
+    config.optim.learning_rate = 1e-3
+    config.loss.ranker = ranker_prefix
+    return config
+
+
+@pytest.fixture(scope="module")
+def setup(deblock_config, ranker_prefix):
+    """The smoke task, its initial state (host copy) and one fixed batch of the pipeline."""
+    config = _config(deblock_config, ranker_prefix)
+    task = DeblockTask(config)
+    mesh = loop.make_mesh()
+    state = jax.device_get(loop.create_state(task, config, mesh))
+    images = load_training_images(config.data)
+    batches = make_batches(config.data, images, mode="deblock", global_batch=4, start_step=0)
+    batch = next(batches)
+    batches.close()
+    return dict(config=config, task=task, mesh=mesh, state=state, batch=batch)
+
+
+@pytest.fixture(scope="module")
+def trained(setup):
+    """STEPS train_steps on the fixed batch, jitted as in `train_and_evaluate`."""
+    task, mesh, config = setup["task"], setup["mesh"], setup["config"]
+    ranker_before = jax.device_get(task.ranker_variables)
+    data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    step = jax.jit(
+        functools.partial(loop.train_step, loss_fn=task.loss_fn, seed=config.seed),
+        in_shardings=(replicated, data_sharding),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    batch = jax.device_put(setup["batch"], data_sharding)
+    state = jax.device_put(setup["state"], replicated)
+    history = []
+    for _ in range(STEPS):
+        state, metrics = step(state, batch)
+        history.append(jax.device_get(metrics))
+    return dict(state=jax.device_get(state), history=history, ranker_before=ranker_before)
+
+
+def _assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# --- the loss ----------------------------------------------------------------------------------
+
+
+def test_loss_is_mae_plus_weighted_quality_and_feature_terms(setup, ranker_prefix):
+    """L = L_MAE + 0.01 L_Q + 0.9 L_F, recomputed from M's output with the saved ranker in
+    inference mode (running BatchNorm statistics) and its feature maps 1, 3, 5."""
+    config, task, state, batch = setup["config"], setup["task"], setup["state"], setup["batch"]
+    assert (config.loss.alpha, config.loss.beta) == (0.01, 0.9)
+    assert tuple(config.loss.feature_layers) == (1, 3, 5)
+    variables, meta = pretrained.load_variables(ranker_prefix)
+    ranker = ranker_from_config(meta["model"])
+
+    def independent(params):
+        x = jnp.asarray(batch["degraded"][:, 0], jnp.float32) / 255.0
+        y = jnp.asarray(batch["clean"], jnp.float32) / 255.0
+        restored = task.model.apply({"params": params}, x)
+        scores, maps_r = ranker.apply(variables, restored, train=False)
+        _, maps_y = ranker.apply(variables, y, train=False)
+        l_mae = mae_loss(restored, y)
+        l_q = quality_loss(scores)
+        l_f = feature_matching_loss([maps_r[i] for i in (1, 3, 5)], [maps_y[i] for i in (1, 3, 5)])
+        return l_mae + 0.01 * l_q + 0.9 * l_f, dict(l_mae=l_mae, l_q=l_q, l_f=l_f)
+
+    expected, parts = jax.jit(independent)(state.params)
+    total, (metrics, batch_stats) = jax.jit(task.loss_fn)(
+        state.params, state.batch_stats, batch, jax.random.key(0)
+    )
+    np.testing.assert_allclose(float(total), float(expected), rtol=1e-5)
+    for name in ("l_mae", "l_q", "l_f"):
+        np.testing.assert_allclose(float(metrics[name]), float(parts[name]), rtol=1e-5)
+    assert float(parts["l_q"]) > 0 and float(parts["l_f"]) > 0
+    assert float(total) > float(parts["l_mae"])  # the ranker terms are really added
+    assert jax.tree.leaves(batch_stats) == []  # M has no BatchNorm; nothing else is carried
+
+
+def test_loss_goes_down_on_a_fixed_batch(trained):
+    """STEPS jitted Adam steps (lr 1e-3) on one repeated batch clearly lower the total loss."""
+    losses = [float(m["loss"]) for m in trained["history"]]
+    assert all(bool(m["finite"]) for m in trained["history"])
+    assert int(trained["state"].step) == STEPS
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert float(trained["history"][-1]["l_mae"]) < float(trained["history"][0]["l_mae"])
+
+
+def test_ranker_variables_are_constants(setup, trained, ranker_prefix):
+    """The ranker's weights and BatchNorm statistics in the task are bit for bit the saved ones
+    after training; they are not part of the trained state at all."""
+    task = setup["task"]
+    saved, _ = pretrained.load_variables(ranker_prefix)
+    _assert_trees_equal(jax.device_get(task.ranker_variables), trained["ranker_before"])
+    _assert_trees_equal(jax.device_get(task.ranker_variables), saved)
+    state = trained["state"]
+    assert jax.tree.leaves(state.batch_stats) == []
+    groups = {"group_nl_low", "group_local0", "group_nl_high"}
+    assert set(state.params) == {"head", "body_conv", "tail"} | groups  # M's parameters only
+
+
+def test_load_frozen_ranker_returns_the_saved_variables(ranker_prefix, ranker_config, setup):
+    """load_frozen_ranker rebuilds the saved model and gives back its exact variables."""
+    module, variables, prefix = load_frozen_ranker(setup["config"].loss)
+    assert prefix == ranker_prefix
+    assert module == ranker_from_config(ranker_config("smoke").model)
+    _assert_trees_equal(variables, pretrained.load_variables(ranker_prefix)[0])
+
+
+# --- ablations and errors -----------------------------------------------------------------------
+
+
+def test_no_cqr_never_loads_the_ranker_and_its_loss_is_mae(
+    deblock_config, tmp_path, setup, monkeypatch
+):
+    """no_cqr (α = β = 0): a non-existent ranker path is fine, nothing is loaded, L = L_MAE."""
+
+    def refuse(prefix):
+        raise AssertionError(f"the ranker was loaded from {prefix}")
+
+    monkeypatch.setattr(pretrained, "load_variables", refuse)
+    config = _config(deblock_config, str(tmp_path / "no" / "ranker"), "smoke,no_cqr")
+    task = DeblockTask(config)
+    assert task.ranker is None and task.ranker_variables is None and not task.uses_ranker
+    state, batch = setup["state"], setup["batch"]
+    total, (metrics, _) = jax.jit(task.loss_fn)(state.params, {}, batch, jax.random.key(0))
+    x = jnp.asarray(batch["degraded"][:, 0], jnp.float32) / 255.0
+    y = jnp.asarray(batch["clean"], jnp.float32) / 255.0
+    expected = mae_loss(task.model.apply({"params": state.params}, x), y)
+    np.testing.assert_allclose(float(total), float(expected), rtol=1e-5)
+    assert set(metrics) == {"l_mae"}
+
+
+@pytest.mark.parametrize("presets", ["smoke", "smoke,no_lq", "smoke,no_lf"])
+def test_missing_ranker_with_a_ranker_term_names_the_path(deblock_config, tmp_path, presets):
+    """With α > 0 or β > 0, a missing ranker prefix is a FileNotFoundError naming the path."""
+    missing = tmp_path / "nowhere" / "ranker"
+    config = _config(deblock_config, str(missing), presets)
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        DeblockTask(config)
+
+
+# --- a run ----------------------------------------------------------------------------------------
+
+
+def _run(config, workdir):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        state = loop.train_and_evaluate(config, str(workdir), DeblockTask(config))
+    return jax.device_get(state), out.getvalue()
+
+
+def test_run_exports_deblock_params_and_resumes(deblock_config, ranker_prefix, tmp_path):
+    """train_and_evaluate writes export/deblock.{msgpack,json} (params only; meta kind 'deblock',
+    the model config, step, ranker); rerun with more steps it resumes and re-exports."""
+    overrides = dict(log_every=1, checkpoint_every=2)
+    config = _config(deblock_config, ranker_prefix)
+    config.update(dict(num_steps=2, **overrides))
+    first, out = _run(config, tmp_path)
+    assert "starting step 0 of 2" in out
+    for suffix in ("msgpack", "json"):
+        assert (tmp_path / "export" / f"deblock.{suffix}").is_file()
+    variables, meta = pretrained.load_variables(tmp_path / "export" / "deblock")
+    assert set(variables) == {"params"}
+    _assert_trees_equal(variables["params"], first.params)
+    assert meta["kind"] == "deblock" and meta["step"] == 2
+    assert meta["model"] == json.loads(config.model.to_json())
+    assert meta["ranker"] == ranker_prefix
+
+    config.num_steps = 4
+    resumed, out = _run(config, tmp_path)
+    assert "resuming at step 2 of 4" in out
+    assert int(resumed.step) == 4
+    variables, meta = pretrained.load_variables(tmp_path / "export" / "deblock")
+    assert meta["step"] == 4
+    _assert_trees_equal(variables["params"], resumed.params)

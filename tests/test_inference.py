@@ -1,0 +1,158 @@
+"""Full-image inference (`cqrnet_jax.inference`): tiled restoration equals whole-image restoration
+within one grey level, the tiles partition the image, and models load from every kind of path.
+
+The Restorer compiles once per distinct tile shape, so this module turns on JAX's persistent
+compilation cache (as test_train.py) and keeps the photo small.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import skimage.data
+from jax.experimental.compilation_cache import compilation_cache
+
+from cqrnet_jax import pretrained
+from cqrnet_jax.data.jpeg import jpeg_degrade
+from cqrnet_jax.inference import Restorer, load_restorer, resolve_model_prefix
+from cqrnet_jax.train.deblock_task import deblock_from_config
+
+_CACHE_OPTIONS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+MODEL = dict(features=8, num_local_groups=1, dilations=[1, 2, 4], nl_inner=4, nl_window=16)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    """A persistent compilation cache for this module's runs; the previous settings come back."""
+    saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(model, variables) of a tiny DeblockNet (windows of 16) whose every parameter, the
+    zero-initialised ones included, is perturbed by N(0, 0.02^2) noise, and the non-local blocks'
+    by N(0, 0.3^2) so that attention matters: not the identity."""
+    model = deblock_from_config(MODEL)
+    key = jax.random.key(0, impl="unsafe_rbg")  # compiles in a third of threefry's time
+    variables = jax.device_get(jax.jit(model.init)(key, jnp.zeros((1, 16, 16), jnp.float32)))
+    rng = np.random.default_rng(0)
+
+    def perturb(path, a):
+        scale = 0.3 if "non_local" in jax.tree_util.keystr(path) else 0.02
+        return (a + scale * rng.standard_normal(a.shape)).astype(np.float32)
+
+    return model, jax.tree_util.tree_map_with_path(perturb, variables)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A 120 x 104 crop of the camera man (sizes not multiples of the window), JPEG q10."""
+    return jpeg_degrade(skimage.data.camera()[100:220, 150:254], 10)
+
+
+@pytest.fixture(scope="module")
+def untiled(tiny, photo):
+    """(uint8, float) whole-image restorations of the photo."""
+    restorer = Restorer(*tiny)
+    return restorer(photo), restorer.restore_float(photo / 255.0)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tiny, tmp_path_factory):
+    """The tiny model written by `save_variables` as WORKDIR/export/deblock: (workdir, prefix)."""
+    workdir = tmp_path_factory.mktemp("workdir")
+    prefix = workdir / "export" / "deblock"
+    meta = {"kind": "deblock", "model": MODEL, "step": 7}
+    pretrained.save_variables(prefix, tiny[1], meta)
+    return workdir, prefix
+
+
+# --- tiles -----------------------------------------------------------------------------------
+
+
+def test_model_is_not_the_identity(untiled, photo):
+    """The perturbed model changes the photo by several grey levels (the tiling test has teeth)."""
+    assert np.mean(np.abs(untiled[0].astype(int) - photo)) > 2
+
+
+@pytest.mark.parametrize("tile, margin", [(32, 16), (48, 32), (64, 16), (80, 32)])
+def test_tiled_equals_untiled_within_one_grey_level(tiny, photo, untiled, tile, margin):
+    """Tiled restoration of a real JPEG photo equals the whole-image one within one grey level;
+    before rounding, within 0.1 level with a 16-pixel margin and 0.001 with 32 (tiles whose
+    windows were not aligned with the image's would differ by ~0.02 even with a 32 margin)."""
+    restorer = Restorer(*tiny, tile=tile, margin=margin)
+    assert len(list(restorer.tiles(*photo.shape))) > 1
+    tiled_float = restorer.restore_float(photo / 255.0)
+    float_diff = 255.0 * float(np.max(np.abs(tiled_float - untiled[1])))
+    # the uint8 result is the float one rounded: the same float run serves both comparisons
+    tiled = np.clip(np.round(tiled_float * 255.0), 0, 255).astype(np.uint8)
+    diff = int(np.max(np.abs(tiled.astype(int) - untiled[0].astype(int))))
+    print(f"tile {tile} margin {margin}: max |tiled - untiled| {diff} (float {float_diff:.4f})")
+    assert diff <= 1, f"tile {tile}, margin {margin}: {diff} grey levels"
+    bound = 0.1 if margin < 32 else 1e-3
+    assert float_diff < bound, f"tile {tile}, margin {margin}: {float_diff} grey levels"
+
+
+@pytest.mark.parametrize(
+    "h, w, tile, margin", [(101, 67, 32, 16), (101, 67, 40, 48), (33, 200, 32, 32), (20, 30, 32, 0)]
+)
+def test_tiles_partition_the_image(tiny, h, w, tile, margin):
+    """The output boxes cover every pixel exactly once; each input box is its output box grown
+    by the margin (clipped to the image), starting at a multiple of the window."""
+    restorer = Restorer(*tiny, tile=tile, margin=margin)
+    window = MODEL["nl_window"]
+    assert restorer.tile % window == 0 and restorer.tile >= tile
+    assert restorer.margin % window == 0 and restorer.margin >= margin
+    count = np.zeros((h, w), int)
+    for (a0, a1, b0, b1), (c0, c1, d0, d1) in restorer.tiles(h, w):
+        assert 0 <= a0 < a1 <= h and 0 <= b0 < b1 <= w
+        count[a0:a1, b0:b1] += 1
+        m = restorer.margin
+        assert (c0, c1, d0, d1) == (max(0, a0 - m), min(h, a1 + m), max(0, b0 - m), min(w, b1 + m))
+        assert a0 % window == b0 % window == c0 % window == d0 % window == 0
+    np.testing.assert_array_equal(count, 1)
+
+
+def test_call_returns_uint8_of_the_same_shape(tiny):
+    """Restorer(...)(y) maps (H, W) uint8 to (H, W) uint8, for odd sizes and in tiles too."""
+    y = np.random.default_rng(1).integers(0, 256, (23, 31), dtype=np.uint8)
+    for tile in (0, 16):
+        out = Restorer(*tiny, tile=tile, margin=16)(y)  # every input box is the whole image
+        assert out.dtype == np.uint8 and out.shape == y.shape
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def test_load_restorer_resolves_every_kind_of_path(saved_model, tiny):
+    """A params prefix, its .msgpack or .json file, and a workdir with export/deblock all load the
+    same model and variables, with the saved meta."""
+    workdir, prefix = saved_model
+    specs = [str(prefix), f"{prefix}.msgpack", f"{prefix}.json", str(workdir)]
+    for spec in specs:
+        assert resolve_model_prefix(spec) == prefix
+        restorer, meta = load_restorer(spec, tile=48)
+        assert meta["kind"] == "deblock" and meta["step"] == 7
+        assert restorer.model == tiny[0] and restorer.tile == 48
+        for a, b in zip(jax.tree.leaves(restorer.variables), jax.tree.leaves(tiny[1])):
+            np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_load_restorer_on_a_missing_model_names_the_path(tmp_path):
+    """A prefix with no files raises FileNotFoundError naming it."""
+    with pytest.raises(FileNotFoundError, match="no de-blocking model found at .*nothing"):
+        load_restorer(str(tmp_path / "nothing"))
