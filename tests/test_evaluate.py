@@ -131,7 +131,9 @@ def test_cli_writes_json_report(data_dir, tmp_path, capsys):
     assert "| jpeg  | Classic5 | 10 |      2 |" in captured.out and "| a " in captured.out
     report = json.loads(out.read_text())
     assert {"command", "versions", "results", "per_image"} <= report.keys()
-    assert report["command"].endswith(" ".join(argv)) and "cqrnet-jax evaluate" in report["command"]
+    # the program name depends on how Python was started (console script or `python -m`)
+    assert report["command"].endswith(" ".join(argv))
+    assert report["command"].split(" evaluate ")[0] in ("cqrnet-jax", "python -m cqrnet_jax")
     assert {"jax", "pillow"} <= report["versions"].keys()
     assert len(report["results"]) == 2 and len(report["per_image"]) == 4
     # The published JPEG rows are attached by set name; this made-up "Classic5" cannot match them.
