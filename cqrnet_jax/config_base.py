@@ -17,6 +17,9 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.eval_every = 0  # 0: no periodic evaluation
     c.checkpoint_every = 500
     c.keep_checkpoints = 2
+    # Exported params to start from when the workdir has no checkpoint (e.g. the shipped model,
+    # to continue its training on a new machine); the step continues from the export's.
+    c.init_from = ""
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"

@@ -204,6 +204,29 @@ def test_rerun_with_more_steps_resumes_where_it_stopped(runs):
     assert int(runs["resumed"].step) == 2 * K
 
 
+def test_init_from_exported_params_continues_step_and_weights(runs, ranker_config, tmp_path):
+    """A fresh workdir with init_from=an export starts at the export's step with its weights
+    (what a new machine does with the shipped params), then trains on."""
+    prefix = runs["dir_a"] / "export" / "ranker"
+    exported, meta = pretrained.load_variables(prefix)
+    recorded = []
+    original_restore = loop.restore_or_keep
+
+    def recording_restore(manager, state):
+        recorded.append(jax.device_get(state))
+        return original_restore(manager, state)
+
+    config = _smoke(ranker_config, num_steps=meta["step"] + 2, init_from=str(prefix), log_every=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "restore_or_keep", recording_restore)
+        final, out = _run(config, tmp_path)
+    assert f"initialised from {prefix} at step {meta['step']}" in out
+    assert int(recorded[0].step) == meta["step"]
+    _assert_trees_equal(_variables(recorded[0]), exported)
+    assert int(final.step) == meta["step"] + 2
+    assert _logged_steps(tmp_path) == [meta["step"] + 1, meta["step"] + 2]
+
+
 def test_resumed_run_equals_a_straight_run(runs):
     """Training K steps, stopping and resuming to 2K gives the state of 2K steps straight."""
     resumed, straight = runs["resumed"], runs["straight"]

@@ -92,6 +92,29 @@ def restore_or_keep(manager: ocp.CheckpointManager, state: TrainState) -> TrainS
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
+def init_from_params(state: TrainState, prefix: str) -> TrainState:
+    """Starts from exported params (no optimizer state): the weights and BatchNorm statistics of
+    PREFIX, and its step, so the schedule and the data pipeline continue where it stopped."""
+    from cqrnet_jax import pretrained
+
+    variables, meta = pretrained.load_variables(prefix)
+
+    def like(new, old):
+        if np.shape(new) != old.shape:
+            raise ValueError(f"{prefix}: parameter shapes do not match the config's model")
+        return jax.device_put(np.asarray(new, old.dtype), old.sharding)
+
+    params = jax.tree.map(like, variables["params"], state.params)
+    batch_stats = jax.tree.map(like, variables.get("batch_stats", {}), state.batch_stats)
+    return state.replace(
+        params=params,
+        batch_stats=batch_stats,
+        step=jax.device_put(
+            jnp.asarray(int(meta.get("step", 0)), state.step.dtype), state.step.sharding
+        ),
+    )
+
+
 def save_config(workdir: str, config):
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
@@ -119,6 +142,9 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     save_config(workdir, config)
     state = create_state(task, config, mesh)
     manager = checkpoint_manager(workdir, config)
+    if manager.latest_step() is None and config.get("init_from"):
+        state = init_from_params(state, config.init_from)
+        print(f"initialised from {config.init_from} at step {int(state.step)}", flush=True)
     state = restore_or_keep(manager, state)
     start = int(state.step)
     if start >= config.num_steps:
