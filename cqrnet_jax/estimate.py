@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 EXIT_FILE_ERRORS, EXIT_NO_RANKER = 1, 2
 
@@ -25,28 +24,11 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
         "quality (calibrated on training images); also reads the quality from the file's own "
         "quantization table when it is an IJG JPEG. One line per file.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="image files or folders of images")
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files, folders or globs")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--ranker", metavar="PREFIX", help="ranker weights prefix (default: shipped)")
     p.set_defaults(func=run_estimate)
     return p
-
-
-def _expand(paths) -> list[tuple[str, str | None]]:
-    """[(file, error or None)]: folders become their image files (sorted, not recursive)."""
-    from cqrnet_jax.data.datasets import is_image_file
-
-    out: list[tuple[str, str | None]] = []
-    for arg in paths:
-        path = Path(arg)
-        if not path.is_dir():
-            out.append((str(arg), None))
-            continue
-        files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
-        out.extend((str(f), None) for f in files)
-        if not files:
-            out.append((str(arg), "folder has no image files"))
-    return out
 
 
 def _estimate_one(scorer, file: str) -> dict:
@@ -104,13 +86,14 @@ def _load_scorer(prefix):
 
 def run_estimate(args) -> int:
     """Runs `estimate` for parsed args (files, json, ranker); returns the exit status."""
+    from cqrnet_jax.data.datasets import expand_inputs
     from cqrnet_jax.data.io import ImageLoadError
 
     scorer = _load_scorer(getattr(args, "ranker", None))
     if scorer is None:
         return EXIT_NO_RANKER
     failed = False
-    for file, problem in _expand(args.files):
+    for file, problem in expand_inputs(args.files):
         try:
             if problem:
                 raise ImageLoadError(file, problem)

@@ -8,7 +8,6 @@ alpha is carried over unchanged.
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
 from pathlib import Path
 
@@ -33,24 +32,6 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def expand_inputs(inputs) -> list[tuple[str, str | None]]:
-    """[(path, error or None)] for files, folders (their images) and glob patterns."""
-    from cqrnet_jax.data.datasets import is_image_file
-
-    out: list[tuple[str, str | None]] = []
-    for arg in inputs:
-        path = Path(arg)
-        if path.is_dir():
-            files = [f for f in sorted(path.iterdir()) if f.is_file() and is_image_file(f)]
-            out += [(str(f), None) for f in files] or [(arg, "folder has no image files")]
-        elif path.exists():
-            out.append((arg, None))
-        else:
-            matches = sorted(glob.glob(arg))
-            out += [(m, None) for m in matches] or [(arg, "no such file")]
-    return out
-
-
 def restore_image(restorer, loaded) -> np.ndarray:
     """The restored image as uint8: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA."""
     from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
@@ -72,6 +53,7 @@ def restore_image(restorer, loaded) -> np.ndarray:
 def run_deblock(args) -> int:
     from tqdm import tqdm
 
+    from cqrnet_jax.data.datasets import expand_inputs
     from cqrnet_jax.data.io import ImageLoadError, load_image, save_image
     from cqrnet_jax.inference import load_restorer
 

@@ -6,6 +6,7 @@ CQRNET_DATA_DIR environment variable. Its layout is /work/shared/data/MANIFEST.m
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 from collections.abc import Iterable
@@ -125,3 +126,20 @@ def builtin_photos() -> list[tuple[str, np.ndarray]]:
     if missing:
         raise DataDirError(f"built-in photos missing from {folder}: {', '.join(missing)}")
     return [(Path(f).stem, load_y(folder / f)) for f in _BUILTIN_PHOTOS]
+
+
+def expand_inputs(inputs) -> list[tuple[str, str | None]]:
+    """[(path, error or None)] for command-line inputs: files, folders (their image files,
+    sorted, not recursive) and glob patterns; a problem is reported per input, never raised."""
+    out: list[tuple[str, str | None]] = []
+    for arg in inputs:
+        path = Path(arg)
+        if path.is_dir():
+            files = [f for f in sorted(path.iterdir()) if f.is_file() and is_image_file(f)]
+            out += [(str(f), None) for f in files] or [(arg, "folder has no image files")]
+        elif path.exists():
+            out.append((arg, None))
+        else:
+            matches = sorted(glob.glob(arg))
+            out += [(m, None) for m in matches] or [(arg, "no such file")]
+    return out

@@ -3,7 +3,6 @@ built-in photos (smoke runs). All are returned as Y-channel uint8 arrays held in
 
 from __future__ import annotations
 
-import glob
 import os
 
 import numpy as np
@@ -15,15 +14,13 @@ SOURCES = ("shared", "folder", "div2k", "builtin")
 
 
 def _expand(files: str) -> list[str]:
-    paths = []
-    for pattern in [f.strip() for f in files.split(",") if f.strip()]:
-        if os.path.isdir(pattern):
-            paths += [str(p) for p in datasets.list_images(pattern)]
-        else:
-            paths += sorted(glob.glob(os.path.expanduser(pattern)))
-    if not paths:
-        raise ValueError(f"no training images match {files!r}")
-    return paths
+    """Training files from comma-separated files, folders and globs; any bad entry is an error."""
+    entries = [os.path.expanduser(f.strip()) for f in files.split(",") if f.strip()]
+    items = datasets.expand_inputs(entries)
+    bad = [f"{path}: {error}" for path, error in items if error]
+    if bad or not items:
+        raise ValueError(f"training files {files!r}: " + ("; ".join(bad) or "nothing given"))
+    return [path for path, _ in items]
 
 
 def _div2k(split: str = "train") -> list[np.ndarray]:
