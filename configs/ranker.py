@@ -3,7 +3,8 @@
   python -m cqrnet_jax.main --config=configs/ranker.py:cpu --workdir=/work/runs/ranker_cpu
 
 Presets compose left to right with commas: `paper` (the default: RankSRGAN-sized ranker), `cpu`
-(the shipped ranker, trained on 2 CPU cores), `smoke` (under a minute, built-in photos; tests/CI).
+(the shipped ranker, trained on 2 CPU cores), `smoke` (under a minute, built-in photos; tests/CI),
+`blind` (adds cross-image pairs so scores compare across images: a blind QF estimator).
 """
 
 from cqrnet_jax.config_base import apply_presets, train_defaults
@@ -38,7 +39,12 @@ def smoke(c):
     c.checkpoint_every = 10
 
 
-PRESETS = {"paper": paper, "cpu": cpu, "smoke": smoke}
+def blind(c):
+    # Beyond the paper: scores comparable across images, for blind QF estimation.
+    c.loss.cross_image_weight = 1.0
+
+
+PRESETS = {"paper": paper, "cpu": cpu, "smoke": smoke, "blind": blind}
 
 
 def get_config(arg=None):
@@ -53,6 +59,9 @@ def get_config(arg=None):
         hidden=100,
         negative_slope=0.2,
     )
-    c.loss = dict(margin=0.5)  # epsilon of the margin ranking loss
+    c.loss = dict(
+        margin=0.5,  # epsilon of the margin ranking loss
+        cross_image_weight=0.0,  # > 0: also rank different crops of a batch (see `blind`)
+    )
     paper(c)
     return apply_presets(c, arg, PRESETS)

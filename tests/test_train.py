@@ -360,3 +360,29 @@ def test_main_trains_the_smoke_preset_and_prints_progress(tmp_path, compile_cach
     assert progress[-1][2] == "0m00s"
     assert "done: 20 steps" in proc.stdout
     assert (tmp_path / "export" / "ranker.msgpack").is_file()
+
+
+def test_blind_preset_adds_the_cross_image_term(ranker_config):
+    """`:smoke,blind` = the paper's same-crop loss + 1.0 x the cross-image ranking loss."""
+    from cqrnet_jax.losses import margin_ranking_loss
+    from cqrnet_jax.train.ranker_task import cross_image_ranking_loss
+
+    paper_task = RankerTask(ranker_config("smoke"))
+    blind_task = RankerTask(ranker_config("smoke,blind"))
+    variables = paper_task.init_variables(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = dict(
+        degraded=rng.integers(0, 256, (4, 2, 32, 32), dtype=np.uint8),
+        label=np.array([[1, 3], [2, 1], [3, 2], [1, 2]], np.int32),
+    )
+    args = (variables["params"], variables["batch_stats"], batch, None)
+    base, _ = paper_task.loss_fn(*args)
+    blind, _ = blind_task.loss_fn(*args)
+    x = batch["degraded"].reshape(8, 32, 32).astype(np.float32) / 255.0
+    (scores, _), _ = paper_task.model.apply(variables, x, train=True, mutable=["batch_stats"])
+    s, lab = scores.reshape(4, 2), batch["label"]
+    assert float(base) == pytest.approx(
+        float(margin_ranking_loss(s[:, 0], s[:, 1], lab[:, 0], lab[:, 1])), rel=1e-5
+    )
+    cross = float(cross_image_ranking_loss(s, lab, 0.5))
+    assert cross > 0 and float(blind) == pytest.approx(float(base) + cross, rel=1e-5)

@@ -21,6 +21,20 @@ def ranker_from_config(model_cfg) -> QualityRanker:
     )
 
 
+def cross_image_ranking_loss(scores, labels, margin):
+    """Margin ranking loss between *different* crops of the batch: (B, 2) scores and labels are
+    paired with the batch rolled by one, crop k's first version against crop k-1's two versions.
+    Not in the paper (its pairs are one crop at two QFs): it makes scores comparable across
+    images, which a blind quality estimate needs. Equal-label pairs are left out."""
+    other = jnp.roll(scores, 1, axis=0)
+    other_labels = jnp.roll(labels, 1, axis=0)
+    s_i = jnp.concatenate([scores[:, 0], scores[:, 0]])
+    s_j = jnp.concatenate([other[:, 0], other[:, 1]])
+    b_i = jnp.concatenate([labels[:, 0], labels[:, 0]])
+    b_j = jnp.concatenate([other_labels[:, 0], other_labels[:, 1]])
+    return margin_ranking_loss(s_i, s_j, b_i, b_j, margin)
+
+
 class RankerTask:
     pipeline_mode = "ranker"
 
@@ -44,10 +58,12 @@ class RankerTask:
         )
         s = scores.reshape(b, 2)
         labels = batch["label"]
-        loss = margin_ranking_loss(
-            s[:, 0], s[:, 1], labels[:, 0], labels[:, 1], self.config.loss.margin
-        )
+        margin = self.config.loss.margin
+        loss = margin_ranking_loss(s[:, 0], s[:, 1], labels[:, 0], labels[:, 1], margin)
         acc = pair_order_accuracy(s[:, 0], s[:, 1], labels[:, 0], labels[:, 1])
+        weight = self.config.loss.get("cross_image_weight", 0.0)
+        if weight:
+            loss = loss + weight * cross_image_ranking_loss(s, labels, margin)
         return loss, (dict(pair_accuracy=acc), updates["batch_stats"])
 
     def evaluate(self, state) -> dict:
