@@ -1,5 +1,5 @@
-"""Shared test helpers: the training config presets loaded from configs/, and TensorFlow (skipped
-when it is not installed)."""
+"""Shared test helpers: a persistent compilation cache for the session, the training config
+presets loaded from configs/, and TensorFlow (skipped when it is not installed)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,30 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+_CACHE_OPTIONS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory):
+    """JAX's persistent compilation cache in a temporary folder for the whole session (each
+    program compiles once, also across runs and subprocesses); yields the folder."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield path
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
 
 
 def _load_config_module(name: str):

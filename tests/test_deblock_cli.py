@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
-from jax.experimental.compilation_cache import compilation_cache
 from PIL import Image
 
 from cqrnet_jax import pretrained
@@ -26,27 +25,8 @@ from cqrnet_jax.data.io import load_image
 from cqrnet_jax.inference import load_restorer
 from cqrnet_jax.train.deblock_task import deblock_from_config
 
-_CACHE_OPTIONS = (
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-    "jax_persistent_cache_min_entry_size_bytes",
-)
 MODEL = dict(features=8, num_local_groups=1, dilations=[1, 2, 4], nl_inner=4, nl_window=16)
 H, W = 40, 56  # every test image: one compiled program
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """A persistent compilation cache for this module's runs; the previous settings come back."""
-    saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-    compilation_cache.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    yield
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -29,29 +28,16 @@ from cqrnet_jax.train import loop
 from cqrnet_jax.train.deblock_task import DeblockTask, load_frozen_ranker
 from cqrnet_jax.train.ranker_task import ranker_from_config
 
-_SAVED_OPTIONS = (
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-    "jax_persistent_cache_min_entry_size_bytes",
-    "jax_default_prng_impl",
-)
 STEPS = 15
 
 
 @pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """A persistent compilation cache for this module's runs, and the PRNG whose initialisers
-    compile in a third of threefry's time; the previous settings come back."""
-    saved = {name: getattr(jax.config, name) for name in _SAVED_OPTIONS}
-    compilation_cache.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+def fast_prng():
+    """The PRNG whose initialisers compile in a third of threefry's time; restored afterwards."""
+    saved = jax.config.jax_default_prng_impl
     jax.config.update("jax_default_prng_impl", "unsafe_rbg")
     yield
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
+    jax.config.update("jax_default_prng_impl", saved)
 
 
 @pytest.fixture(scope="module")

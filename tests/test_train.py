@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.pipeline import make_batches
@@ -31,27 +30,6 @@ from cqrnet_jax.train.ranker_task import RankerTask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K = 4  # resume tests: train K steps, stop, resume to 2K
-
-_CACHE_OPTIONS = (
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-    "jax_persistent_cache_min_entry_size_bytes",
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """A persistent compilation cache for this module's runs; the previous settings come back."""
-    saved = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-    path = str(tmp_path_factory.mktemp("jax_cache"))
-    compilation_cache.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    yield path
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 
 def _smoke(ranker_config, **overrides):
