@@ -43,6 +43,7 @@ class DeblockTask:
         self.uses_ranker = bool(loss.alpha or loss.beta)
         self.ranker = self.ranker_variables = None
         self.ranker_prefix = None
+        self._eval_cache = None
         if self.uses_ranker:
             self.ranker, self.ranker_variables, self.ranker_prefix = load_frozen_ranker(loss)
 
@@ -80,9 +81,13 @@ class DeblockTask:
         from cqrnet_jax.inference import Restorer
         from cqrnet_jax.metrics import psnr
 
-        restorer = Restorer(self.model, {"params": state.params}, tile=self.config.eval_tile)
+        if self._eval_cache is None:  # compile and read the images once per run, not per eval
+            restorer = Restorer(self.model, None, tile=self.config.eval_tile)
+            images = load_eval_set(self.config.eval_set, self.config.data.data_dir)
+            self._eval_cache = restorer, images
+        restorer, images = self._eval_cache
+        restorer.variables = {"params": state.params}
         out = {}
-        images = load_eval_set(self.config.eval_set, self.config.data.data_dir)
         for q in self.config.data.qualities:
             gains = []
             for _, y in images:
