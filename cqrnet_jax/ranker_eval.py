@@ -97,12 +97,10 @@ class RankerScorer:
 def load_ranker(prefix: str | os.PathLike | None = None, **kw) -> RankerScorer:
     """The ranker at `prefix` (default: the shipped one); FileNotFoundError when it is missing."""
     from cqrnet_jax import pretrained
-    from cqrnet_jax.train.ranker_task import ranker_from_config
+    from cqrnet_jax.train.ranker_task import load_ranker_model
 
-    variables, meta = pretrained.load_variables(prefix or pretrained.shipped("ranker"))
-    if "model" not in meta:
-        raise ValueError(f"{prefix}: the .json has no 'model' config: not a ranker export")
-    return RankerScorer(ranker_from_config(meta["model"]), variables, meta, **kw)
+    module, variables, meta = load_ranker_model(prefix or pretrained.shipped("ranker"))
+    return RankerScorer(module, variables, meta, **kw)
 
 
 # --------------------------------------------------------------------------- JPEG header

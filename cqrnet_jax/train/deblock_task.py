@@ -11,7 +11,7 @@ import numpy as np
 from cqrnet_jax import pretrained
 from cqrnet_jax.losses import feature_matching_loss, mae_loss, quality_loss
 from cqrnet_jax.models.deblock import DeblockNet
-from cqrnet_jax.train.ranker_task import ranker_from_config
+from cqrnet_jax.train.ranker_task import load_ranker_model
 
 
 def deblock_from_config(model_cfg) -> DeblockNet:
@@ -29,8 +29,8 @@ def load_frozen_ranker(loss_cfg):
     """(module, variables, prefix) of the guiding ranker: the shipped one, or a PREFIX written by
     `save_variables` (e.g. WORKDIR/export/ranker). Its variables are constants of the loss."""
     prefix = pretrained.shipped("ranker") if loss_cfg.ranker == "shipped" else loss_cfg.ranker
-    variables, meta = pretrained.load_variables(prefix)
-    return ranker_from_config(meta["model"]), jax.tree.map(jnp.asarray, variables), str(prefix)
+    module, variables, _ = load_ranker_model(prefix)
+    return module, jax.tree.map(jnp.asarray, variables), str(prefix)
 
 
 class DeblockTask:

@@ -35,6 +35,15 @@ def cross_image_ranking_loss(scores, labels, margin):
     return margin_ranking_loss(s_i, s_j, b_i, b_j, margin)
 
 
+def load_ranker_model(prefix):
+    """(module, variables, meta) of a ranker written by `save_variables`; ValueError if the
+    export has no model config."""
+    variables, meta = pretrained.load_variables(prefix)
+    if "model" not in meta:
+        raise ValueError(f"{prefix}: the .json has no 'model' config: not a ranker export")
+    return ranker_from_config(meta["model"]), variables, meta
+
+
 class RankerTask:
     pipeline_mode = "ranker"
 
