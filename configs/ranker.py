@@ -41,7 +41,9 @@ def smoke(c):
 
 def blind(c):
     # Beyond the paper: scores comparable across images, for blind QF estimation.
+    # Every pair of different crops in a batch is ranked by its exact QF, not only its level.
     c.loss.cross_image_weight = 1.0
+    c.loss.cross_image_labels = "quality"
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "smoke": smoke, "blind": blind}
@@ -62,6 +64,7 @@ def get_config(arg=None):
     c.loss = dict(
         margin=0.5,  # epsilon of the margin ranking loss
         cross_image_weight=0.0,  # > 0: also rank different crops of a batch (see `blind`)
+        cross_image_labels="level",  # what orders cross-image pairs: "level" or "quality"
     )
     paper(c)
     return apply_presets(c, arg, PRESETS)

@@ -137,13 +137,14 @@ def test_feature_matching_loss_needs_matching_map_lists():
         feature_matching_loss([jnp.zeros(2)], [jnp.zeros(2), jnp.zeros(2)])
 
 
-def test_cross_image_ranking_loss_pairs_each_crop_with_the_next_ones_versions():
-    """Crop k's first version is ranked against both versions of crop k-1 (batch rolled by 1)."""
+def test_cross_image_ranking_loss_ranks_every_pair_of_different_crops():
+    """All version pairs of different crops count; same-crop pairs and equal labels do not."""
     from cqrnet_jax.train.ranker_task import cross_image_ranking_loss
 
     scores = jnp.array([[0.0, 1.0], [2.0, 0.5]])
     labels = jnp.array([[1, 3], [2, 1]])
-    # pairs (s_i, s_j, b_i, b_j): (0, 2, 1, 2) (2, 0, 2, 1) (0, 0.5, 1, 1: excluded) (2, 1, 2, 3)
-    # losses: max(0, (0-2)*1 + .5)=0; max(0, (2-0)*-1 + .5)=0; max(0, (2-1)*1 + .5)=1.5
-    expected = (0.0 + 0.0 + 1.5) / 3
+    # cross pairs (i<j, each counted both ways with the same hinge):
+    # (0 vs 2, lab 1<2): max(0, (0-2)+.5)=0      (0 vs .5, lab 1=1): excluded
+    # (1 vs 2, lab 3>2): max(0, -(1-2)+.5)=1.5   (1 vs .5, lab 3>1): max(0, -(1-.5)+.5)=0
+    expected = 2 * (0.0 + 1.5 + 0.0) / 6
     assert float(cross_image_ranking_loss(scores, labels, 0.5)) == pytest.approx(expected)

@@ -352,6 +352,7 @@ def test_blind_preset_adds_the_cross_image_term(ranker_config):
     batch = dict(
         degraded=rng.integers(0, 256, (4, 2, 32, 32), dtype=np.uint8),
         label=np.array([[1, 3], [2, 1], [3, 2], [1, 2]], np.int32),
+        quality=np.array([[4, 25], [12, 9], [30, 17], [2, 20]], np.int32),
     )
     args = (variables["params"], variables["batch_stats"], batch, None)
     base, _ = paper_task.loss_fn(*args)
@@ -362,5 +363,5 @@ def test_blind_preset_adds_the_cross_image_term(ranker_config):
     assert float(base) == pytest.approx(
         float(margin_ranking_loss(s[:, 0], s[:, 1], lab[:, 0], lab[:, 1])), rel=1e-5
     )
-    cross = float(cross_image_ranking_loss(s, lab, 0.5))
+    cross = float(cross_image_ranking_loss(s, batch["quality"], 0.5))  # ranked by exact QF
     assert cross > 0 and float(blind) == pytest.approx(float(base) + cross, rel=1e-5)

@@ -22,17 +22,20 @@ def ranker_from_config(model_cfg) -> QualityRanker:
 
 
 def cross_image_ranking_loss(scores, labels, margin):
-    """Margin ranking loss between *different* crops of the batch: (B, 2) scores and labels are
-    paired with the batch rolled by one, crop k's first version against crop k-1's two versions.
-    Not in the paper (its pairs are one crop at two QFs): it makes scores comparable across
-    images, which a blind quality estimate needs. Equal-label pairs are left out."""
-    other = jnp.roll(scores, 1, axis=0)
-    other_labels = jnp.roll(labels, 1, axis=0)
-    s_i = jnp.concatenate([scores[:, 0], scores[:, 0]])
-    s_j = jnp.concatenate([other[:, 0], other[:, 1]])
-    b_i = jnp.concatenate([labels[:, 0], labels[:, 0]])
-    b_j = jnp.concatenate([other_labels[:, 0], other_labels[:, 1]])
-    return margin_ranking_loss(s_i, s_j, b_i, b_j, margin)
+    """Margin ranking loss over every pair of versions of *different* crops in the batch.
+
+    `scores` and `labels` are (B, 2); labels are levels or, better for a blind estimator, the
+    JPEG qualities themselves. Not in the paper (its pairs are one crop at two QFs): it makes
+    scores comparable across images. Same-crop pairs (the paper's term) and equal labels are
+    left out; the mean is over the remaining pairs."""
+    b = scores.shape[0]
+    s = scores.reshape(-1)
+    lab = jnp.asarray(labels, jnp.float32).reshape(-1)
+    crop = jnp.repeat(jnp.arange(b), 2)
+    eta = jnp.sign(lab[None, :] - lab[:, None])  # +1 where j is better than i
+    valid = ((crop[:, None] != crop[None, :]) & (eta != 0)).astype(jnp.float32)
+    per_pair = jnp.maximum(0.0, (s[:, None] - s[None, :]) * eta + margin)
+    return jnp.sum(per_pair * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
 def load_ranker_model(prefix):
@@ -72,7 +75,11 @@ class RankerTask:
         acc = pair_order_accuracy(s[:, 0], s[:, 1], labels[:, 0], labels[:, 1])
         weight = self.config.loss.get("cross_image_weight", 0.0)
         if weight:
-            loss = loss + weight * cross_image_ranking_loss(s, labels, margin)
+            by = self.config.loss.get("cross_image_labels", "level")
+            if by not in ("level", "quality"):
+                raise ValueError(f"loss.cross_image_labels: 'level' or 'quality', not {by!r}")
+            cross_labels = batch["quality"] if by == "quality" else labels
+            loss = loss + weight * cross_image_ranking_loss(s, cross_labels, margin)
         return loss, (dict(pair_accuracy=acc), updates["batch_stats"])
 
     def evaluate(self, state) -> dict:
