@@ -123,16 +123,18 @@ def _attention(theta, phi, g):
 def _chunked_attention(theta, phi, g, chunk: int):
     """Softmax attention per window, `chunk` windows at a time (a sequential map beyond that)."""
     b = theta.shape[0]
-    if b <= chunk:
+    # A symbolic window count (jax.export with a symbolic size) always takes the chunked path:
+    # `b <= chunk` cannot be decided for it, and an explicit chunk count keeps reshapes exact.
+    if not jax.export.is_symbolic_dim(b) and b <= chunk:
         return _attention(theta, phi, g)
-    pad = (-b) % chunk
+    n = -(-b // chunk)
 
     def split(t):
-        t = jnp.pad(t, ((0, pad), (0, 0), (0, 0)))
-        return t.reshape((-1, chunk) + t.shape[1:])
+        t = jnp.pad(t, ((0, n * chunk - b), (0, 0), (0, 0)))
+        return t.reshape((n, chunk) + t.shape[1:])
 
     out = jax.lax.map(lambda args: _attention(*args), (split(theta), split(phi), split(g)))
-    return out.reshape((-1,) + out.shape[2:])[:b]
+    return out.reshape((n * chunk,) + out.shape[2:])[:b]
 
 
 def depth_to_space(x, block: int = 2):

@@ -1,0 +1,375 @@
+"""`cqrnet-jax export --format stablehlo|savedmodel|onnx -o DIR`: a model as an artifact that
+runs without this package (docs/export.md shows how).
+
+- stablehlo: `jax.export` serialized (`DIR/<what>.jax_export`); load it with
+  `jax.export.deserialize` and call it. Symbolic batch; height and width symbolic unless
+  --height/--width fix them (the de-blocker's: multiples of 48, its attention window).
+- savedmodel: a TF SavedModel in DIR through `jax2tf` (the same StableHLO inside an XlaCallModule
+  op, weights as TF variables); signature `serving_default`, input `y`.
+- onnx: `DIR/<what>.onnx` through `jax2onnx` (optional extra: `pip install cqrnet-jax[onnx]`).
+
+Every artifact maps (batch, height, width) float32 Y in [0, 1] to the model's output (the
+de-blocker: restored Y, unclipped; the ranker: one quality score per image). DIR/export.json
+records the format, input shape, model and how to call it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+
+FORMATS = ("stablehlo", "savedmodel", "onnx")
+MODELS = ("deblock", "ranker")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
+MANIFEST = "export.json"
+INPUT_NAME = "y"
+OUTPUT_NAME = {"deblock": "restored", "ranker": "score"}
+ONNX_OPSET = 23
+
+
+class ExportError(ValueError):
+    """A user error of `export` (printed by the CLI as one line "error: ...", exit status 2)."""
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export",
+        help="export a model as StableHLO, a TF SavedModel or ONNX",
+        description="Writes the de-blocker (or the ranker) as an artifact that runs without this "
+        "package, plus DIR/export.json. Input: (batch, height, width) float32 Y in [0, 1]. "
+        "See docs/export.md for how to run each format.",
+    )
+    p.add_argument("--format", required=True, choices=FORMATS, help="artifact format")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--what", choices=MODELS, default="deblock", help="model (default: deblock)")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="'default' (shipped), a training workdir or a params prefix (default: default)",
+    )
+    p.add_argument(
+        "--height",
+        type=int,
+        help="fixed image height (default: symbolic; the de-blocker's: any multiple of 48; "
+        "ONNX de-blocker: required)",
+    )
+    p.add_argument(
+        "--width", type=int, help="fixed image width (default: symbolic, as for --height)"
+    )
+    p.add_argument(
+        "--batch", type=int, help="fixed batch size (default: symbolic; ONNX de-blocker: 1)"
+    )
+    p.add_argument(
+        "--platforms",
+        default="cpu,cuda",
+        help="stablehlo/savedmodel: comma-separated platforms to lower for (default: cpu,cuda)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in DIR")
+    return p
+
+
+def _check_args(args) -> tuple[str, ...]:
+    """Validates the numeric flags; returns the platforms to lower for."""
+    for flag in ("height", "width", "batch"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ExportError(f"--{flag}: {value} is not a positive integer")
+    platforms = tuple(dict.fromkeys(p.strip() for p in args.platforms.split(",") if p.strip()))
+    if not platforms or any(p not in PLATFORMS for p in platforms):
+        raise ExportError(
+            f"--platforms: give some of {', '.join(PLATFORMS)}, not {args.platforms!r}"
+        )
+    return platforms
+
+
+def run_export(args) -> int:
+    out = Path(args.output).expanduser()
+    check_output_dir(out, args.overwrite)
+    platforms = _check_args(args)
+    model, variables, meta = load_model(args.what, args.model)
+    shape = input_shape(args.what, model, args.format, args.batch, args.height, args.width)
+    manifest = {
+        "format": args.format,
+        "what": args.what,
+        "command": " ".join(["cqrnet-jax", *map(shlex.quote, getattr(args, "argv", []))]),
+        "model": {"source": args.model, "step": meta.get("step"), "config": meta.get("model")},
+        **_io_description(args.what, model, shape),
+    }
+    with _staging(out) as tmp:
+        if args.format == "onnx":
+            info = write_onnx(args.what, model, variables, shape, tmp)
+        else:
+            writer = write_stablehlo if args.format == "stablehlo" else write_savedmodel
+            info = writer(args.what, model, variables, shape, platforms, tmp)
+        manifest["versions"] = {**_versions(), **info.pop("versions", {})}
+        manifest.update(info)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {out} ({args.format}, input {INPUT_NAME}: {_shape_text(shape)} float32)")
+    return 0
+
+
+# --- model and shapes -------------------------------------------------------------------------
+
+
+def load_model(what: str, spec: str):
+    """(flax module, variables, meta) of the shipped model, a workdir's export or a prefix."""
+    from cqrnet_jax import pretrained
+    from cqrnet_jax.inference import resolve_model_prefix
+
+    if what == "deblock":
+        prefix = resolve_model_prefix(spec)
+    elif spec == "default":
+        prefix = pretrained.shipped("ranker")
+    else:
+        path = Path(spec)
+        workdir_export = path / "export" / "ranker"
+        is_workdir = path.is_dir() and workdir_export.with_suffix(".msgpack").is_file()
+        prefix = workdir_export if is_workdir else path.with_suffix("")
+    try:
+        variables, meta = pretrained.load_variables(prefix)
+    except FileNotFoundError:
+        where = f"the package's shipped {what}" if spec == "default" else os.fspath(prefix)
+        raise FileNotFoundError(f"--model: no {what} model found at {where}") from None
+    if meta.get("kind", what) != what or "model" not in meta:
+        raise ExportError(f"--model: {prefix} is not a {what} model (kind {meta.get('kind')!r})")
+    if what == "deblock":
+        from cqrnet_jax.train.deblock_task import deblock_from_config
+
+        return deblock_from_config(meta["model"]), variables, meta
+    from cqrnet_jax.train.ranker_task import ranker_from_config
+
+    return ranker_from_config(meta["model"]), variables, meta
+
+
+def size_multiple(what: str, model) -> int:
+    """What a symbolic height/width must be a multiple of: the de-blocker's windows are anchored
+    at the top-left corner and its mask branch halves the size (see models/layers.py)."""
+    return math.lcm(model.nl_window, 2) if what == "deblock" else 1
+
+
+def input_shape(what, model, fmt, batch, height, width) -> tuple:
+    """The input shape: ints for fixed dimensions, symbolic names ('b', '48*h') for the rest."""
+    if what == "deblock" and fmt == "onnx":
+        # jax2onnx cannot express the de-blocker's padded window partition with symbolic sizes,
+        # nor lower a vmap of its Flax convs: the ONNX de-blocker has a fixed shape.
+        if height is None or width is None:
+            raise ExportError("--format onnx --what deblock needs a fixed --height and --width")
+        batch = 1 if batch is None else batch
+    m = size_multiple(what, model)
+    scaled = (lambda v: v) if m == 1 else (lambda v: f"{m}*{v}")
+    return (
+        "b" if batch is None else batch,
+        scaled("h") if height is None else height,
+        scaled("w") if width is None else width,
+    )
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def apply_fn(what: str, model, *, per_image: bool):
+    """f(variables, y) -> the model's output on (N, H, W) Y in [0, 1].
+
+    `per_image` runs the de-blocker as a vmap over images of batch 1: its attention picks a code
+    path by the number of windows (one product up to 16 windows, a chunked loop beyond), so with
+    a fixed height and width that number stays a number, not a multiple of a symbolic batch, and
+    the artifact takes the JAX model's path. A symbolic size always takes the chunked loop.
+    """
+    if what == "ranker":
+        return lambda variables, y: model.apply(variables, y, train=False)[0]
+    if not per_image:
+        return model.apply
+    import jax
+
+    return lambda variables, y: jax.vmap(lambda im: model.apply(variables, im[None])[0])(y)
+
+
+def _symbolic_error(shape, err) -> ExportError:
+    return ExportError(
+        f"this model cannot be exported with input shape {_shape_text(shape)}: "
+        f"{str(err).splitlines()[0]} Give a fixed --height and --width (docs/export.md)."
+    )
+
+
+# --- the three formats ------------------------------------------------------------------------
+
+
+def export_stablehlo(what, model, variables, shape, platforms):
+    """The `jax.export.Exported` of the model with its weights as constants."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    fn = apply_fn(what, model, per_image=True)
+    spec = export.symbolic_shape(", ".join(map(str, shape)))
+    try:
+        return export.export(jax.jit(lambda y: fn(variables, y)), platforms=platforms)(
+            jax.ShapeDtypeStruct(spec, jnp.float32)
+        )
+    except jax.errors.InconclusiveDimensionOperation as err:
+        raise _symbolic_error(shape, err) from None
+
+
+def write_stablehlo(what, model, variables, shape, platforms, out: Path) -> dict:
+    exported = export_stablehlo(what, model, variables, shape, platforms)
+    name = f"{what}.jax_export"
+    (out / name).write_bytes(exported.serialize())
+    return {
+        "file": name,
+        "platforms": list(exported.platforms),
+        "run": f"jax.export.deserialize(bytearray(open('{name}', 'rb').read())).call(y)",
+    }
+
+
+def write_savedmodel(what, model, variables, shape, platforms, out: Path) -> dict:
+    """A SavedModel whose `serving_default` signature maps `y` to {OUTPUT_NAME[what]: ...}."""
+    try:
+        from cqrnet_jax.data.tf_pipeline import import_tensorflow
+
+        tf = import_tensorflow()
+        from jax.experimental import jax2tf
+    except ImportError as err:
+        raise ExportError(f"--format savedmodel needs tensorflow ({err})") from None
+    import jax
+
+    fn = apply_fn(what, model, per_image=True)
+    converted = jax2tf.convert(
+        fn,
+        polymorphic_shapes=[None, _shape_text(shape)],
+        with_gradient=False,
+        native_serialization_platforms=platforms,
+    )
+    module = tf.Module()
+    module.params = jax.tree.map(lambda a: tf.Variable(a, trainable=False), variables)
+    tf_shape = [d if isinstance(d, int) else None for d in shape]
+
+    @tf.function(
+        autograph=False, input_signature=[tf.TensorSpec(tf_shape, tf.float32, name=INPUT_NAME)]
+    )
+    def serve(y):
+        return {OUTPUT_NAME[what]: converted(module.params, y)}
+
+    module.serve = serve
+    try:
+        tf.saved_model.save(module, os.fspath(out), signatures={"serving_default": serve})
+    except jax.errors.InconclusiveDimensionOperation as err:
+        raise _symbolic_error(shape, err) from None
+    return {
+        "file": ".",
+        "platforms": list(platforms),
+        "versions": {"tensorflow": tf.__version__},
+        "run": "tf.saved_model.load(DIR).signatures['serving_default'](y=y)"
+        f"['{OUTPUT_NAME[what]}']",
+    }
+
+
+def write_onnx(what, model, variables, shape, out: Path) -> dict:
+    """One self-contained `.onnx` file (weights inline), opset ONNX_OPSET."""
+    try:
+        import jax2onnx
+    except ImportError:
+        raise ExportError(
+            "--format onnx needs the onnx extra: pip install 'cqrnet-jax[onnx]'"
+        ) from None
+    import jax
+
+    fn = apply_fn(what, model, per_image=False)
+    onnx_shape = tuple(d if isinstance(d, int) else n for d, n in zip(shape, ("B", "H", "W")))
+    name = f"{what}.onnx"
+    try:
+        jax2onnx.to_onnx(
+            lambda y: fn(variables, y),
+            [onnx_shape],
+            model_name=f"cqrnet_{what}",
+            opset=ONNX_OPSET,
+            return_mode="file",
+            output_path=os.fspath(out / name),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME[what]],
+            export_mode="web",  # a single file: the weights inline, no .onnx.data beside it
+        )
+    except jax.errors.InconclusiveDimensionOperation as err:
+        raise _symbolic_error(shape, err) from None
+    return {
+        "file": name,
+        "onnx_opset": ONNX_OPSET,
+        "versions": {"jax2onnx": _version_of("jax2onnx"), "onnx": _version_of("onnx")},
+        "run": f"onnxruntime.InferenceSession('{name}').run(None, {{'{INPUT_NAME}': y}})[0]",
+    }
+
+
+def _version_of(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _versions() -> dict:
+    return {p: _version_of(p) for p in ("cqrnet-jax", "jax", "jaxlib", "flax")}
+
+
+def _accepted_sizes(what, model, shape) -> str:
+    m = size_multiple(what, model)
+    free = "any" if m == 1 else f"any multiple of {m} (pad bottom/right by reflection, crop back)"
+    b, h, w = (d if isinstance(d, int) else f for d, f in zip(shape, ("any", free, free)))
+    return f"batch: {b}; height: {h}; width: {w}"
+
+
+def _io_description(what, model, shape) -> dict:
+    out = (
+        "restored Y, same shape, unclipped: clip to [0, 1] (x255 and round for 8 bits)"
+        if what == "deblock"
+        else "(batch,) quality scores, higher = better (higher JPEG quality)"
+    )
+    return {
+        "input": {
+            "name": INPUT_NAME,
+            "shape": list(shape),
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "meaning": "(batch, height, width) JPEG-decoded BT.601 (studio-swing) Y / 255",
+            "accepts": _accepted_sizes(what, model, shape),
+        },
+        "output": {"name": OUTPUT_NAME[what], "dtype": "float32", "meaning": out},
+    }
+
+
+# --- output folder ----------------------------------------------------------------------------
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuses a file, a non-empty folder without --overwrite, and any non-empty folder that
+    does not hold an earlier export (--overwrite deletes the folder)."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"-o: {out} is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f"-o: {out} is not empty (use --overwrite to replace an export)")
+        if not (out / MANIFEST).is_file():
+            raise ExportError(f"-o: {out} holds no {MANIFEST}: refusing to replace it")
+
+
+@contextlib.contextmanager
+def _staging(out: Path):
+    """Yields a temporary folder beside `out` that replaces `out` on success only."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the export from other users
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.is_dir():
+        shutil.rmtree(out)
+    os.replace(tmp, out)

@@ -1,0 +1,189 @@
+"""`cqrnet-jax export`: every artifact, run without this package (`jax.export.deserialize`,
+`tf.saved_model.load`, onnxruntime), reproduces the JAX model's output on a real JPEG-degraded
+photo within 1e-4; the command refuses to replace a folder that holds no export.
+
+The ONNX test runs only where the optional extra is installed (`pip install cqrnet-jax[onnx]`;
+CI does not install it, see docs/export.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import skimage.data
+
+from cqrnet_jax import pretrained
+from cqrnet_jax.cli import main
+from cqrnet_jax.data.jpeg import jpeg_degrade
+from cqrnet_jax.inference import load_restorer
+from cqrnet_jax.train.ranker_task import load_ranker_model
+
+H, W = 96, 128
+TOL = 1e-4
+
+
+def _export(out, *flags) -> int:
+    return main(["export", "-o", os.fspath(out), *flags])
+
+
+def _manifest(out) -> dict:
+    return json.loads((out / "export.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """(2, H, W) float32 in [0, 1]: a crop of the camera photo (grey = Y), JPEG at QF 10 and 30."""
+    y = skimage.data.camera()[120 : 120 + H, 200 : 200 + W]
+    return np.stack([jpeg_degrade(y, q) for q in (10, 30)]).astype(np.float32) / 255.0
+
+
+@pytest.fixture(scope="module")
+def restorer():
+    return load_restorer("default")[0]
+
+
+@pytest.fixture(scope="module")
+def reference(restorer, photos):
+    """The shipped de-blocker's output through the package's own inference path."""
+    return np.stack([restorer.restore_float(im) for im in photos])
+
+
+def _check_restored(restored, photos, reference):
+    assert restored.shape == photos.shape and restored.dtype == np.float32
+    assert np.abs(restored - reference).max() <= TOL
+    assert np.abs(restored - photos).max() > 0.02  # the model does change the JPEG
+
+
+@pytest.mark.slow
+def test_stablehlo_reproduces_jax(tmp_path, photos, reference):
+    out = tmp_path / "hlo"
+    assert _export(out, "--format", "stablehlo", "--height", str(H), "--width", str(W)) == 0
+    manifest = _manifest(out)
+    assert manifest["input"]["shape"] == ["b", H, W]
+    shipped_meta = pretrained.load_variables(pretrained.shipped("deblock"))[1]
+    assert manifest["model"]["step"] == shipped_meta["step"]
+    assert set(manifest["platforms"]) == {"cpu", "cuda"}
+    exported = jax.export.deserialize(bytearray((out / manifest["file"]).read_bytes()))
+    _check_restored(np.asarray(exported.call(photos)), photos, reference)
+
+
+@pytest.mark.slow
+def test_savedmodel_reproduces_jax(tmp_path, photos, reference, tf):
+    out = tmp_path / "saved"
+    assert _export(out, "--format", "savedmodel", "--height", str(H), "--width", str(W)) == 0
+    serve = tf.saved_model.load(os.fspath(out)).signatures["serving_default"]
+    assert serve.structured_input_signature[1]["y"].shape.as_list() == [None, H, W]
+    restored = serve(y=tf.constant(photos))["restored"].numpy()
+    _check_restored(restored, photos, reference)
+
+
+@pytest.mark.slow
+def test_onnx_reproduces_jax(tmp_path, photos, reference):
+    pytest.importorskip("jax2onnx", reason="the onnx extra is not installed")
+    ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    out = tmp_path / "onnx"
+    assert _export(out, "--format", "onnx", "--height", str(H), "--width", str(W)) == 0
+    manifest = _manifest(out)
+    assert manifest["input"]["shape"] == [1, H, W]  # jax2onnx: a fixed shape for the de-blocker
+    session = ort.InferenceSession(
+        os.fspath(out / manifest["file"]), providers=["CPUExecutionProvider"]
+    )
+    restored = np.concatenate([session.run(None, {"y": im[None]})[0] for im in photos])
+    _check_restored(restored, photos, reference)
+
+
+def test_onnx_without_the_extra_is_a_usage_error(tmp_path, capsys):
+    if importlib.util.find_spec("jax2onnx") is not None:
+        pytest.skip("the onnx extra is installed")
+    out = tmp_path / "onnx"
+    assert _export(out, "--format", "onnx", "--height", str(H), "--width", str(W)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "pip install 'cqrnet-jax[onnx]'" in err
+    assert "\n" not in err and not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["stablehlo", "savedmodel"])
+def test_symbolic_size(tmp_path, request, restorer, fmt):
+    """Without --height/--width the de-blocker's input is (b, 48*h, 48*w): one artifact restores
+    any batch of images whose height and width are multiples of 48, as the JAX model does (at 2
+    windows, where the JAX model takes its one-product attention path, and at 35 windows)."""
+    out = tmp_path / fmt
+    assert _export(out, "--format", fmt) == 0
+    assert _manifest(out)["input"]["shape"] == ["b", "48*h", "48*w"]
+    if fmt == "stablehlo":
+        exported = jax.export.deserialize(bytearray((out / "deblock.jax_export").read_bytes()))
+        assert str(exported.in_avals[0].shape) == "(b, 48*h, 48*w)"
+
+        def run(x):
+            return np.asarray(exported.call(x))
+    else:
+        tf = request.getfixturevalue("tf")
+        serve = tf.saved_model.load(os.fspath(out)).signatures["serving_default"]
+        assert serve.structured_input_signature[1]["y"].shape.as_list() == [None, None, None]
+
+        def run(x):
+            return serve(y=tf.constant(x))["restored"].numpy()
+
+    y = jpeg_degrade(skimage.data.camera(), 10).astype(np.float32) / 255.0
+    for x in (np.stack([y[:48, :96], y[200:248, 300:396]]), y[None, 16:256, 8:344]):
+        restored = run(x)
+        assert restored.shape == x.shape and restored.dtype == np.float32
+        expected = np.stack([restorer.restore_float(im) for im in x])
+        assert np.abs(restored - expected).max() <= TOL
+        assert np.abs(restored - x).max() > 0.02
+
+
+@pytest.mark.slow
+def test_ranker_with_symbolic_batch_and_size(tmp_path, photos):
+    out = tmp_path / "ranker"
+    assert _export(out, "--format", "stablehlo", "--what", "ranker") == 0
+    assert _manifest(out)["input"]["shape"] == ["b", "h", "w"]
+    exported = jax.export.deserialize(bytearray((out / "ranker.jax_export").read_bytes()))
+    model, variables, _ = load_ranker_model(pretrained.shipped("ranker"))
+    score = jax.jit(lambda x: model.apply(variables, x, train=False)[0])
+    for x in (photos, photos[:1, 5:66, 7:90]):
+        got = np.asarray(exported.call(x))
+        assert got.shape == (len(x),)
+        assert np.abs(got - np.asarray(score(x))).max() <= TOL
+        if len(x) == 2:
+            assert got[1] > got[0]  # QF 30 looks better than QF 10
+
+
+def test_refuses_a_non_empty_folder_that_is_not_an_export(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    for flags in ((), ("--overwrite",)):
+        assert _export(out, "--format", "stablehlo", "--what", "ranker", *flags) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: -o: ") and err.count("\n") == 1
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_an_earlier_export(tmp_path, capsys):
+    out = tmp_path / "ranker"
+    out.mkdir()
+    (out / "export.json").write_text("{}")
+    (out / "stale.bin").write_text("old")
+    assert _export(out, "--format", "stablehlo", "--what", "ranker", "--height", "64") == 2
+    assert "use --overwrite" in capsys.readouterr().err
+    assert _export(out, "--format", "stablehlo", "--what", "ranker", "--overwrite") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "ranker.jax_export"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_wrong_model_kind_is_a_usage_error(tmp_path, capsys):
+    deblock = os.fspath(pretrained.shipped("deblock"))
+    assert (
+        _export(tmp_path / "x", "--format", "stablehlo", "--what", "ranker", "--model", deblock)
+        == 2
+    )
+    assert "is not a ranker model" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
