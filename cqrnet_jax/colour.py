@@ -1,0 +1,68 @@
+"""Colour images: Y through the de-blocker, Cb/Cr cleaned by a guided filter led by the restored Y.
+
+Colour JPEGs store chroma at half resolution (4:2:0) with a coarser table than luma, so decoded
+Cb/Cr carry 16×16-pixel blocks and blurred edges. A guided filter (He et al., ECCV 2010) with the
+restored Y as guide smooths those blocks while keeping chroma edges where Y has edges. On LIVE1
+it beat the decoded chroma and the de-blocker applied to Cb/Cr, at a fraction of the latter's
+cost (`benchmarks/chroma.py`, numbers in docs/method.md "Colour images").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
+
+# Guided-filter window radius (pixels) and regulariser (on Y in [0, 1]); docs/method.md.
+CHROMA_RADIUS = 3
+CHROMA_EPS = 1e-4
+
+
+def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
+    """Mean of `x` (H, W) over (2r+1)² windows, each window clipped to the image."""
+    out = np.asarray(x, np.float64)
+    for axis in (0, 1):
+        out = np.moveaxis(out, axis, 0)
+        n = out.shape[0]
+        csum = np.concatenate([np.zeros((1, *out.shape[1:])), np.cumsum(out, axis=0)])
+        i = np.arange(n)
+        lo, hi = np.clip(i - radius, 0, n), np.clip(i + radius + 1, 0, n)
+        out = np.moveaxis((csum[hi] - csum[lo]) / (hi - lo)[:, None], 0, axis)
+    return out
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter: `src` as a local linear function of `guide`, both (H, W)."""
+    mean_i, mean_p = box_mean(guide, radius), box_mean(src, radius)
+    cov = box_mean(guide * src, radius) - mean_i * mean_p
+    var = box_mean(guide * guide, radius) - mean_i * mean_i
+    a = cov / (var + eps)
+    b = mean_p - a * mean_i
+    return box_mean(a, radius) * guide + box_mean(b, radius)
+
+
+def restore_y(restorer, y: np.ndarray) -> np.ndarray:
+    """Studio-swing float Y (H, W) -> restored float Y: the model sees the rounded uint8 Y, the
+    sub-level part of the input is kept."""
+    y8 = np.clip(np.round(y), 0, 255).astype(np.uint8)
+    return restorer.restore_float(y8.astype(np.float32) / 255.0) * 255.0 + (y - y8)
+
+
+def filter_chroma(ycbcr: np.ndarray, radius: int = CHROMA_RADIUS, eps: float = CHROMA_EPS):
+    """Float YCbCr (H, W, 3) -> a copy whose Cb and Cr are guided-filtered with its Y as guide."""
+    out = np.array(ycbcr, np.float64)
+    guide = out[..., 0] / 255.0
+    for c in (1, 2):
+        out[..., c] = 255.0 * guided_filter(guide, out[..., c] / 255.0, radius, eps)
+    return out
+
+
+def restore_rgb(restorer, rgb: np.ndarray) -> np.ndarray:
+    """Decoded colour JPEG (H, W, 3) uint8 -> restored RGB uint8: Y by the model, Cb/Cr by the
+    guided filter with the restored Y. Neutral (R = G = B) images stay exactly neutral."""
+    ycbcr = rgb_to_ycbcr(rgb)
+    ycbcr[..., 0] = restore_y(restorer, ycbcr[..., 0])
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        ycbcr[..., 1:] = 128.0  # no chroma to filter; one channel, copied, keeps R = G = B exact
+        return np.repeat(ycbcr_to_rgb(ycbcr)[..., 1:2], 3, axis=-1)
+    return ycbcr_to_rgb(filter_chroma(ycbcr))
