@@ -31,6 +31,7 @@ class Restorer:
         align = _align(model)
         self.tile = -(-tile // align) * align if tile else 0
         self.margin = -(-margin // align) * align
+        self.progress = None  # tqdm-like, `update(1)` per tile when restore_float is given none
         self._apply = jax.jit(lambda v, x: model.apply(v, x))
 
     def tiles(self, h: int, w: int):
@@ -46,6 +47,7 @@ class Restorer:
 
     def restore_float(self, y, progress=None) -> np.ndarray:
         """Float (H, W) image in [0, 1] -> restored float (H, W), unclipped."""
+        progress = self.progress if progress is None else progress
         y = np.asarray(y, np.float32)
         out = np.empty_like(y)
         for (a0, a1, b0, b1), (c0, c1, d0, d1) in self.tiles(*y.shape):

@@ -1,24 +1,70 @@
-"""`cqrnet-jax deblock FILE... -o OUTDIR`: restores real JPEG files with a de-blocking model.
+"""`cqrnet-jax deblock INPUT... -o OUTDIR`: restores real image files with a de-blocking model.
 
-Grey images go through the model as they are. Colour images: the studio-swing Y channel goes
-through the model, Cb/Cr are kept from the decoded file, and the result is converted back to RGB;
-alpha is carried over unchanged.
+Inputs are files, folders (their image files, not recursive) and glob patterns (`expand_inputs`).
+Each input becomes OUTDIR/STEM.EXT (`--format`, PNG by default), upright (EXIF orientation
+applied), with the input's colour profile. Nothing is ever overwritten by surprise: an input
+never, an existing output only with --overwrite, and when two inputs share a stem (a.jpg,
+a.png) the first is written and the second is an error (no silent renaming).
+
+Big images go through the model in tiles (--tile, default 512), which bounds memory: a
+12-megapixel photo restores in 2.4 GB peak RSS (benchmarks/inference_memory.py); tiled and
+whole results agree within one grey level (tests/test_inference.py).
+
+Each bad file gets one `error: FILE: reason` line on stderr and the batch goes on; the exit
+status is 0 when every file was written, 1 when any failed, 2 for usage errors.
+
+How grey and colour pixels are restored is `restore_image`'s business; alpha is carried over.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+# --format -> file suffix; PIL picks the writer from the suffix.
+FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
+_FORMAT_ALIASES = {"jpeg": "jpg", "tif": "tiff"}
+DEFAULT_TILE = 512  # model inputs of 608 x 608 with the 48-pixel margins
+JPEG_QUALITY = 95  # --format jpg without --quality; written 4:4:4 (no new chroma blur)
+
+
+def _format(text: str) -> str:
+    name = _FORMAT_ALIASES.get(text.lower(), text.lower())
+    if name not in FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(FORMATS)}")
+    return name
+
+
+def int_in_range(low: int, high: int | None = None):
+    """An argparse `type`: an integer in [low, high] (no upper bound when high is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer {bounds}")
+        return value
+
+    return parse
+
 
 def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
+    from cqrnet_jax.data.io import DEFAULT_MAX_PIXELS
+
     p = subparsers.add_parser(
         "deblock",
         help="remove JPEG artifacts from image files",
-        description="Restores each input (files, folders, globs) and writes OUTDIR/STEM.png.",
+        description="Restores each input (files, folders, globs) and writes OUTDIR/STEM.png "
+        "(or --format). Folders are not searched recursively; use a glob such as "
+        "'photos/**/*.jpg' for that. Inputs and existing outputs are never overwritten "
+        "(the latter unless --overwrite).",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
@@ -27,53 +73,195 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
         default="default",
         help="'default' (shipped), a training workdir or a params prefix",
     )
-    p.add_argument("--tile", type=int, default=512, help="tile size, bounds memory (default 512)")
+    p.add_argument(
+        "--format",
+        type=_format,
+        default="png",
+        help=f"output format: {', '.join(FORMATS)} (default png)",
+    )
+    p.add_argument(
+        "--quality",
+        type=int_in_range(1, 100),
+        help=f"jpg/webp quality (default: jpg {JPEG_QUALITY}, webp lossless)",
+    )
+    p.add_argument(
+        "--tile",
+        type=int_in_range(0),
+        default=DEFAULT_TILE,
+        help=f"tile size in pixels, bounds memory; 0 = whole image (default {DEFAULT_TILE})",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int_in_range(1),
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse larger images (decompression bombs; default {DEFAULT_MAX_PIXELS})",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     return p
 
 
 def restore_image(restorer, loaded) -> np.ndarray:
-    """The restored image as uint8: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA."""
-    from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
+    """The restored image as uint8: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA.
 
-    if loaded.pixels.ndim == 2:
-        out = restorer(loaded.pixels)
-    else:
-        ycbcr = rgb_to_ycbcr(loaded.pixels)
-        y = np.clip(np.round(ycbcr[..., 0]), 0, 255).astype(np.uint8)
-        restored = restorer.restore_float(y.astype(np.float32) / 255.0) * 255.0
-        ycbcr[..., 0] = restored + (ycbcr[..., 0] - y)  # keep the sub-level part of Y
-        out = ycbcr_to_rgb(ycbcr)
+    Colour: Y by the model, Cb/Cr by a guided filter with the restored Y as guide
+    (`cqrnet_jax.colour`, chosen on LIVE1 colour PSNR: docs/method.md "Colour images").
+    """
+    from cqrnet_jax.colour import restore_rgb
+
+    pixels = loaded.pixels
+    out = restorer(pixels) if pixels.ndim == 2 else restore_rgb(restorer, pixels)
     if loaded.alpha is not None:
         rgb = out if out.ndim == 3 else np.repeat(out[..., None], 3, axis=-1)
         out = np.concatenate([rgb, loaded.alpha[..., None]], axis=-1)
     return out
 
 
+class _FileError(Exception):
+    """One input could not be restored; the message is the reason, one line."""
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _file_key(path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, else None: links and case-insensitive names
+    resolve to the file they name."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _check_target(target: Path, source: str, inputs: set, written: dict, overwrite: bool) -> None:
+    """Raises _FileError when writing `target` for `source` could lose data."""
+    key = _file_key(target)
+    if key is None:
+        return
+    if target.is_dir():
+        raise _FileError(f"{target} is a folder")
+    if key == _file_key(source):
+        raise _FileError("output would overwrite the input")
+    if key in inputs:
+        raise _FileError(f"{target} is one of the inputs: never overwritten")
+    if key in written:
+        raise _FileError(
+            f"{target} was already written from {written[key]} (same name): "
+            "restore one of them into another folder"
+        )
+    if not overwrite:
+        raise _FileError(f"{target} exists (use --overwrite)")
+
+
+def _save_options(out: np.ndarray, loaded, fmt: str, quality: int | None):
+    """(pixels, PIL save options, warning or None) for writing `out` as `fmt`."""
+    options, warning = {}, None
+    if loaded.icc_profile is not None and fmt != "bmp":
+        options["icc_profile"] = loaded.icc_profile
+    if fmt in ("jpg", "bmp") and out.ndim == 3 and out.shape[-1] == 4:
+        out, warning = out[..., :3], f"{fmt} keeps no alpha channel: transparency dropped"
+    if fmt == "jpg":
+        options.update(quality=quality or JPEG_QUALITY, subsampling=0)
+    elif fmt == "webp":
+        options.update({"quality": quality} if quality else {"lossless": True})
+    elif fmt == "tiff":
+        options["compression"] = "tiff_deflate"
+    return np.ascontiguousarray(out), options, warning
+
+
+class _TileCounter:
+    """Counts tiles on a progress bar; a further pass over the same tiles extends it."""
+
+    def __init__(self, bar, per_pass: int):
+        self.bar, self.per_pass = bar, per_pass
+
+    def update(self, n: int = 1) -> None:
+        if self.bar.n + n > self.bar.total:
+            self.bar.total += self.per_pass
+        self.bar.update(n)
+
+
+def _restore_with_progress(restorer, loaded, label: str, show: bool) -> np.ndarray:
+    """`restore_image`, with a progress bar over the tiles when there are several."""
+    from tqdm import tqdm
+
+    n = sum(1 for _ in restorer.tiles(*loaded.pixels.shape[:2]))
+    if not show or n <= 1:
+        return restore_image(restorer, loaded)
+    with tqdm(total=n, desc=label, unit="tile", leave=False, file=sys.stderr) as bar:
+        restorer.progress = _TileCounter(bar, n)
+        try:
+            return restore_image(restorer, loaded)
+        finally:
+            restorer.progress = None
+
+
+def _restore_file(restorer, path: str, target: Path, args) -> str | None:
+    """Restores `path` into `target`; returns a warning or None; raises on failure."""
+    from cqrnet_jax.data.io import ImageLoadError, load_image, save_image
+
+    try:
+        loaded = load_image(path, max_pixels=args.max_pixels)
+        out = _restore_with_progress(restorer, loaded, Path(path).name, not args.no_progress)
+    except ImageLoadError as err:
+        raise _FileError(err.reason) from None
+    except MemoryError:
+        raise _FileError("not enough memory (try a smaller --tile)") from None
+    except (RuntimeError, ValueError) as err:  # e.g. XLA's RESOURCE_EXHAUSTED
+        raise _FileError(f"cannot restore: {_one_line(err)}") from None
+    out, options, warning = _save_options(out, loaded, args.format, args.quality)
+    try:
+        save_image(target, out, **options)
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else _one_line(err)
+        raise _FileError(f"cannot write {target}: {reason}") from None
+    return warning
+
+
+def _output_folder(text: str) -> Path:
+    """The output folder, created if needed; ValueError (a usage error) if it cannot be."""
+    out = Path(text).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"-o {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"-o {out}: cannot create the folder ({err.strerror or err})") from None
+    return out
+
+
 def run_deblock(args) -> int:
+    """Runs `deblock` for parsed args; returns the exit status (0, or 1 if any file failed)."""
     from tqdm import tqdm
 
     from cqrnet_jax.data.datasets import expand_inputs
-    from cqrnet_jax.data.io import ImageLoadError, load_image, save_image
     from cqrnet_jax.inference import load_restorer
 
+    if Path(args.output).expanduser().is_file():
+        raise ValueError(f"-o {args.output}: exists and is not a folder")
     restorer, _ = load_restorer(args.model, tile=args.tile)
-    outdir = Path(args.output)
-    outdir.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    outdir = _output_folder(args.output)
     items = expand_inputs(args.inputs)
-    for path, error in tqdm(items, desc="deblock", unit="file", file=sys.stderr):
-        target = outdir / (Path(path).stem + ".png")
-        if error is None and target.resolve() == Path(path).resolve():
-            error = "output would overwrite the input"
-        elif error is None and target.exists() and not args.overwrite:
-            error = f"{target} exists (use --overwrite)"
-        if error is None:
-            try:
-                save_image(target, restore_image(restorer, load_image(path)))
-                continue
-            except ImageLoadError as err:
-                error = err.reason
-        tqdm.write(f"error: {path}: {error}", file=sys.stderr)  # not glued to the bar
-        failed += 1
+    inputs = {_file_key(p) for p, error in items if error is None} - {None}
+    written: dict[tuple[int, int], str] = {}
+    failed = 0
+    bar = tqdm(items, desc="deblock", unit="file", file=sys.stderr, disable=args.no_progress)
+    for path, error in bar:
+        target = outdir / (Path(path).stem + FORMATS[args.format])
+        try:
+            if error is not None:
+                raise _FileError(error)
+            _check_target(target, path, inputs, written, args.overwrite)
+            warning = _restore_file(restorer, path, target, args)
+            written[_file_key(target)] = path
+            if warning:
+                tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
+        except _FileError as err:
+            tqdm.write(f"error: {path}: {err}", file=sys.stderr)  # not glued to the bar
+            failed += 1
+    bar.close()
+    print(f"deblock: {len(written)} written to {outdir}, {failed} failed", file=sys.stderr)
     return 1 if failed else 0

@@ -29,8 +29,7 @@ MODEL = dict(features=8, num_local_groups=1, dilations=[1, 2, 4], nl_inner=4, nl
 H, W = 40, 56  # every test image: one compiled program
 
 
-@pytest.fixture(scope="module")
-def model_prefix(tmp_path_factory):
+def save_tiny_model(folder: Path) -> str:
     """A tiny DeblockNet with every parameter perturbed (not the identity), saved as a prefix."""
     model = deblock_from_config(MODEL)
     key = jax.random.key(0, impl="unsafe_rbg")  # compiles in a third of threefry's time
@@ -39,9 +38,13 @@ def model_prefix(tmp_path_factory):
     variables = jax.tree.map(
         lambda a: (a + 0.02 * rng.standard_normal(a.shape)).astype(np.float32), variables
     )
-    prefix = tmp_path_factory.mktemp("model") / "tiny"
-    pretrained.save_variables(prefix, variables, {"kind": "deblock", "model": MODEL})
-    return str(prefix)
+    pretrained.save_variables(folder / "tiny", variables, {"kind": "deblock", "model": MODEL})
+    return str(folder / "tiny")
+
+
+@pytest.fixture(scope="module")
+def model_prefix(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +142,23 @@ def test_folder_and_glob_inputs(capsys, model_prefix, tmp_path):
     assert sorted(p.name for p in (tmp_path / "jpgs").iterdir()) == ["a.png", "b.png"]
 
 
+def test_expand_inputs(tmp_path):
+    """Folders give their image files (not recursive, hidden ones skipped); a file named as such
+    is taken whatever its suffix; glob matches are taken as if named (a matched folder gives
+    its images; `**` crosses folders); a file named twice, also through a link, is kept once."""
+    from cqrnet_jax.data.datasets import expand_inputs
+
+    (tmp_path / "sub").mkdir()
+    for name in ("b.jpg", "a.GIF", "c.jfif", ".hidden.png", "notes.txt", "sub/d.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "b.jpg")
+    items = expand_inputs([tmp_path, tmp_path / "notes.txt", tmp_path / "link.jpg"])
+    names = [Path(p).relative_to(tmp_path).as_posix() for p, _ in items]
+    assert names == ["a.GIF", "b.jpg", "c.jfif", "notes.txt"] and all(e is None for _, e in items)
+    found = expand_inputs([f"{tmp_path}/s*", f"{tmp_path}/**/*.png", f"{tmp_path}/b.jpg"])
+    assert found == [(str(tmp_path / "sub" / "d.png"), None), (str(tmp_path / "b.jpg"), None)]
+
+
 # --- errors --------------------------------------------------------------------------------------
 
 
@@ -220,3 +240,141 @@ def test_folder_without_images_is_one_error_line(capsys, model_prefix, three, tm
     assert _error_lines(err) == [f"error: {empty}: folder has no image files"]
     assert (tmp_path / "out" / "grey.png").is_file()
     assert code == 1
+
+
+def test_glob_matching_nothing_is_one_error_line(capsys, model_prefix, three, tmp_path):
+    """A pattern with no match is one error line naming the pattern; exit status 1."""
+    pattern = f"{tmp_path}/nothing*.jpg"
+    code, err = _deblock(capsys, model_prefix, pattern, three[0], "-o", tmp_path / "out")
+    assert code == 1
+    assert _error_lines(err) == [f"error: {pattern}: no file matches this pattern"]
+    assert (tmp_path / "out" / "grey.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "gif"], "'gif': choose from png, jpg, webp, tiff, bmp"),
+        (["--tile", "-1"], "'-1' is not an integer >= 0"),
+        (["--quality", "0"], "'0' is not an integer in [1, 100]"),
+        (["--max-pixels", "many"], "'many' is not an integer >= 1"),
+    ],
+)
+def test_bad_flags_are_usage_errors(capsys, model_prefix, three, tmp_path, args, message):
+    """A bad flag value is one error line and exit status 2; nothing is written."""
+    code, err = _deblock(capsys, model_prefix, three[0], "-o", tmp_path / "out", *args)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert args[0] in err and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_that_is_a_file_is_a_usage_error(capsys, model_prefix, three, tmp_path):
+    (tmp_path / "taken").write_bytes(b"data")
+    code, err = _deblock(capsys, model_prefix, three[0], "-o", tmp_path / "taken")
+    assert code == 2
+    assert err.strip() == f"error: -o {tmp_path / 'taken'}: exists and is not a folder"
+    assert (tmp_path / "taken").read_bytes() == b"data"
+
+
+# --- output formats and names -------------------------------------------------------------------
+
+
+def test_formats_name_the_output_by_the_input_stem(capsys, model_prefix, restorer, three, tmp_path):
+    """--format writes OUTDIR/STEM.EXT in that format: lossless ones hold exactly the restored
+    pixels, jpg is close to them (q95); jpg and bmp drop alpha with one warning line."""
+    expected = restorer(load_image(three[0]).pixels)
+    for fmt, suffix, pil_format in [
+        ("png", ".png", "PNG"), ("jpeg", ".jpg", "JPEG"), ("webp", ".webp", "WEBP"),
+        ("tif", ".tif", "TIFF"), ("bmp", ".bmp", "BMP"),
+    ]:  # fmt: skip
+        out = tmp_path / fmt
+        code, err = _deblock(capsys, model_prefix, *three, "-o", out, "--format", fmt)
+        assert code == 0 and not _error_lines(err), err
+        names = ["colour", "grey", "rgba"]
+        assert sorted(p.name for p in out.iterdir()) == [n + suffix for n in names]
+        grey = load_image(out / f"grey{suffix}")
+        assert grey.format == pil_format and grey.is_grey == (fmt != "webp")  # WebP: no grey
+        pixels = grey.pixels if grey.is_grey else grey.pixels[..., 0]
+        assert grey.is_grey or np.all(grey.pixels == pixels[..., None])
+        diff = np.abs(pixels.astype(int) - expected)
+        assert diff.max() <= (8 if fmt == "jpeg" else 0) and diff.mean() < 1, (fmt, diff.max())
+        rgba = load_image(out / f"rgba{suffix}")
+        dropped = [line for line in err.splitlines() if line.startswith("warning: ")]
+        if fmt in ("jpeg", "bmp"):
+            assert rgba.alpha is None
+            name = fmt.replace("jpeg", "jpg")
+            warning = f"warning: {three[2]}: {name} keeps no alpha channel: transparency dropped"
+            assert dropped == [warning]
+        else:
+            np.testing.assert_array_equal(rgba.alpha, load_image(three[2]).alpha)
+            assert not dropped
+
+
+def test_same_stem_twice_in_a_batch_writes_the_first_only(capsys, model_prefix, restorer, tmp_path):
+    """a/photo.jpg and b/photo.jpg both map to OUTDIR/photo.png: the first is written, the
+    second is an error line naming the first (also with --overwrite, never a silent overwrite)."""
+    first, second = tmp_path / "a" / "photo.jpg", tmp_path / "b" / "photo.jpg"
+    for path, pixels in ((first, _grey()), (second, 255 - _grey())):
+        path.parent.mkdir()
+        _save_jpeg(path, pixels)
+    for extra in ([], ["--overwrite"]):
+        out = tmp_path / f"out{len(extra)}"
+        code, err = _deblock(capsys, model_prefix, first, second, "-o", out, *extra)
+        assert code == 1
+        assert _error_lines(err) == [
+            f"error: {second}: {out / 'photo.png'} was already written from {first} (same name): "
+            "restore one of them into another folder"
+        ]
+        np.testing.assert_array_equal(
+            load_image(out / "photo.png").pixels, restorer(load_image(first).pixels)
+        )
+
+
+def test_an_output_that_is_another_input_is_refused(capsys, model_prefix, tmp_path):
+    """x.jpg -> OUTDIR/x.png where x.png is itself an input: both refused, even with
+    --overwrite, and both inputs are unchanged."""
+    jpg, png = _save_jpeg(tmp_path / "x.jpg", _grey()), tmp_path / "x.png"
+    Image.fromarray(_grey()).save(png)
+    before = png.read_bytes(), jpg.read_bytes()
+    code, err = _deblock(capsys, model_prefix, jpg, png, "-o", tmp_path, "--overwrite")
+    assert code == 1
+    assert _error_lines(err) == [
+        f"error: {jpg}: {png} is one of the inputs: never overwritten",
+        f"error: {png}: output would overwrite the input",
+    ]
+    assert (png.read_bytes(), jpg.read_bytes()) == before
+
+
+def test_a_write_failure_is_one_error_line(capsys, model_prefix, three, tmp_path, monkeypatch):
+    """A failing write (here a full disk) is one error line per file; the batch goes on."""
+    import cqrnet_jax.data.io as io_module
+
+    real_save = io_module.save_image
+
+    def full_disk(path, array, **kw):
+        if Path(path).stem == "grey":
+            raise OSError(28, "No space left on device")
+        real_save(path, array, **kw)
+
+    monkeypatch.setattr(io_module, "save_image", full_disk)
+    out = tmp_path / "out"
+    code, err = _deblock(capsys, model_prefix, *three, "-o", out)
+    assert code == 1
+    expected = f"error: {three[0]}: cannot write {out / 'grey.png'}: No space left on device"
+    assert _error_lines(err) == [expected]
+    assert sorted(p.name for p in out.iterdir()) == ["colour.png", "rgba.png"]
+
+
+def test_progress_bars_over_files_and_tiles(capsys, model_prefix, restorer, three, tmp_path):
+    """stderr shows a bar over the files and, for an image of several tiles, over its tiles
+    (here 2 x 2 tiles whose margins cover the image: the result equals the untiled one)."""
+    out = tmp_path / "out"
+    code, err = _deblock(capsys, model_prefix, three[0], "-o", out, "--tile", "32")
+    assert code == 0
+    assert "deblock: 100%" in err and "| 1/1 [" in err  # the files
+    assert "grey.jpg:" in err and "| 0/4 [" in err and "tile/s" in err  # its 4 tiles
+    np.testing.assert_array_equal(
+        load_image(out / "grey.png").pixels, restorer(load_image(three[0]).pixels)
+    )
+    code, err = _deblock(capsys, model_prefix, three[0], "-o", out, "--overwrite", "--no-progress")
+    assert code == 0 and err.strip() == f"deblock: 1 written to {out}, 0 failed"

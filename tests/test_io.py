@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from cqrnet_jax.data import ImageLoadError, load_image, load_y, rgb_to_y, save_image
+from cqrnet_jax.data.io import load_luma
 
 
 def _rgb(h=24, w=40, seed=0):
@@ -259,3 +260,78 @@ def test_too_many_pixels_refused_before_decoding(tmp_path, monkeypatch):
     (tmp_path / "huge.png").write_bytes(_png_header_only(100_000, 100_000))
     err = _expect_error(tmp_path / "huge.png", "image too large", max_pixels=10**12)
     assert err.reason.startswith("image too large: 10000000000 pixels > PIL limit ")
+
+
+# --- luma for estimation, colour profiles, frames ---------------------------------------------
+
+
+def _libjpeg_ycc_to_rgb(ycc: np.ndarray) -> np.ndarray:
+    """libjpeg's YCbCr -> RGB (jdcolor.c, 16-bit fixed point), exactly."""
+    y, cb, cr = (ycc[..., i].astype(np.int64) for i in range(3))
+    cb, cr = cb - 128, cr - 128
+
+    def fix(x):
+        return int(x * 65536 + 0.5)
+
+    r = y + ((fix(1.402) * cr + 32768) >> 16)
+    g = y + ((-fix(0.34414) * cb - fix(0.71414) * cr + 32768) >> 16)
+    b = y + ((fix(1.772) * cb + 32768) >> 16)
+    return np.clip(np.stack([r, g, b], axis=-1), 0, 255)
+
+
+@pytest.mark.parametrize("subsampling, progressive", [(2, False), (0, True)])
+def test_load_luma_of_a_colour_jpeg_is_the_decoders_y_plane(tmp_path, subsampling, progressive):
+    """`load_luma` gives the JPEG's own decoded Y (proved: libjpeg's colour conversion of those
+    planes is PIL's RGB decode, bit for bit), full range, pixels as stored (EXIF orientation
+    not applied: the block grid stays at the top-left)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    options = dict(quality=25, subsampling=subsampling, progressive=progressive, exif=exif)
+    path = _save(tmp_path, "c.jpg", Image.fromarray(_smooth_rgb() + _rgb(48, 64) // 8), **options)
+    with Image.open(path) as im:
+        im.draft("YCbCr", None)
+        ycc = np.asarray(im)
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(_libjpeg_ycc_to_rgb(ycc), np.asarray(im.convert("RGB")))
+    img = load_luma(path)
+    assert img.pixels.shape == (48, 64) and img.format == "JPEG" and img.alpha is None
+    assert img.quantization == load_image(path).quantization
+    np.testing.assert_array_equal(img.pixels, ycc[..., 0])
+
+
+def test_load_luma_of_other_files_is_load_y(tmp_path):
+    rgb = _rgb()
+    for name, im in [("c.png", Image.fromarray(rgb)), ("g.jpg", Image.fromarray(rgb[..., 0]))]:
+        path = _save(tmp_path, name, im)
+        np.testing.assert_array_equal(load_luma(path).pixels, load_y(path))
+    cmyk = _save(tmp_path, "k.jpg", Image.fromarray(rgb).convert("CMYK"))
+    np.testing.assert_array_equal(load_luma(cmyk).pixels, rgb_to_y(load_image(cmyk).pixels))
+    _expect_error(tmp_path / "missing.jpg", "no such file")
+
+
+def test_icc_profile_kept_when_it_describes_the_pixels(tmp_path):
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    img = load_image(_save(tmp_path, "c.png", Image.fromarray(_rgb()), icc_profile=srgb))
+    assert img.icc_profile == srgb
+    assert load_image(_save(tmp_path, "n.png", Image.fromarray(_rgb()))).icc_profile is None
+    # An RGB profile on a grey image does not describe its pixels: dropped.
+    grey = _save(tmp_path, "g.png", Image.fromarray(_rgb()[..., 0]), icc_profile=srgb)
+    assert load_image(grey).icc_profile is None
+
+
+def test_multi_frame_files_give_their_first_frame(tmp_path):
+    frames = [Image.fromarray(_rgb(seed=s)[..., 0]) for s in (0, 1)]
+    path = tmp_path / "two.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with Image.open(path) as im:
+        assert im.n_frames == 2
+    np.testing.assert_array_equal(load_image(path).pixels, _rgb(seed=0)[..., 0])
+
+
+def test_truncated_small_jpeg(tmp_path):
+    """PIL words this one "Truncated File Read" (capital T): still reported as truncated."""
+    full = _save(tmp_path, "full.jpg", Image.fromarray(_smooth_rgb()), quality=20)
+    (tmp_path / "cut.jpg").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    _expect_error(tmp_path / "cut.jpg", "truncated image data")

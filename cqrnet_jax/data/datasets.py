@@ -18,6 +18,9 @@ from .io import load_y
 
 DATA_DIR_ENV = "CQRNET_DATA_DIR"
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+# Folders named as inputs (deblock, estimate, folder training sources) also give these files;
+# the shared data folders (list_images) keep IMAGE_SUFFIXES.
+INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".jpe", ".jfif", ".gif", ".pgm", ".ppm", ".pnm", ".pbm")
 
 # Canonical name -> folder under the data directory. All are read as Y (SPEC §0): Classic5 is grey
 # and used as it is; LIVE1 (the colour BMPs) and BSDS500 test (RGB JPEGs) go through `rgb_to_y`.
@@ -56,6 +59,12 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 def is_image_file(path: Path) -> bool:
     """An image by its suffix (case-insensitive); hidden files (e.g. macOS '._x.png') excluded."""
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def is_input_image(path: Path) -> bool:
+    """An image among a folder's files given on the command line: the training suffixes, other
+    formats PIL reads (GIF, PNM, JFIF) too; hidden files excluded."""
+    return path.suffix.lower() in INPUT_SUFFIXES and not path.name.startswith(".")
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -112,12 +121,9 @@ def list_train_images(
     return sorted(files)
 
 
-def builtin_photos() -> list[tuple[str, np.ndarray]]:
-    """A few real photos bundled with scikit-image, as [(name, Y uint8 (H, W))].
-
-    The evaluator's default when there is no data directory: no data, no network. Files are read
-    straight from the installed skimage/data folder (never through pooch downloads).
-    """
+def builtin_photo_files() -> dict[str, Path]:
+    """{name: file} of the photos bundled with scikit-image, read straight from the installed
+    skimage/data folder (never through pooch downloads): no data, no network."""
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
         raise DataDirError("built-in photos need scikit-image (pip install scikit-image)")
@@ -125,21 +131,42 @@ def builtin_photos() -> list[tuple[str, np.ndarray]]:
     missing = [f for f in _BUILTIN_PHOTOS if not (folder / f).is_file()]
     if missing:
         raise DataDirError(f"built-in photos missing from {folder}: {', '.join(missing)}")
-    return [(Path(f).stem, load_y(folder / f)) for f in _BUILTIN_PHOTOS]
+    return {Path(f).stem: folder / f for f in _BUILTIN_PHOTOS}
+
+
+def builtin_photos() -> list[tuple[str, np.ndarray]]:
+    """A few real photos bundled with scikit-image, as [(name, Y uint8 (H, W))]: the evaluator's
+    default when there is no data directory."""
+    return [(name, load_y(path)) for name, path in builtin_photo_files().items()]
+
+
+def _expand_one(arg: str, from_glob: bool = False) -> list[tuple[str, str | None]]:
+    """One command-line input -> [(path, error or None)]."""
+    path = Path(arg)
+    if path.is_dir():
+        files = [f for f in sorted(path.iterdir()) if f.is_file() and is_input_image(f)]
+        return [(str(f), None) for f in files] or [(arg, "folder has no image files")]
+    if path.exists() or from_glob:  # a file: whatever its suffix, it was asked for by name
+        return [(arg, None)]
+    if any(c in arg for c in "*?["):  # a pattern (the shell did not expand it)
+        matches = sorted(glob.glob(arg, recursive=True))
+        items = [item for m in matches for item in _expand_one(m, from_glob=True)]
+        return items or [(arg, "no file matches this pattern")]
+    return [(arg, "no such file")]
 
 
 def expand_inputs(inputs) -> list[tuple[str, str | None]]:
-    """[(path, error or None)] for command-line inputs: files, folders (their image files,
-    sorted, not recursive) and glob patterns; a problem is reported per input, never raised."""
+    """[(path, error or None)] for command-line inputs; a problem is reported per input, never
+    raised. A file is taken whatever its suffix; a folder gives its image files (by suffix,
+    sorted, hidden files skipped, not recursive); a glob pattern (`*`, `?`, `[...]`, and `**`
+    across folders) gives its matches, each taken as if named on the command line. A file named
+    twice (also through a link or two patterns) is kept once, at its first place."""
     out: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
     for arg in inputs:
-        path = Path(arg)
-        if path.is_dir():
-            files = [f for f in sorted(path.iterdir()) if f.is_file() and is_image_file(f)]
-            out += [(str(f), None) for f in files] or [(arg, "folder has no image files")]
-        elif path.exists():
-            out.append((arg, None))
-        else:
-            matches = sorted(glob.glob(arg))
-            out += [(m, None) for m in matches] or [(arg, "no such file")]
+        for path, error in _expand_one(str(arg)):
+            key = path if error else os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                out.append((path, error))
     return out

@@ -1,8 +1,10 @@
 """One image loader for every file users give us: any PIL mode, EXIF orientation, safe errors.
 
-`load_image` returns upright uint8 pixels ((H, W) grey or (H, W, 3) RGB) plus alpha and JPEG
-tables; `load_y` gives the protocol's Y channel (SPEC §0). Every failure is an `ImageLoadError`
-whose message is one line, "{path}: {reason}", so CLIs can print it as it is.
+`load_image` returns upright uint8 pixels ((H, W) grey or (H, W, 3) RGB) plus alpha, JPEG
+tables and the colour profile; multi-frame files (GIF, APNG, TIFF) give their first frame.
+`load_y` gives the protocol's Y channel (SPEC §0), `load_luma` a JPEG's own decoded luma (for
+quality estimation). Every failure is an `ImageLoadError` whose message is one line,
+"{path}: {reason}", so CLIs can print it as it is.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +52,7 @@ class LoadedImage:
     format: str | None  # PIL format name, e.g. "JPEG", "PNG"
     mode: str  # PIL mode of the file, before any conversion
     quantization: dict[int, list[int]] | None = None  # JPEG tables (PIL `im.quantization`)
+    icc_profile: bytes | None = None  # the file's colour profile, when it describes `pixels`
 
     @property
     def is_grey(self) -> bool:
@@ -134,15 +138,28 @@ def _check_file(path: Path) -> None:
         raise ImageLoadError(path, "file is empty")
 
 
-def _decode(im: Image.Image, path: Path, max_pixels: int) -> LoadedImage:
+def _check_size(im: Image.Image, path: Path, max_pixels: int) -> None:
     w, h = im.size
     if w * h > max_pixels:  # Image.open only parsed the header: nothing decoded yet
         raise ImageLoadError(
             path, f"image too large: {w * h} pixels > limit {max_pixels} (decompression bomb?)"
         )
+
+
+def _icc_profile(im: Image.Image, pixels: np.ndarray) -> bytes | None:
+    """The file's ICC profile when it describes `pixels` (a grey profile for grey pixels, an RGB
+    one for RGB), so an output can carry it; None for CMYK, Lab etc. converted by PIL."""
+    icc = im.info.get("icc_profile")
+    if not isinstance(icc, bytes) or len(icc) < 20:
+        return None
+    space = icc[16:20]
+    return icc if space == (b"GRAY" if pixels.ndim == 2 else b"RGB ") else None
+
+
+def _decode(im: Image.Image, path: Path) -> LoadedImage:
     mode, fmt = im.mode, im.format
     quant = getattr(im, "quantization", None) if fmt == "JPEG" else None
-    im.load()
+    im.load()  # multi-frame files (GIF, APNG, TIFF pages): the first frame
     try:
         upright = ImageOps.exif_transpose(im) or im
     except Exception as err:  # a damaged EXIF block must not make the pixels unreadable
@@ -158,23 +175,22 @@ def _decode(im: Image.Image, path: Path, max_pixels: int) -> LoadedImage:
         format=fmt,
         mode=mode,
         quantization={int(k): [int(x) for x in v] for k, v in quant.items()} if quant else None,
+        icc_profile=_icc_profile(im, pixels),
     )
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Reads an image file (read-only) into upright uint8 pixels; raises `ImageLoadError`.
-
-    `max_pixels` (width * height) is checked on the header before any decoding. PIL's own
-    `Image.MAX_IMAGE_PIXELS` guard still applies as a hard error above twice its value.
-    """
-    path = Path(path)
+@contextmanager
+def _opened(path: Path, max_pixels: int):
+    """`Image.open(path)` whose size was checked against `max_pixels`; every failure inside the
+    block becomes an `ImageLoadError` with a one-line reason."""
     _check_file(path)
     try:
         with warnings.catch_warnings():
             # We enforce `max_pixels` ourselves; PIL's warning would fire below our limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                return _decode(im, path, max_pixels)
+                _check_size(im, path, max_pixels)
+                yield im
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as err:
@@ -189,12 +205,45 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         raise ImageLoadError(path, "not enough memory to decode the image") from None
     except (OSError, SyntaxError, EOFError) as err:
         msg = _one_line(err)
-        if "truncated" in msg or isinstance(err, EOFError):
+        if "truncated" in msg.lower() or isinstance(err, EOFError):  # "Truncated File Read"
             raise ImageLoadError(path, "truncated image data") from None
         raise ImageLoadError(path, f"cannot decode image: {msg or type(err).__name__}") from None
     except Exception as err:  # PIL plugins raise many kinds of error on corrupt data
         msg = _one_line(err) or type(err).__name__
         raise ImageLoadError(path, f"cannot decode image: {msg}") from None
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Reads an image file (read-only) into upright uint8 pixels; raises `ImageLoadError`.
+
+    `max_pixels` (width * height) is checked on the header before any decoding. PIL's own
+    `Image.MAX_IMAGE_PIXELS` guard still applies as a hard error above twice its value.
+    """
+    with _opened(Path(path), max_pixels) as im:
+        return _decode(im, Path(path))
+
+
+def load_luma(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """The luma to judge how a file was compressed by (`cqrnet-jax estimate`), (H, W) uint8.
+
+    A colour JPEG: its decoder's own Y plane (JFIF, full range), before chroma upsampling and
+    colour conversion, so it holds the compression artifacts exactly as the encoder made them;
+    Y recomputed from the decoded RGB adds RGB rounding and clipping (up to ~20 levels). It is
+    left full range: mapping it to the ranker's studio range (16 + 219/255 Y) estimated no
+    better than RGB-derived Y, while the full-range plane did (estimate.py has the numbers).
+    Other files: `load_y`'s Y. Pixels as stored, no EXIF turn, so the JPEG block grid stays at
+    the top-left as in training.
+    """
+    path = Path(path)
+    with _opened(path, max_pixels) as im:
+        if im.format == "JPEG" and im.mode == "RGB":
+            quant = {int(k): [int(x) for x in v] for k, v in im.quantization.items()}
+            im.draft("L", None)  # libjpeg's grey output of a YCbCr JPEG is its Y component
+            if im.mode == "L":
+                y = np.array(im, dtype=np.uint8)
+                return LoadedImage(str(path), y, None, "JPEG", "RGB", quantization=quant)
+        img = _decode(im, path)
+    return img if img.is_grey else replace(img, pixels=rgb_to_y(img.pixels), alpha=None)
 
 
 def load_y(path: str | os.PathLike, **kw) -> np.ndarray:
