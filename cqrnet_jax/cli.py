@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 from .data.datasets import DATA_DIR_ENV
+from .demo import add_demo_parser, run_demo
 from .estimate import add_estimate_parser, run_estimate
+from .export import add_export_parser, run_export
 from .restore import add_deblock_parser, run_deblock
 
 PROG = "cqrnet-jax"
@@ -202,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_evaluate(sub)
     add_estimate_parser(sub).set_defaults(run=run_estimate)
+    add_export_parser(sub).set_defaults(run=run_export)
     add_deblock_parser(sub).set_defaults(run=run_deblock)
+    add_demo_parser(sub).set_defaults(run=run_demo)
     return parser
 
 

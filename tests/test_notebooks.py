@@ -1,0 +1,113 @@
+"""The Colab notebooks in experiments/notebooks: in sync with their generator (build.py), and each
+one executed headless (nbclient, the python3 kernel of this interpreter) on tiny settings
+(CQRNET_NOTEBOOK_TINY=1), with what its cells show checked: images, tables, scores."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")  # the python3 kernel of this interpreter
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDER = REPO / "experiments" / "notebooks"
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location("notebooks_build", FOLDER / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notebooks_are_what_build_py_writes():
+    """The committed .ipynb files equal build.py's output: no hand edits, no stored outputs."""
+    build = _build_module()
+    assert sorted(p.stem for p in FOLDER.glob("*.ipynb")) == sorted(build.NOTEBOOKS)
+    for name in build.NOTEBOOKS:
+        on_disk = (FOLDER / f"{name}.ipynb").read_text()
+        assert on_disk == build.render(name), f"{name}.ipynb: rerun experiments/notebooks/build.py"
+        nb = nbformat.reads(on_disk, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code)
+        assert "google.colab" in code[0].source and "%pip install" in code[0].source
+
+
+def _execute(name: str, monkeypatch, tmp_path) -> list:
+    """Runs notebook `name` headless in tiny mode; returns its executed cells."""
+    monkeypatch.setenv("CQRNET_NOTEBOOK_TINY", "1")
+    monkeypatch.setenv("CQRNET_NOTEBOOK_WORKDIR", str(tmp_path / "workdir"))
+    nb = nbformat.read(FOLDER / f"{name}.ipynb", as_version=4)
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(FOLDER)}}
+    )
+    client.execute()  # raises CellExecutionError, with the traceback, if any cell fails
+    return nb.cells
+
+
+def _text(cells) -> str:
+    """All text a notebook showed: printed streams, plain-text and Markdown results."""
+    parts = []
+    for cell in cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            data = out.get("data", {})
+            parts += [data.get("text/markdown", ""), data.get("text/plain", "")]
+    return "\n".join(parts)
+
+
+def _images(cells) -> int:
+    return sum("image/png" in out.get("data", {}) for c in cells for out in c.get("outputs", []))
+
+
+def _scores(text: str, pattern: str) -> dict[str, float]:
+    return {m[0]: float(m[1]) for m in re.findall(pattern, text)}
+
+
+@pytest.mark.slow
+def test_quickstart(monkeypatch, tmp_path):
+    """Restores the JPEG (higher PSNR than the JPEG), shows before / after, and the ranker scores
+    the restored image as better quality than the JPEG."""
+    cells = _execute("quickstart", monkeypatch, tmp_path)
+    text = _text(cells)
+    psnr = _scores(text, r"(JPEG|restored)\s+PSNR ([\d.]+) dB")
+    ranker = _scores(text, r"(JPEG|restored|original)\s+score ([-+\d.]+)")
+    assert psnr["restored"] > psnr["JPEG"], text
+    assert ranker["original"] > ranker["restored"] > ranker["JPEG"], text
+    assert "header quality: 10" in text
+    assert _images(cells) == 1
+
+
+@pytest.mark.slow
+def test_training(monkeypatch, tmp_path):
+    """Both stages train to their step counts, stage 2 guided by stage 1's export, and the loss
+    curves are plotted."""
+    cells = _execute("training", monkeypatch, tmp_path)
+    workdir = tmp_path / "workdir"
+    for stage, steps in (("ranker", 10), ("deblock", 4)):
+        log = [json.loads(line) for line in (workdir / stage / "logs" / "metrics.jsonl").open()]
+        assert [r["step"] for r in log] == list(range(2, steps + 1, 2))
+        assert (workdir / stage / "export" / f"{stage}.msgpack").is_file()
+    meta = json.loads((workdir / "deblock" / "export" / "deblock.json").read_text())
+    assert meta["ranker"] == str(workdir / "ranker" / "export" / "ranker")
+    assert _images(cells) == 1
+    assert "trained here" in _text(cells)
+
+
+@pytest.mark.slow
+def test_evaluation(monkeypatch, tmp_path):
+    """The jpeg vs default table, the recorded results, and Figure 4: the shipped ranker orders
+    GT > QF 30 > QF 10."""
+    cells = _execute("evaluation", monkeypatch, tmp_path)
+    text = _text(cells)
+    assert re.search(r"\| default \| builtin \|\s+10 \|\s+5 \|", text), text
+    assert "jpeg_baseline.json" in text and "published (FBCNN" in text
+    score = _scores(text, r"(GT|QF \d+)\s+ranker score ([-+\d.]+)")
+    assert score["GT"] > score["QF 30"] > score["QF 10"], score
+    assert _images(cells) == 2
