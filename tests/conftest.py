@@ -1,5 +1,6 @@
 """Shared test helpers: a persistent compilation cache for the session, the training config
-presets loaded from configs/, and TensorFlow (skipped when it is not installed)."""
+presets loaded from configs/, TensorFlow (skipped when it is not installed) and a tiny saved
+de-blocker for the command-line tests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# A DeblockNet small enough to compile in seconds; windows of 16 so attention spans several.
+TINY_DEBLOCK = dict(features=8, num_local_groups=1, dilations=[1, 2, 4], nl_inner=4, nl_window=16)
 _CACHE_OPTIONS = (
     "jax_compilation_cache_dir",
     "jax_persistent_cache_min_compile_time_secs",
@@ -67,3 +70,34 @@ def tf():
         return import_tensorflow()
     except ImportError:
         pytest.skip("tensorflow is not installed")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_prefix(tmp_path_factory) -> str:
+    """TINY_DEBLOCK with every parameter perturbed by N(0, 0.02^2) (not the identity), saved as
+    a params prefix that `--model` accepts."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from cqrnet_jax import pretrained
+    from cqrnet_jax.train.deblock_task import deblock_from_config
+
+    model = deblock_from_config(TINY_DEBLOCK)
+    key = jax.random.key(0, impl="unsafe_rbg")  # compiles in a third of threefry's time
+    variables = jax.device_get(jax.jit(model.init)(key, jnp.zeros((1, 16, 16), jnp.float32)))
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(
+        lambda a: (a + 0.02 * rng.standard_normal(a.shape)).astype(np.float32), variables
+    )
+    prefix = tmp_path_factory.mktemp("tiny_model") / "tiny"
+    pretrained.save_variables(prefix, variables, {"kind": "deblock", "model": TINY_DEBLOCK})
+    return str(prefix)
+
+
+@pytest.fixture(scope="session")
+def tiny_restorer(tiny_model_prefix):
+    """A Restorer of the tiny saved de-blocker (whole images)."""
+    from cqrnet_jax.inference import load_restorer
+
+    return load_restorer(tiny_model_prefix)[0]

@@ -11,45 +11,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
 
-from cqrnet_jax import pretrained
 from cqrnet_jax.cli import main
 from cqrnet_jax.data.color import rgb_to_y
 from cqrnet_jax.data.io import load_image
-from cqrnet_jax.inference import load_restorer
-from cqrnet_jax.train.deblock_task import deblock_from_config
 
-MODEL = dict(features=8, num_local_groups=1, dilations=[1, 2, 4], nl_inner=4, nl_window=16)
 H, W = 40, 56  # every test image: one compiled program
-
-
-def save_tiny_model(folder: Path) -> str:
-    """A tiny DeblockNet with every parameter perturbed (not the identity), saved as a prefix."""
-    model = deblock_from_config(MODEL)
-    key = jax.random.key(0, impl="unsafe_rbg")  # compiles in a third of threefry's time
-    variables = jax.device_get(jax.jit(model.init)(key, jnp.zeros((1, 16, 16), jnp.float32)))
-    rng = np.random.default_rng(0)
-    variables = jax.tree.map(
-        lambda a: (a + 0.02 * rng.standard_normal(a.shape)).astype(np.float32), variables
-    )
-    pretrained.save_variables(folder / "tiny", variables, {"kind": "deblock", "model": MODEL})
-    return str(folder / "tiny")
-
-
-@pytest.fixture(scope="module")
-def model_prefix(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def restorer(model_prefix):
-    return load_restorer(model_prefix)[0]
 
 
 def _grey():
@@ -101,32 +72,34 @@ def three(tmp_path):
     ]
 
 
-def test_grey_colour_and_rgba_files_are_restored(capsys, model_prefix, restorer, three, tmp_path):
+def test_grey_colour_and_rgba_files_are_restored(
+    capsys, tiny_model_prefix, tiny_restorer, three, tmp_path
+):
     """Grey JPEG -> grey PNG equal to the restorer's output; colour JPEG -> RGB PNG of the same
     size whose Y is the restorer's Y (within a grey level); RGBA PNG -> RGBA with the alpha
     channel unchanged; all as OUTDIR/STEM.png, exit status 0."""
     out = tmp_path / "out"
-    code, err = _deblock(capsys, model_prefix, *three, "-o", out)
+    code, err = _deblock(capsys, tiny_model_prefix, *three, "-o", out)
     assert code == 0 and not _error_lines(err), err
     assert sorted(p.name for p in out.iterdir()) == ["colour.png", "grey.png", "rgba.png"]
 
     grey_in = load_image(three[0]).pixels
     grey = load_image(out / "grey.png")
     assert grey.pixels.shape == (H, W) and grey.alpha is None
-    np.testing.assert_array_equal(grey.pixels, restorer(grey_in))
+    np.testing.assert_array_equal(grey.pixels, tiny_restorer(grey_in))
     assert np.mean(np.abs(grey.pixels.astype(int) - grey_in)) > 1  # the model did something
 
     for name, src in (("colour.png", three[1]), ("rgba.png", three[2])):
         loaded, result = load_image(src), load_image(out / name)
         assert result.pixels.shape == (H, W, 3) and result.format == "PNG"
-        expected_y = restorer(rgb_to_y(loaded.pixels)).astype(int)
+        expected_y = tiny_restorer(rgb_to_y(loaded.pixels)).astype(int)
         diff = np.abs(rgb_to_y(result.pixels).astype(int) - expected_y)
         assert np.mean(diff <= 1) >= 0.99 and diff.max() <= 3, (name, diff.max())
     assert load_image(out / "colour.png").alpha is None
     np.testing.assert_array_equal(load_image(out / "rgba.png").alpha, load_image(three[2]).alpha)
 
 
-def test_folder_and_glob_inputs(capsys, model_prefix, tmp_path):
+def test_folder_and_glob_inputs(capsys, tiny_model_prefix, tmp_path):
     """A folder means its image files (other files ignored); a glob its matches."""
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -134,10 +107,10 @@ def test_folder_and_glob_inputs(capsys, model_prefix, tmp_path):
     _save_jpeg(folder / "b.jpg", _rgb())
     _save_rgba(folder / "c.png")
     (folder / "notes.txt").write_text("not an image")
-    code, err = _deblock(capsys, model_prefix, folder, "-o", tmp_path / "all")
+    code, err = _deblock(capsys, tiny_model_prefix, folder, "-o", tmp_path / "all")
     assert code == 0 and not _error_lines(err), err
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["a.png", "b.png", "c.png"]
-    code, err = _deblock(capsys, model_prefix, f"{folder}/*.jpg", "-o", tmp_path / "jpgs")
+    code, err = _deblock(capsys, tiny_model_prefix, f"{folder}/*.jpg", "-o", tmp_path / "jpgs")
     assert code == 0 and not _error_lines(err), err
     assert sorted(p.name for p in (tmp_path / "jpgs").iterdir()) == ["a.png", "b.png"]
 
@@ -162,18 +135,18 @@ def test_expand_inputs(tmp_path):
 # --- errors --------------------------------------------------------------------------------------
 
 
-def test_existing_output_needs_overwrite(capsys, model_prefix, three, tmp_path):
+def test_existing_output_needs_overwrite(capsys, tiny_model_prefix, three, tmp_path):
     """An existing OUTDIR/STEM.png is one error line for that file (left untouched) while the
     other files are written, exit 1; with --overwrite it is replaced, exit 0."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "grey.png").write_bytes(b"keep me")
-    code, err = _deblock(capsys, model_prefix, *three, "-o", out)
+    code, err = _deblock(capsys, tiny_model_prefix, *three, "-o", out)
     assert code == 1
     assert _error_lines(err) == [f"error: {three[0]}: {out / 'grey.png'} exists (use --overwrite)"]
     assert (out / "grey.png").read_bytes() == b"keep me"
     assert (out / "colour.png").is_file() and (out / "rgba.png").is_file()
-    code, err = _deblock(capsys, model_prefix, three[0], "-o", out, "--overwrite")
+    code, err = _deblock(capsys, tiny_model_prefix, three[0], "-o", out, "--overwrite")
     assert code == 0 and not _error_lines(err), err
     assert load_image(out / "grey.png").pixels.shape == (H, W)
 
@@ -185,13 +158,15 @@ def test_existing_output_needs_overwrite(capsys, model_prefix, three, tmp_path):
         ("empty.png", b"", "empty"),
     ],
 )
-def test_bad_file_is_one_error_line(capsys, model_prefix, three, tmp_path, name, content, reason):
+def test_bad_file_is_one_error_line(
+    capsys, tiny_model_prefix, three, tmp_path, name, content, reason
+):
     """A damaged or empty file gives exactly one 'error: FILE: reason' line, no traceback; the
     good files are still written; exit status 1."""
     bad = three[0].parent / name
     bad.write_bytes(content)
     out = tmp_path / "out"
-    code, err = _deblock(capsys, model_prefix, three[0], bad, three[1], "-o", out)
+    code, err = _deblock(capsys, tiny_model_prefix, three[0], bad, three[1], "-o", out)
     assert code == 1
     lines = _error_lines(err)
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ") and reason in lines[0], err
@@ -199,13 +174,13 @@ def test_bad_file_is_one_error_line(capsys, model_prefix, three, tmp_path, name,
     assert sorted(p.name for p in out.iterdir()) == ["colour.png", "grey.png"]
 
 
-def test_output_folder_holding_the_input_never_overwrites_it(capsys, model_prefix, three):
+def test_output_folder_holding_the_input_never_overwrites_it(capsys, tiny_model_prefix, three):
     """`-o` the input's own folder with a .png input of the same stem is refused, even with
     --overwrite: the input is unchanged, the JPEG inputs are written next to it, exit 1."""
     folder = three[2].parent
     before = three[2].read_bytes()
     for extra in ([], ["--overwrite"]):
-        code, err = _deblock(capsys, model_prefix, three[2], three[0], "-o", folder, *extra)
+        code, err = _deblock(capsys, tiny_model_prefix, three[2], three[0], "-o", folder, *extra)
         assert code == 1
         assert _error_lines(err) == [f"error: {three[2]}: output would overwrite the input"]
         assert three[2].read_bytes() == before
@@ -221,31 +196,31 @@ def test_missing_model_is_one_error_line_and_status_2(capsys, three, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_input_is_one_error_line(capsys, model_prefix, three, tmp_path):
+def test_missing_input_is_one_error_line(capsys, tiny_model_prefix, three, tmp_path):
     """An input that is neither a file, a folder nor a matching glob is one error line; the
     other inputs are still restored; exit status 1."""
     missing = tmp_path / "gone.jpg"
-    code, err = _deblock(capsys, model_prefix, missing, three[0], "-o", tmp_path / "out")
+    code, err = _deblock(capsys, tiny_model_prefix, missing, three[0], "-o", tmp_path / "out")
     assert code == 1
     assert _error_lines(err) == [f"error: {missing}: no such file"]
     assert (tmp_path / "out" / "grey.png").is_file()
 
 
-def test_folder_without_images_is_one_error_line(capsys, model_prefix, three, tmp_path):
+def test_folder_without_images_is_one_error_line(capsys, tiny_model_prefix, three, tmp_path):
     """A folder with no image files is one error line; the other inputs are still restored;
     exit status 1."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, err = _deblock(capsys, model_prefix, empty, three[0], "-o", tmp_path / "out")
+    code, err = _deblock(capsys, tiny_model_prefix, empty, three[0], "-o", tmp_path / "out")
     assert _error_lines(err) == [f"error: {empty}: folder has no image files"]
     assert (tmp_path / "out" / "grey.png").is_file()
     assert code == 1
 
 
-def test_glob_matching_nothing_is_one_error_line(capsys, model_prefix, three, tmp_path):
+def test_glob_matching_nothing_is_one_error_line(capsys, tiny_model_prefix, three, tmp_path):
     """A pattern with no match is one error line naming the pattern; exit status 1."""
     pattern = f"{tmp_path}/nothing*.jpg"
-    code, err = _deblock(capsys, model_prefix, pattern, three[0], "-o", tmp_path / "out")
+    code, err = _deblock(capsys, tiny_model_prefix, pattern, three[0], "-o", tmp_path / "out")
     assert code == 1
     assert _error_lines(err) == [f"error: {pattern}: no file matches this pattern"]
     assert (tmp_path / "out" / "grey.png").is_file()
@@ -260,17 +235,17 @@ def test_glob_matching_nothing_is_one_error_line(capsys, model_prefix, three, tm
         (["--max-pixels", "many"], "'many' is not an integer >= 1"),
     ],
 )
-def test_bad_flags_are_usage_errors(capsys, model_prefix, three, tmp_path, args, message):
+def test_bad_flags_are_usage_errors(capsys, tiny_model_prefix, three, tmp_path, args, message):
     """A bad flag value is one error line and exit status 2; nothing is written."""
-    code, err = _deblock(capsys, model_prefix, three[0], "-o", tmp_path / "out", *args)
+    code, err = _deblock(capsys, tiny_model_prefix, three[0], "-o", tmp_path / "out", *args)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert args[0] in err and message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 
-def test_output_that_is_a_file_is_a_usage_error(capsys, model_prefix, three, tmp_path):
+def test_output_that_is_a_file_is_a_usage_error(capsys, tiny_model_prefix, three, tmp_path):
     (tmp_path / "taken").write_bytes(b"data")
-    code, err = _deblock(capsys, model_prefix, three[0], "-o", tmp_path / "taken")
+    code, err = _deblock(capsys, tiny_model_prefix, three[0], "-o", tmp_path / "taken")
     assert code == 2
     assert err.strip() == f"error: -o {tmp_path / 'taken'}: exists and is not a folder"
     assert (tmp_path / "taken").read_bytes() == b"data"
@@ -279,16 +254,18 @@ def test_output_that_is_a_file_is_a_usage_error(capsys, model_prefix, three, tmp
 # --- output formats and names -------------------------------------------------------------------
 
 
-def test_formats_name_the_output_by_the_input_stem(capsys, model_prefix, restorer, three, tmp_path):
+def test_formats_name_the_output_by_the_input_stem(
+    capsys, tiny_model_prefix, tiny_restorer, three, tmp_path
+):
     """--format writes OUTDIR/STEM.EXT in that format: lossless ones hold exactly the restored
     pixels, jpg is close to them (q95); jpg and bmp drop alpha with one warning line."""
-    expected = restorer(load_image(three[0]).pixels)
+    expected = tiny_restorer(load_image(three[0]).pixels)
     for fmt, suffix, pil_format in [
         ("png", ".png", "PNG"), ("jpeg", ".jpg", "JPEG"), ("webp", ".webp", "WEBP"),
         ("tif", ".tif", "TIFF"), ("bmp", ".bmp", "BMP"),
     ]:  # fmt: skip
         out = tmp_path / fmt
-        code, err = _deblock(capsys, model_prefix, *three, "-o", out, "--format", fmt)
+        code, err = _deblock(capsys, tiny_model_prefix, *three, "-o", out, "--format", fmt)
         assert code == 0 and not _error_lines(err), err
         names = ["colour", "grey", "rgba"]
         assert sorted(p.name for p in out.iterdir()) == [n + suffix for n in names]
@@ -310,7 +287,9 @@ def test_formats_name_the_output_by_the_input_stem(capsys, model_prefix, restore
             assert not dropped
 
 
-def test_same_stem_twice_in_a_batch_writes_the_first_only(capsys, model_prefix, restorer, tmp_path):
+def test_same_stem_twice_in_a_batch_writes_the_first_only(
+    capsys, tiny_model_prefix, tiny_restorer, tmp_path
+):
     """a/photo.jpg and b/photo.jpg both map to OUTDIR/photo.png: the first is written, the
     second is an error line naming the first (also with --overwrite, never a silent overwrite)."""
     first, second = tmp_path / "a" / "photo.jpg", tmp_path / "b" / "photo.jpg"
@@ -319,24 +298,24 @@ def test_same_stem_twice_in_a_batch_writes_the_first_only(capsys, model_prefix, 
         _save_jpeg(path, pixels)
     for extra in ([], ["--overwrite"]):
         out = tmp_path / f"out{len(extra)}"
-        code, err = _deblock(capsys, model_prefix, first, second, "-o", out, *extra)
+        code, err = _deblock(capsys, tiny_model_prefix, first, second, "-o", out, *extra)
         assert code == 1
         assert _error_lines(err) == [
             f"error: {second}: {out / 'photo.png'} was already written from {first} (same name): "
             "restore one of them into another folder"
         ]
         np.testing.assert_array_equal(
-            load_image(out / "photo.png").pixels, restorer(load_image(first).pixels)
+            load_image(out / "photo.png").pixels, tiny_restorer(load_image(first).pixels)
         )
 
 
-def test_an_output_that_is_another_input_is_refused(capsys, model_prefix, tmp_path):
+def test_an_output_that_is_another_input_is_refused(capsys, tiny_model_prefix, tmp_path):
     """x.jpg -> OUTDIR/x.png where x.png is itself an input: both refused, even with
     --overwrite, and both inputs are unchanged."""
     jpg, png = _save_jpeg(tmp_path / "x.jpg", _grey()), tmp_path / "x.png"
     Image.fromarray(_grey()).save(png)
     before = png.read_bytes(), jpg.read_bytes()
-    code, err = _deblock(capsys, model_prefix, jpg, png, "-o", tmp_path, "--overwrite")
+    code, err = _deblock(capsys, tiny_model_prefix, jpg, png, "-o", tmp_path, "--overwrite")
     assert code == 1
     assert _error_lines(err) == [
         f"error: {jpg}: {png} is one of the inputs: never overwritten",
@@ -345,7 +324,7 @@ def test_an_output_that_is_another_input_is_refused(capsys, model_prefix, tmp_pa
     assert (png.read_bytes(), jpg.read_bytes()) == before
 
 
-def test_a_write_failure_is_one_error_line(capsys, model_prefix, three, tmp_path, monkeypatch):
+def test_a_write_failure_is_one_error_line(capsys, tiny_model_prefix, three, tmp_path, monkeypatch):
     """A failing write (here a full disk) is one error line per file; the batch goes on."""
     import cqrnet_jax.data.io as io_module
 
@@ -358,23 +337,27 @@ def test_a_write_failure_is_one_error_line(capsys, model_prefix, three, tmp_path
 
     monkeypatch.setattr(io_module, "save_image", full_disk)
     out = tmp_path / "out"
-    code, err = _deblock(capsys, model_prefix, *three, "-o", out)
+    code, err = _deblock(capsys, tiny_model_prefix, *three, "-o", out)
     assert code == 1
     expected = f"error: {three[0]}: cannot write {out / 'grey.png'}: No space left on device"
     assert _error_lines(err) == [expected]
     assert sorted(p.name for p in out.iterdir()) == ["colour.png", "rgba.png"]
 
 
-def test_progress_bars_over_files_and_tiles(capsys, model_prefix, restorer, three, tmp_path):
+def test_progress_bars_over_files_and_tiles(
+    capsys, tiny_model_prefix, tiny_restorer, three, tmp_path
+):
     """stderr shows a bar over the files and, for an image of several tiles, over its tiles
     (here 2 x 2 tiles whose margins cover the image: the result equals the untiled one)."""
     out = tmp_path / "out"
-    code, err = _deblock(capsys, model_prefix, three[0], "-o", out, "--tile", "32")
+    code, err = _deblock(capsys, tiny_model_prefix, three[0], "-o", out, "--tile", "32")
     assert code == 0
     assert "deblock: 100%" in err and "| 1/1 [" in err  # the files
     assert "grey.jpg:" in err and "| 0/4 [" in err and "tile/s" in err  # its 4 tiles
     np.testing.assert_array_equal(
-        load_image(out / "grey.png").pixels, restorer(load_image(three[0]).pixels)
+        load_image(out / "grey.png").pixels, tiny_restorer(load_image(three[0]).pixels)
     )
-    code, err = _deblock(capsys, model_prefix, three[0], "-o", out, "--overwrite", "--no-progress")
+    code, err = _deblock(
+        capsys, tiny_model_prefix, three[0], "-o", out, "--overwrite", "--no-progress"
+    )
     assert code == 0 and err.strip() == f"deblock: 1 written to {out}, 0 failed"

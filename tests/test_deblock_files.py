@@ -10,21 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_deblock_cli import H, W, _deblock, _error_lines, _grey, _rgb, save_tiny_model
+from test_deblock_cli import H, W, _deblock, _error_lines, _grey, _rgb
 from test_io import _png_header_only
 
 from cqrnet_jax.data.io import load_image
-from cqrnet_jax.inference import load_restorer
-
-
-@pytest.fixture(scope="module")
-def model_prefix(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def restorer(model_prefix):
-    return load_restorer(model_prefix)[0]
 
 
 @pytest.fixture
@@ -80,7 +69,7 @@ def _bilevel(path: Path) -> Path:
     return path
 
 
-def test_every_kind_of_file_is_restored_upright(capsys, model_prefix, restorer, tmp_path):
+def test_every_kind_of_file_is_restored_upright(capsys, tiny_model_prefix, tiny_restorer, tmp_path):
     """EXIF-rotated, palette with transparency, 2-frame GIF (its first frame), CMYK JPEG,
     16-bit grey PNG, progressive JPEG, grey+alpha and 1-bit files: all written, upright, with
     the input's size, alpha kept; grey ones as the restorer's output of the loaded pixels."""
@@ -92,7 +81,7 @@ def test_every_kind_of_file_is_restored_upright(capsys, model_prefix, restorer, 
     suffix = dict(palette=".png", anim=".gif", deep=".png", la=".png", bits=".png")
     files = {k: make(src / f"{k}{suffix.get(k, '.jpg')}") for k, make in makers.items()}
     out = tmp_path / "out"
-    code, err = _deblock(capsys, model_prefix, src, "-o", out)
+    code, err = _deblock(capsys, tiny_model_prefix, src, "-o", out)
     assert code == 0 and not _error_lines(err), err
     for name, path in files.items():
         loaded, result = load_image(path), load_image(out / f"{name}.png")
@@ -101,28 +90,30 @@ def test_every_kind_of_file_is_restored_upright(capsys, model_prefix, restorer, 
         if loaded.alpha is not None:
             np.testing.assert_array_equal(result.alpha, loaded.alpha)
         if loaded.is_grey and loaded.alpha is None:
-            np.testing.assert_array_equal(result.pixels, restorer(loaded.pixels))
+            np.testing.assert_array_equal(result.pixels, tiny_restorer(loaded.pixels))
     anim = load_image(out / "anim.png").pixels
-    assert np.abs(anim.astype(int) - restorer(_grey())).mean() < 3  # the first frame, not 255-x
+    assert (
+        np.abs(anim.astype(int) - tiny_restorer(_grey())).mean() < 3
+    )  # the first frame, not 255-x
     rotated = load_image(out / "rotated.png").pixels
     assert np.abs(rotated.astype(int) - _rgb()).mean() < 10  # wrong turn: ~ 60
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 7), (3, 2, 3), (7, 5, 3)])
-def test_tiny_and_odd_sized_images(capsys, model_prefix, restorer, tmp_path, shape):
+def test_tiny_and_odd_sized_images(capsys, tiny_model_prefix, tiny_restorer, tmp_path, shape):
     """Images smaller than a JPEG block, of odd sizes, grey or colour, come out at their size."""
     pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     path = tmp_path / "tiny.png"
     Image.fromarray(pixels).save(path)
-    code, err = _deblock(capsys, model_prefix, path, "-o", tmp_path / "out")
+    code, err = _deblock(capsys, tiny_model_prefix, path, "-o", tmp_path / "out")
     assert code == 0 and not _error_lines(err), err
     result = load_image(tmp_path / "out" / "tiny.png").pixels
     assert result.shape == shape
     if len(shape) == 2:
-        np.testing.assert_array_equal(result, restorer(pixels))
+        np.testing.assert_array_equal(result, tiny_restorer(pixels))
 
 
-def test_colour_profile_is_carried_over(capsys, model_prefix, tmp_path):
+def test_colour_profile_is_carried_over(capsys, tiny_model_prefix, tmp_path):
     """An RGB input's ICC profile is written into the output (colours keep their meaning)."""
     from PIL import ImageCms
 
@@ -130,34 +121,34 @@ def test_colour_profile_is_carried_over(capsys, model_prefix, tmp_path):
     path = tmp_path / "tagged.jpg"
     Image.fromarray(_rgb()).save(path, quality=30, icc_profile=icc)
     for fmt in ("png", "jpg", "webp", "tiff"):
-        code, err = _deblock(capsys, model_prefix, path, "-o", tmp_path / fmt, "--format", fmt)
+        code, err = _deblock(capsys, tiny_model_prefix, path, "-o", tmp_path / fmt, "--format", fmt)
         assert code == 0, err
         written = next((tmp_path / fmt).iterdir())
         with Image.open(written) as im:
             assert im.info.get("icc_profile") == icc, fmt
 
 
-def test_decompression_bombs_and_max_pixels_are_refused(capsys, model_prefix, jpeg, tmp_path):
+def test_decompression_bombs_and_max_pixels_are_refused(capsys, tiny_model_prefix, jpeg, tmp_path):
     """A 70-byte PNG claiming 12000 x 9000 pixels is refused before decoding, as is any image
     over --max-pixels; one error line each, the other files are written, exit 1."""
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_png_header_only(12000, 9000))
-    code, err = _deblock(capsys, model_prefix, bomb, jpeg, "-o", tmp_path / "out")
+    code, err = _deblock(capsys, tiny_model_prefix, bomb, jpeg, "-o", tmp_path / "out")
     assert code == 1
     assert _error_lines(err) == [
         f"error: {bomb}: image too large: 108000000 pixels > limit 100000000 (decompression bomb?)"
     ]
     assert (tmp_path / "out" / "good.png").is_file()
     limit = ["--max-pixels", str(H * W - 1)]
-    code, err = _deblock(capsys, model_prefix, jpeg, "-o", tmp_path / "small", *limit)
+    code, err = _deblock(capsys, tiny_model_prefix, jpeg, "-o", tmp_path / "small", *limit)
     assert code == 1 and f"> limit {H * W - 1}" in _error_lines(err)[0]
 
 
-def test_truncated_jpeg_is_one_error_line(capsys, model_prefix, jpeg, tmp_path):
+def test_truncated_jpeg_is_one_error_line(capsys, tiny_model_prefix, jpeg, tmp_path):
     data = jpeg.read_bytes()
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) // 2])
-    code, err = _deblock(capsys, model_prefix, cut, jpeg, "-o", tmp_path / "out")
+    code, err = _deblock(capsys, tiny_model_prefix, cut, jpeg, "-o", tmp_path / "out")
     assert code == 1
     assert _error_lines(err) == [f"error: {cut}: truncated image data"]
     assert (tmp_path / "out" / "good.png").is_file()

@@ -7,40 +7,20 @@ from __future__ import annotations
 
 import re
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from cqrnet_jax import pretrained
 from cqrnet_jax.cli import main
 from cqrnet_jax.data.color import rgb_to_y
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.demo import DETAIL_CENTRES, compress, cut, load_photo, restore, square_around
 from cqrnet_jax.inference import load_restorer
 from cqrnet_jax.metrics import image_metrics
-from cqrnet_jax.train.deblock_task import deblock_from_config
 
-MODEL = dict(features=8, num_local_groups=1, dilations=[1, 2, 4], nl_inner=4, nl_window=16)
 SIZE, CROP = 64, 32
 PAD = 8  # the figure's margin at this size: max(8, width // 64)
 RED = np.array([220, 30, 30], np.uint8)  # the detail outline
-
-
-@pytest.fixture(scope="module")
-def model_prefix(tmp_path_factory):
-    """A tiny DeblockNet with every parameter perturbed (not the identity), saved as a prefix."""
-    model = deblock_from_config(MODEL)
-    key = jax.random.key(0, impl="unsafe_rbg")
-    variables = jax.device_get(jax.jit(model.init)(key, jnp.zeros((1, 16, 16), jnp.float32)))
-    rng = np.random.default_rng(0)
-    variables = jax.tree.map(
-        lambda a: (a + 0.02 * rng.standard_normal(a.shape)).astype(np.float32), variables
-    )
-    prefix = tmp_path_factory.mktemp("model") / "tiny"
-    pretrained.save_variables(prefix, variables, {"kind": "deblock", "model": MODEL})
-    return str(prefix)
 
 
 def _demo(capsys, *args):
@@ -71,15 +51,15 @@ def _find_rows(figure: np.ndarray, panel: np.ndarray, x: int) -> list[int]:
 
 
 def test_figure_holds_jpeg_restored_original_and_scores_are_the_protocols(
-    capsys, model_prefix, tmp_path
+    capsys, tiny_model_prefix, tmp_path
 ):
     out = tmp_path / "figure.png"
-    code, stdout, err = _demo(capsys, "--model", model_prefix, "-o", out)
+    code, stdout, err = _demo(capsys, "--model", tiny_model_prefix, "-o", out)
     assert code == 0, err
     photo = load_photo("astronaut")
     original = cut(photo, square_around(photo.shape, DETAIL_CENTRES["astronaut"], SIZE))
     jpeg = compress(original, 10)
-    restored = restore(load_restorer(model_prefix)[0], jpeg)
+    restored = restore(load_restorer(tiny_model_prefix)[0], jpeg)
 
     figure = np.asarray(Image.open(out).convert("RGB"))
     assert figure.shape[1] == 3 * SIZE + 4 * PAD  # three panels side by side
@@ -98,7 +78,7 @@ def test_figure_holds_jpeg_restored_original_and_scores_are_the_protocols(
     assert f"wrote {out}" in stdout
 
 
-def test_grey_photo_gets_the_protocol_jpeg(capsys, model_prefix, tmp_path):
+def test_grey_photo_gets_the_protocol_jpeg(capsys, tiny_model_prefix, tmp_path):
     """camera (grey): the JPEG is the protocol's `jpeg_degrade`, scored as evaluate does."""
     code, stdout, err = _demo(
         capsys,
@@ -107,7 +87,7 @@ def test_grey_photo_gets_the_protocol_jpeg(capsys, model_prefix, tmp_path):
         "--quality",
         "20",
         "--model",
-        model_prefix,
+        tiny_model_prefix,
         "-o",
         tmp_path / "g.png",
     )
@@ -120,13 +100,13 @@ def test_grey_photo_gets_the_protocol_jpeg(capsys, model_prefix, tmp_path):
     assert "grey" in stdout
 
 
-def test_existing_output_is_refused_without_overwrite(capsys, model_prefix, tmp_path):
+def test_existing_output_is_refused_without_overwrite(capsys, tiny_model_prefix, tmp_path):
     out = tmp_path / "taken.png"
     out.write_bytes(b"mine")
-    code, _, err = _demo(capsys, "--model", model_prefix, "-o", out)
+    code, _, err = _demo(capsys, "--model", tiny_model_prefix, "-o", out)
     assert code == 2 and err.strip().startswith("error: ") and "--overwrite" in err
     assert out.read_bytes() == b"mine"
-    code, _, err = _demo(capsys, "--model", model_prefix, "-o", out, "--overwrite")
+    code, _, err = _demo(capsys, "--model", tiny_model_prefix, "-o", out, "--overwrite")
     assert code == 0, err
     assert Image.open(out).size[0] == 3 * SIZE + 4 * PAD
 
