@@ -41,7 +41,9 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="image files, folders or globs")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--ranker", metavar="PREFIX", help="ranker weights prefix (default: shipped)")
+    p.add_argument(
+        "--ranker", metavar="PREFIX", help="ranker weights prefix (default: the shipped estimator)"
+    )
     p.add_argument(
         "--max-pixels",
         type=int_in_range(1),
@@ -92,7 +94,7 @@ def _load_scorer(prefix):
     from cqrnet_jax import pretrained
     from cqrnet_jax.ranker_eval import load_ranker
 
-    where = prefix or pretrained.shipped("ranker")
+    where = prefix or pretrained.shipped(pretrained.ESTIMATOR)
     try:
         scorer = load_ranker(where)
     except (FileNotFoundError, ValueError, KeyError) as err:

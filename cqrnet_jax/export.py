@@ -126,7 +126,7 @@ def load_model(what: str, spec: str):
     if what == "deblock":
         prefix = resolve_model_prefix(spec)
     elif spec == "default":
-        prefix = pretrained.shipped("ranker")
+        prefix = pretrained.shipped(pretrained.ESTIMATOR)
     else:
         path = Path(spec)
         workdir_export = path / "export" / "ranker"

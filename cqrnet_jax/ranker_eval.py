@@ -95,11 +95,11 @@ class RankerScorer:
 
 
 def load_ranker(prefix: str | os.PathLike | None = None, **kw) -> RankerScorer:
-    """The ranker at `prefix` (default: the shipped one); FileNotFoundError when it is missing."""
+    """The ranker at `prefix` (default: the shipped estimator); FileNotFoundError if missing."""
     from cqrnet_jax import pretrained
     from cqrnet_jax.train.ranker_task import load_ranker_model
 
-    module, variables, meta = load_ranker_model(prefix or pretrained.shipped("ranker"))
+    module, variables, meta = load_ranker_model(prefix or pretrained.shipped(pretrained.ESTIMATOR))
     return RankerScorer(module, variables, meta, **kw)
 
 
@@ -310,7 +310,9 @@ def _parse_args(argv):
         "40, ..., 95). --calibrate first fits score -> QF on training images and stores it in "
         "PREFIX.json.",
     )
-    p.add_argument("--ranker", metavar="PREFIX", help="weights prefix (default: the shipped one)")
+    p.add_argument(
+        "--ranker", metavar="PREFIX", help="weights prefix (default: the shipped estimator)"
+    )
     p.add_argument("--data-dir", metavar="DIR", help="data directory (default $CQRNET_DATA_DIR)")
     p.add_argument("--json", metavar="OUT", default="experiments/results/ranker.json")
     p.add_argument("--calibrate", action="store_true", help="fit + store the calibration first")
@@ -400,7 +402,7 @@ def main(argv=None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse_args(argv)
-    prefix = args.ranker or pretrained.shipped("ranker")
+    prefix = args.ranker or pretrained.shipped(pretrained.ESTIMATOR)
     try:
         scorer = load_ranker(prefix, batch_size=args.batch_size)
     except (FileNotFoundError, ValueError) as err:

@@ -145,7 +145,8 @@ def test_ranker_with_symbolic_batch_and_size(tmp_path, photos):
     assert _export(out, "--format", "stablehlo", "--what", "ranker") == 0
     assert _manifest(out)["input"]["shape"] == ["b", "h", "w"]
     exported = jax.export.deserialize(bytearray((out / "ranker.jax_export").read_bytes()))
-    model, variables, _ = load_ranker_model(pretrained.shipped("ranker"))
+    # the default ranker to export is the shipped blind estimator, not stage 2's guide
+    model, variables, _ = load_ranker_model(pretrained.shipped(pretrained.ESTIMATOR))
     score = jax.jit(lambda x: model.apply(variables, x, train=False)[0])
     for x in (photos, photos[:1, 5:66, 7:90]):
         got = np.asarray(exported.call(x))

@@ -185,3 +185,22 @@ def test_estimate_missing_ranker_is_one_line_exit_2(tmp_path, capsys):
     args = argparse.Namespace(files=["x.jpg"], json=True, ranker=str(tmp_path / "nothing"))
     assert run_estimate(args) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", [pretrained.GUIDE, pretrained.ESTIMATOR])
+def test_shipped_rankers_order_a_real_photos_versions(name):
+    """Both shipped rankers load with a calibration and order a real photo's JPEG versions; the
+    estimator's (the default of `estimate`) QF estimates follow the true QF."""
+    from skimage import data
+
+    from cqrnet_jax.data.jpeg import jpeg_degrade
+
+    y = data.camera()[128:384, 128:384]
+    qualities = [5, 10, 20, 30, 50]
+    scorer = load_ranker(pretrained.shipped(name))
+    scores = scorer([jpeg_degrade(y, q) for q in qualities])
+    assert np.all(np.diff(scores) > 0), scores
+    estimates = np.array([estimate_quality(s, scorer.calibration) for s in scores])
+    assert np.all(np.diff(estimates) > 0) and 1 <= estimates.min() and estimates.max() <= 95
+    if name == pretrained.ESTIMATOR:  # measured 4.9, 9.1, 15.8, 21.0 for 5, 10, 20, 30
+        assert np.abs(estimates[:2] - qualities[:2]).max() <= 2, estimates

@@ -363,5 +363,21 @@ def test_blind_preset_adds_the_cross_image_term(ranker_config):
     assert float(base) == pytest.approx(
         float(margin_ranking_loss(s[:, 0], s[:, 1], lab[:, 0], lab[:, 1])), rel=1e-5
     )
-    cross = float(cross_image_ranking_loss(s, batch["quality"], 0.5))  # ranked by exact QF
+    cross = float(cross_image_ranking_loss(s, lab, 0.5))  # ranked by level
     assert cross > 0 and float(blind) == pytest.approx(float(base) + cross, rel=1e-5)
+    quality_config = ranker_config("smoke,blind")
+    quality_config.loss.cross_image_labels = "quality"
+    by_quality = RankerTask(quality_config)
+    exact = float(cross_image_ranking_loss(s, batch["quality"], 0.5))
+    assert float(by_quality.loss_fn(*args)[0]) == pytest.approx(float(base) + exact, rel=1e-5)
+
+
+def test_estimator_preset_fine_tunes_the_shipped_guide(ranker_config):
+    """`:cpu,estimator` starts from the shipped stage-1 ranker and continues past its step."""
+    from cqrnet_jax import pretrained
+
+    config = ranker_config("cpu,estimator")
+    _, meta = pretrained.load_variables(config.init_from)
+    assert config.init_from == str(pretrained.shipped(pretrained.GUIDE))
+    assert config.loss.cross_image_weight == 1.0 and config.num_steps > meta["step"]
+    assert meta["model"]["features"] == list(config.model.features)

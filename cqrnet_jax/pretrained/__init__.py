@@ -17,6 +17,13 @@ from flax import serialization
 
 HERE = Path(__file__).resolve().parent
 
+# Two shipped rankers, one network: GUIDE is stage 1 as the paper trains it (versions of one crop
+# ranked against each other); stage 2's losses go through it. ESTIMATOR is GUIDE fine-tuned with
+# cross-image pairs as well, so that scores also compare across photos: the blind JPEG-quality
+# estimator behind `estimate`, `ranker_eval` and `export --what ranker` by default.
+GUIDE = "ranker"
+ESTIMATOR = "ranker_blind"
+
 
 def save_variables(prefix: str | os.PathLike, variables, meta: dict) -> None:
     """Writes `prefix.msgpack` + `prefix.json` (atomically: temp files, then rename)."""
@@ -46,5 +53,5 @@ def load_variables(prefix: str | os.PathLike):
 
 
 def shipped(name: str) -> Path:
-    """Prefix of a model shipped with the package ('ranker', 'deblock')."""
+    """Prefix of a model shipped with the package ('ranker', 'ranker_blind', 'deblock')."""
     return HERE / name

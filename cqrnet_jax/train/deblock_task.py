@@ -28,7 +28,9 @@ def deblock_from_config(model_cfg) -> DeblockNet:
 def load_frozen_ranker(loss_cfg):
     """(module, variables, prefix) of the guiding ranker: the shipped one, or a PREFIX written by
     `save_variables` (e.g. WORKDIR/export/ranker). Its variables are constants of the loss."""
-    prefix = pretrained.shipped("ranker") if loss_cfg.ranker == "shipped" else loss_cfg.ranker
+    prefix = (
+        pretrained.shipped(pretrained.GUIDE) if loss_cfg.ranker == "shipped" else loss_cfg.ranker
+    )
     module, variables, _ = load_ranker_model(prefix)
     return module, jax.tree.map(jnp.asarray, variables), str(prefix)
 
