@@ -314,7 +314,9 @@ def _parse_args(argv):
         "--ranker", metavar="PREFIX", help="weights prefix (default: the shipped estimator)"
     )
     p.add_argument("--data-dir", metavar="DIR", help="data directory (default $CQRNET_DATA_DIR)")
-    p.add_argument("--json", metavar="OUT", default="experiments/results/ranker.json")
+    p.add_argument(
+        "--json", metavar="OUT", default="experiments/results/ranker_blind_estimator.json"
+    )
     p.add_argument("--calibrate", action="store_true", help="fit + store the calibration first")
     p.add_argument("--calibration-images", type=int, default=60, metavar="N")
     p.add_argument("--calibration-crop", type=int, default=320, metavar="PX")
