@@ -79,7 +79,8 @@ def test_quickstart(monkeypatch, tmp_path):
     psnr = _scores(text, r"(JPEG|restored)\s+PSNR ([\d.]+) dB")
     ranker = _scores(text, r"(JPEG|restored|original)\s+score ([-+\d.]+)")
     assert psnr["restored"] > psnr["JPEG"], text
-    assert ranker["original"] > ranker["restored"] > ranker["JPEG"], text
+    # the estimator judges artifacts, not fidelity: restored and original may read alike
+    assert min(ranker["original"], ranker["restored"]) > ranker["JPEG"], text
     assert "header quality: 10" in text
     assert _images(cells) == 1
 

@@ -139,13 +139,15 @@ if original is not None:  # scores on the Y channel against the original, as in 
     new_markdown_cell("""\
 ## How compressed does it look? Ask the ranker
 
-Stage 1's quality ranker scores an image's Y channel (higher = better quality); a calibration
-stored with its weights maps the score to a JPEG quality. It was trained on qualities 1–30, so
-beyond ~30 its estimate is coarse (see `experiments/README.md`)."""),
+The shipped blind quality estimator (stage 1's ranker, fine-tuned so that scores also compare
+across photos) scores an image's Y channel (higher = better quality); a calibration stored with
+its weights maps the score to a JPEG quality. It was trained on qualities 1–30, so beyond ~30 its
+estimate is coarse, and it judges compression artifacts, not fidelity: a restored image can read
+as high as the original (see `experiments/README.md`)."""),
     new_code_cell("""\
 from cqrnet_jax.ranker_eval import estimate_quality, load_ranker
 
-ranker = load_ranker()  # the shipped one
+ranker = load_ranker()  # the shipped blind estimator
 for title, pixels in panels:
     score = float(ranker(luma(pixels)))
     quality = estimate_quality(score, ranker.calibration)
