@@ -23,7 +23,6 @@ import numpy as np
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.pipeline import make_batches
 from cqrnet_jax.data.sources import load_training_images
-from cqrnet_jax.losses import feature_matching_loss, mae_loss, quality_loss
 from cqrnet_jax.train.deblock_task import DeblockTask
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "deblock.py"
@@ -42,19 +41,10 @@ def main():
     config.model.update(meta["model"])
     config.data.backend = "numpy"
     task = DeblockTask(config)
-    frozen = task.ranker_variables
-    layers = tuple(config.loss.feature_layers)
-    alpha, beta = config.loss.alpha, config.loss.beta
 
-    def terms(params, x, y):
-        restored = task.model.apply({"params": params}, x)
-        scores, maps_r = task.ranker.apply(frozen, restored, train=False)
-        _, maps_y = task.ranker.apply(frozen, y, train=False)
-        l_f = feature_matching_loss([maps_r[i] for i in layers], [maps_y[i] for i in layers])
-        return dict(mae=mae_loss(restored, y), q=alpha * quality_loss(scores), f=beta * l_f)
-
-    grads = {
-        k: jax.jit(jax.grad(lambda prm, x, y, k=k: terms(prm, x, y)[k])) for k in ("mae", "q", "f")
+    grads = {  # each weighted term as it enters the loss (the same code as training's)
+        k: jax.jit(jax.grad(lambda prm, x, y, k=k: task.weighted_terms(prm, x, y)[k]))
+        for k in ("l_mae", "l_q", "l_f")
     }
     flat = lambda g: jnp.concatenate([v.ravel() for v in jax.tree.leaves(g)])  # noqa: E731
     batches = make_batches(
@@ -70,8 +60,9 @@ def main():
         x = jnp.asarray(b["degraded"][:, 0], jnp.float32) / 255.0
         y = jnp.asarray(b["clean"], jnp.float32) / 255.0
         g = {k: flat(fn(variables["params"], x, y)) for k, fn in grads.items()}
-        cos = float(g["mae"] @ g["f"] / (jnp.linalg.norm(g["mae"]) * jnp.linalg.norm(g["f"])))
-        rows.append([float(jnp.linalg.norm(g[k])) for k in ("mae", "q", "f")] + [cos])
+        mae, f = g["l_mae"], g["l_f"]
+        cos = float(mae @ f / (jnp.linalg.norm(mae) * jnp.linalg.norm(f)))
+        rows.append([float(jnp.linalg.norm(g[k])) for k in ("l_mae", "l_q", "l_f")] + [cos])
     m = np.mean(rows, axis=0)
     print(
         f"model {args.model} (step {meta.get('step')}), "

@@ -27,6 +27,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.optim.schedule = "step"  # constant | step | cosine
     c.optim.decay_steps = 100_000
     c.optim.decay_rate = 0.5
+    c.optim.decay_begin = 0  # cosine: flat until this step, then decay_steps steps to 0
     c.optim.warmup_steps = 0
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999

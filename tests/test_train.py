@@ -381,3 +381,19 @@ def test_estimator_preset_fine_tunes_the_shipped_guide(ranker_config):
     assert config.init_from == str(pretrained.shipped(pretrained.GUIDE))
     assert config.loss.cross_image_weight == 1.0 and config.num_steps > meta["step"]
     assert meta["model"]["features"] == list(config.model.features)
+
+
+def test_cosine_schedule_can_start_late_to_anneal_a_continued_run(ranker_config):
+    """decay_begin keeps the rate flat, then decays it to 0 over decay_steps; 0 keeps the plain
+    warm-up + cosine that earlier runs were trained with."""
+    from cqrnet_jax.train.state import learning_rate_schedule
+
+    optim = ranker_config("smoke").optim
+    optim.update(learning_rate=2e-4, schedule="cosine", warmup_steps=300, decay_steps=1000)
+    plain = learning_rate_schedule(optim)
+    np.testing.assert_allclose([plain(150), plain(300), plain(1300)], [1e-4, 2e-4, 0.0], atol=1e-9)
+    optim.decay_begin = 2500
+    late = learning_rate_schedule(optim)
+    np.testing.assert_allclose(
+        [late(300), late(2500), late(3000), late(3500)], [2e-4, 2e-4, 1e-4, 0.0], atol=1e-9
+    )

@@ -53,25 +53,36 @@ class DeblockTask:
         p = self.config.data.patch_size
         return self.model.init(rng, jnp.zeros((1, p, p), jnp.float32))
 
-    def loss_fn(self, params, batch_stats, batch, rng):
-        del rng
-        x = batch["degraded"][:, 0].astype(jnp.float32) / 255.0
-        y = batch["clean"].astype(jnp.float32) / 255.0
+    def loss_terms(self, params, x, y) -> dict:
+        """Unweighted terms {l_mae[, l_q, l_f]} of restoring x (N, H, W) towards y, in [0, 1]."""
         restored = self.model.apply({"params": params}, x)
-        l_mae = mae_loss(restored, y)
-        metrics = dict(l_mae=l_mae)
-        total = l_mae
+        terms = dict(l_mae=mae_loss(restored, y))
         if self.uses_ranker:
             frozen = jax.lax.stop_gradient(self.ranker_variables)  # BN stats and weights fixed
             layers = tuple(self.config.loss.feature_layers)
             scores, maps_r = self.ranker.apply(frozen, restored, train=False)
             _, maps_y = self.ranker.apply(frozen, y, train=False)
-            l_q = quality_loss(scores)
-            l_f = feature_matching_loss(
+            terms["l_q"] = quality_loss(scores)
+            terms["l_f"] = feature_matching_loss(
                 [maps_r[i] for i in layers], [jax.lax.stop_gradient(maps_y[i]) for i in layers]
             )
-            total = total + self.config.loss.alpha * l_q + self.config.loss.beta * l_f
-            metrics.update(l_q=l_q, l_f=l_f)
+        return terms
+
+    def weighted_terms(self, params, x, y) -> dict:
+        """The terms as they enter the loss: l_mae, alpha * l_q, beta * l_f."""
+        terms = self.loss_terms(params, x, y)
+        weights = dict(l_q=self.config.loss.alpha, l_f=self.config.loss.beta)
+        return {k: weights.get(k, 1.0) * v for k, v in terms.items()}
+
+    def loss_fn(self, params, batch_stats, batch, rng):
+        del rng
+        x = batch["degraded"][:, 0].astype(jnp.float32) / 255.0
+        y = batch["clean"].astype(jnp.float32) / 255.0
+        metrics = self.loss_terms(params, x, y)
+        loss = self.config.loss
+        total = metrics["l_mae"]
+        if self.uses_ranker:
+            total = total + loss.alpha * metrics["l_q"] + loss.beta * metrics["l_f"]
         return total, (metrics, batch_stats)
 
     def evaluate(self, state) -> dict:

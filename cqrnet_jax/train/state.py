@@ -15,8 +15,8 @@ class TrainState(train_state.TrainState):
 
 
 def learning_rate_schedule(optim_cfg) -> optax.Schedule:
-    """'constant', 'step' (x decay_rate every decay_steps, the paper's) or 'cosine' (to 0), with an
-    optional linear warm-up."""
+    """'constant', 'step' (x decay_rate every decay_steps, the paper's) or 'cosine' (to 0 over
+    decay_steps steps, from step decay_begin or the warm-up's end), with an optional linear warm-up."""
     lr = optim_cfg.learning_rate
     if optim_cfg.schedule == "constant":
         schedule = optax.constant_schedule(lr)
@@ -26,6 +26,10 @@ def learning_rate_schedule(optim_cfg) -> optax.Schedule:
         )
     elif optim_cfg.schedule == "cosine":
         schedule = optax.cosine_decay_schedule(lr, max(1, optim_cfg.decay_steps))
+        # flat until step decay_begin (to anneal a continued run), else the cosine starts at once
+        flat = optim_cfg.get("decay_begin", 0) - optim_cfg.warmup_steps
+        if flat > 0:
+            schedule = optax.join_schedules([optax.constant_schedule(lr), schedule], [flat])
     else:
         raise ValueError(f"unknown learning-rate schedule {optim_cfg.schedule!r}")
     if optim_cfg.warmup_steps:
