@@ -16,7 +16,7 @@ class TrainState(train_state.TrainState):
 
 def learning_rate_schedule(optim_cfg) -> optax.Schedule:
     """'constant', 'step' (x decay_rate every decay_steps, the paper's) or 'cosine' (to 0 over
-    decay_steps steps, from step decay_begin or the warm-up's end), with an optional linear warm-up."""
+    decay_steps steps, from step decay_begin or the warm-up's end); optional linear warm-up."""
     lr = optim_cfg.learning_rate
     if optim_cfg.schedule == "constant":
         schedule = optax.constant_schedule(lr)
