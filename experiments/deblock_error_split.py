@@ -15,6 +15,7 @@ from scipy.ndimage import uniform_filter
 from cqrnet_jax.data.datasets import load_eval_set
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.inference import load_restorer
+from cqrnet_jax.metrics import psnr
 
 
 def main():
@@ -32,13 +33,14 @@ def main():
                 out = restorer.restore_float(jpeg_degrade(y, q).astype(np.float32) / 255) * 255
                 err = out - y.astype(np.float32)
                 low = uniform_filter(err, 16)
-                rounded = np.clip(np.round(out), 0, 255) - y
-                psnr = 10 * np.log10(255**2 / np.mean(rounded.astype(np.float64) ** 2))
-                rows.append([err.mean(), np.mean(low**2), np.mean((err - low) ** 2), psnr])
-            bias, low, high, psnr = np.mean(rows, axis=0)
+                out8 = np.clip(np.round(out), 0, 255).astype(np.uint8)  # what `evaluate` scores
+                rows.append(
+                    [err.mean(), np.mean(low**2), np.mean((err - low) ** 2), float(psnr(out8, y))]
+                )
+            bias, low, high, mean_psnr = np.mean(rows, axis=0)
             print(
                 f"{spec} (step {meta.get('step')}) QF {q}: bias {bias:+.3f}  "
-                f"MSE low {low:.2f}  high {high:.2f}  PSNR {psnr:.3f}",
+                f"MSE low {low:.2f}  high {high:.2f}  PSNR {mean_psnr:.3f}",
                 flush=True,
             )
 

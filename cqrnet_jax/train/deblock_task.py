@@ -68,21 +68,20 @@ class DeblockTask:
             )
         return terms
 
-    def weighted_terms(self, params, x, y) -> dict:
+    def weigh(self, terms: dict) -> dict:
         """The terms as they enter the loss: l_mae, alpha * l_q, beta * l_f."""
-        terms = self.loss_terms(params, x, y)
         weights = dict(l_q=self.config.loss.alpha, l_f=self.config.loss.beta)
         return {k: weights.get(k, 1.0) * v for k, v in terms.items()}
+
+    def weighted_terms(self, params, x, y) -> dict:
+        return self.weigh(self.loss_terms(params, x, y))
 
     def loss_fn(self, params, batch_stats, batch, rng):
         del rng
         x = batch["degraded"][:, 0].astype(jnp.float32) / 255.0
         y = batch["clean"].astype(jnp.float32) / 255.0
-        metrics = self.loss_terms(params, x, y)
-        loss = self.config.loss
-        total = metrics["l_mae"]
-        if self.uses_ranker:
-            total = total + loss.alpha * metrics["l_q"] + loss.beta * metrics["l_f"]
+        metrics = self.loss_terms(params, x, y)  # logged unweighted
+        total = sum(self.weigh(metrics).values())
         return total, (metrics, batch_stats)
 
     def evaluate(self, state) -> dict:
