@@ -17,6 +17,12 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.eval_every = 0  # 0: no periodic evaluation
     c.checkpoint_every = 500
     c.keep_checkpoints = 2
+    # Wall-clock budget of the training loop in seconds (0: none): the run then ends cleanly at the
+    # step where it is spent (checkpoint, evaluation, export) whatever num_steps says.
+    c.train_seconds = 0.0
+    c.device_prefetch = 2  # batches transferred to the devices ahead of the step that uses them
+    # XLA's persistent compilation cache ("" = off): a rerun or resume skips its compiles.
+    c.compile_cache_dir = ""
     # Exported params to start from when the workdir has no checkpoint (e.g. the shipped model,
     # to continue its training on a new machine); the step continues from the export's.
     c.init_from = ""

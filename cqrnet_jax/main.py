@@ -33,6 +33,11 @@ def main(argv):
     from cqrnet_jax.train.loop import NonFiniteLossError, train_and_evaluate
     from cqrnet_jax.train.tasks import get_task
 
+    if FLAGS.config.get("compile_cache_dir"):
+        jax.config.update(
+            "jax_compilation_cache_dir", os.path.expanduser(FLAGS.config.compile_cache_dir)
+        )
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     if os.environ.get("CQRNET_DISTRIBUTED"):  # multi-host: coordinator etc. from the environment
         jax.distributed.initialize()
     try:

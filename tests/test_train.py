@@ -238,8 +238,8 @@ class NaNAfterTwoSteps(RankerTask):
     """The ranker task with a loss that turns NaN from the third step on (state.step >= 2); the
     step is recognised through the step's rng, fold_in(key(0), state.step)."""
 
-    def loss_fn(self, params, batch_stats, batch, rng):
-        loss, aux = super().loss_fn(params, batch_stats, batch, rng)
+    def loss_fn(self, params, batch_stats, batch, rng, frozen=None):
+        loss, aux = super().loss_fn(params, batch_stats, batch, rng, frozen)
         data = jax.random.key_data(rng)
         early = [jax.random.key_data(jax.random.fold_in(jax.random.key(0), s)) for s in (0, 1)]
         is_early = jnp.any(jnp.stack([jnp.all(data == e) for e in early]))
@@ -297,7 +297,8 @@ def test_batch_is_sharded_on_the_data_axis(ranker_config, tmp_path, monkeypatch)
     config = _smoke(ranker_config, batch_size=2 * n, num_steps=2, log_every=1, checkpoint_every=2)
     state = loop.train_and_evaluate(config, str(tmp_path), RankerTask(config))
     assert int(state.step) == 2
-    assert len(made) == 2 * 4  # two steps, four arrays each
+    # two steps and the device prefetch's batches in flight, four arrays each
+    assert len(made) == (2 + config.device_prefetch) * 4
     p = config.data.patch_size
     for shape, sharding, shard_shapes in made:
         assert sharding.mesh.axis_names == ("data",) and sharding.mesh.size == n
@@ -397,3 +398,97 @@ def test_cosine_schedule_can_start_late_to_anneal_a_continued_run(ranker_config)
     np.testing.assert_allclose(
         [late(300), late(2500), late(3000), late(3500)], [2e-4, 2e-4, 1e-4, 0.0], atol=1e-9
     )
+
+
+# --- continuing from an export keeps the schedule; wall-clock budgets -----------------------------
+
+
+def _logged(workdir, key):
+    with open(os.path.join(workdir, "logs", "metrics.jsonl")) as f:
+        return {r["step"]: r[key] for r in map(json.loads, f) if key in r}
+
+
+def test_init_from_continues_the_schedule_step_for_step(ranker_config, tmp_path):
+    """A run continued from an export at step K applies, step for step, the learning rate of an
+    uninterrupted run (warm-up and cosine do not restart), and logs the rate its optimizer
+    applied: the first update after the restart (fresh Adam moments, so each weight moves by
+    ~lr) has the logged size, not the warm-up's restart value of ~0."""
+    schedule = {
+        "optim.schedule": "cosine",
+        "optim.learning_rate": 1e-3,
+        "optim.warmup_steps": 3,
+        "optim.decay_steps": 2 * K,
+        "log_every": 1,
+        "checkpoint_every": 2 * K,
+    }
+    _run(_smoke(ranker_config, num_steps=2 * K, **schedule), tmp_path / "straight")
+    first, _ = _run(_smoke(ranker_config, num_steps=K, **schedule), tmp_path / "first")
+    prefix = str(tmp_path / "first" / "export" / "ranker")
+    cont = _smoke(ranker_config, num_steps=K + 1, init_from=prefix, **schedule)
+    one, _ = _run(cont, tmp_path / "cont")
+    cont.num_steps = 2 * K
+    _run(cont, tmp_path / "cont")  # resumes the continuation from its checkpoint at K + 1
+
+    straight, continued = (
+        _logged(tmp_path / "straight", "learning_rate"),
+        _logged(tmp_path / "cont", "learning_rate"),
+    )
+    assert sorted(continued) == list(range(K + 1, 2 * K + 1))
+    np.testing.assert_allclose(
+        [continued[s] for s in continued], [straight[s] for s in continued], rtol=1e-6
+    )
+    assert continued[K + 1] > 5e-4  # past the warm-up, near the peak: a restart would give ~0
+    # the rate the first continued update applied, seen in the weights it moved
+    moved = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(first.params))
+    )
+    assert moved == pytest.approx(continued[K + 1], rel=0.02)
+
+
+def test_schedule_step_moves_the_schedule_not_adams_bias_correction(ranker_config):
+    """with_schedule_step sets the schedule's counters and leaves Adam's own count at 0, so the
+    fresh moments of a continuation are bias-corrected as fresh."""
+    import optax
+
+    from cqrnet_jax.train.state import create_optimizer, with_schedule_step
+
+    optim = ranker_config("smoke").optim
+    optim.update(schedule="cosine", warmup_steps=5, decay_steps=100, grad_clip=1.0)
+    state = with_schedule_step(create_optimizer(optim).init({"w": jnp.zeros(3)}), 40)
+    counts = optax.tree_utils.tree_get_all_with_path(state, "count")
+    inner = [int(v) for path, v in counts if "inner_state" in str(path)]
+    outer = [int(v) for path, v in counts if "inner_state" not in str(path)]
+    assert inner == [0] and outer and set(outer) == {40}
+
+
+def test_train_seconds_ends_the_run_cleanly(ranker_config, tmp_path):
+    """With a wall budget the run stops early at the step where it is spent, checkpoints and
+    exports that step, and a rerun resumes from it."""
+    config = _smoke(ranker_config, num_steps=10_000, train_seconds=1e-9, log_every=100)
+    state, out = _run(config, tmp_path)
+    assert int(state.step) == 1 and "train_seconds=1e-09 reached" in out
+    assert loop.checkpoint_manager(str(tmp_path), config).latest_step() == 1
+    _, meta = pretrained.load_variables(tmp_path / "export" / "ranker")
+    assert meta["step"] == 1 and _logged_steps(tmp_path) == [1]
+    state, out = _run(config, tmp_path)
+    assert int(state.step) == 2 and "resuming at step 1" in out
+
+
+def test_device_prefetch_keeps_order_and_depth():
+    """device_prefetch yields every batch in order, `depth` transfers ahead of the consumer."""
+    mesh = loop.make_mesh()
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    n = jax.device_count()
+    pulled = []
+
+    def source():
+        for i in range(5):
+            pulled.append(i)
+            yield {"x": np.full((n, 3), i, np.float32)}
+
+    out = loop.device_prefetch(source(), sharding, depth=2)
+    first = next(out)
+    assert pulled == [0, 1, 2] and float(first["x"][0, 0]) == 0
+    assert first["x"].sharding == sharding
+    assert [float(b["x"][0, 0]) for b in out] == [1, 2, 3, 4]

@@ -58,8 +58,10 @@ class RankerTask:
         p = self.config.data.patch_size
         return self.model.init(rng, jnp.zeros((2, p, p), jnp.float32), train=False)
 
-    def loss_fn(self, params, batch_stats, batch, rng):
-        del rng
+    frozen = None  # no frozen variables besides the trained ones
+
+    def loss_fn(self, params, batch_stats, batch, rng, frozen=None):
+        del rng, frozen
         x = batch["degraded"].astype(jnp.float32) / 255.0  # (B, 2, P, P)
         b = x.shape[0]
         (scores, _), updates = self.model.apply(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
@@ -39,15 +41,49 @@ def learning_rate_schedule(optim_cfg) -> optax.Schedule:
 
 
 def create_optimizer(optim_cfg) -> optax.GradientTransformation:
+    """Adam(W) with the schedule injected (`optax.inject_hyperparams`): the optimizer state holds
+    the schedule's own step counter and the rate it applied last (`applied_learning_rate`)."""
     schedule = learning_rate_schedule(optim_cfg)
+    betas = dict(b1=optim_cfg.b1, b2=optim_cfg.b2)
     if optim_cfg.name == "adam":
-        opt = optax.adam(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2)
+        opt = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2"))(schedule, **betas)
     elif optim_cfg.name == "adamw":
-        opt = optax.adamw(
-            schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, weight_decay=optim_cfg.weight_decay
+        opt = optax.inject_hyperparams(optax.adamw, static_args=("b1", "b2", "weight_decay"))(
+            schedule, weight_decay=optim_cfg.weight_decay, **betas
         )
     else:
         raise ValueError(f"unknown optimizer {optim_cfg.name!r}; choose adam or adamw")
     if optim_cfg.grad_clip:
         opt = optax.chain(optax.clip_by_global_norm(optim_cfg.grad_clip), opt)
     return opt
+
+
+def applied_learning_rate(opt_state):
+    """The learning rate of the optimizer's last update (as read from its state, not recomputed)."""
+    # hyperparams["learning_rate"], not the schedule's state of the same name (a NamedTuple)
+    return optax.tree_utils.tree_get(
+        opt_state, "learning_rate", filtering=lambda _path, value: not hasattr(value, "_fields")
+    )
+
+
+def with_schedule_step(opt_state, step: int):
+    """`opt_state` whose learning-rate schedule continues at `step`.
+
+    For a continuation from exported params (fresh Adam moments): the schedule's counters move to
+    `step`, so every update applies the rate an uninterrupted run applies at that step, while Adam's
+    own counter (inside `inner_state`) stays at 0 and its bias correction stays right for the
+    fresh moments.
+    """
+    found = []
+
+    def move(path, leaf):
+        names = [getattr(key, "name", None) for key in path]
+        if names and names[-1] == "count" and "inner_state" not in names:
+            found.append(path)
+            return jnp.full_like(leaf, step)
+        return leaf
+
+    moved = jax.tree_util.tree_map_with_path(move, opt_state)
+    if not found:
+        raise ValueError("the optimizer state has no learning-rate schedule counter")
+    return moved
