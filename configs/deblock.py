@@ -94,6 +94,11 @@ def get_config(arg=None):
         nl_inner=32,
         nl_window=48,
         nl_subsample=1,
+        nl_chunk=16,  # windows per attention chunk ("chunked" attention; bounds memory)
+        nl_attention="chunked",  # chunked | xla | cudnn (jax.nn.dot_product_attention)
+        dtype="float32",  # compute dtype: float32 | bfloat16 (params and losses stay float32)
+        scan_groups=False,  # local groups as one nn.scan: compiles once, stacked params
+        remat=False,  # recompute each group's activations in the backward pass
     )
     c.loss = dict(
         alpha=0.01,  # weight of L_Q

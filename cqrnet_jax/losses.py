@@ -38,5 +38,9 @@ def quality_loss(scores):
 
 
 def feature_matching_loss(maps_restored: Sequence, maps_target: Sequence):
-    """L_F = sum_i mean |CQR_i(M(x)) - CQR_i(y)| over the given feature maps."""
-    return sum(jnp.mean(jnp.abs(a - b)) for a, b in zip(maps_restored, maps_target, strict=True))
+    """L_F = sum_i mean |CQR_i(M(x)) - CQR_i(y)| over the given feature maps (in float32)."""
+    f32 = jnp.float32
+    return sum(
+        jnp.mean(jnp.abs(a.astype(f32) - b.astype(f32)))
+        for a, b in zip(maps_restored, maps_target, strict=True)
+    )

@@ -7,14 +7,33 @@ plus the long skip (M predicts a residual added to its input). Images in [0, 1],
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import jax.numpy as jnp
 from flax import linen as nn
 
 from cqrnet_jax.models.layers import AttentionGroup, conv3x3
 
 
+class _LocalGroupStep(nn.Module):
+    """One local group as a scan step, (carry, _) -> (carry, None), for `nn.scan`."""
+
+    group: dict
+
+    @nn.compact
+    def __call__(self, x, _):
+        return AttentionGroup(non_local=False, name="group", **self.group)(x), None
+
+
 class DeblockNet(nn.Module):
-    """(N, H, W) or (N, H, W, 1) JPEG-decoded Y in [0, 1] -> restored Y, same shape, unclipped."""
+    """(N, H, W) or (N, H, W, 1) JPEG-decoded Y in [0, 1] -> restored Y, same shape, unclipped.
+
+    `dtype` is the compute dtype (bfloat16 for mixed precision): parameters stay float32, the
+    attention softmax runs in float32, and the input, the long skip and the output are float32.
+    `scan_groups` runs the local groups as one `nn.scan` (stacked parameters under
+    `group_local`; one compiled group instead of N, for the paper preset on an accelerator) and
+    `remat` recomputes each group's activations in the backward pass instead of storing them.
+    """
 
     features: int = 64
     num_local_groups: int = 8  # RNAN's CAR model: 10 groups = 1 non-local + 8 local + 1 non-local
@@ -22,29 +41,60 @@ class DeblockNet(nn.Module):
     nl_inner: int = 32  # theta/phi/g width, RNAN: features // 2
     nl_window: int = 48  # = the training patch: training attends over the whole patch, as RNAN
     nl_subsample: int = 1  # 2: keys/values 2x2 max-pooled (the CPU preset's saving)
+    nl_chunk: int = 16  # windows attended at once by the "chunked" attention
+    nl_attention: str = "chunked"  # chunked | xla | cudnn (layers.WindowedNonLocal)
+    dtype: Any = jnp.float32
+    scan_groups: bool = False
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x):
         squeeze = x.ndim == 3
         if squeeze:
             x = x[..., None]
+        x = x.astype(jnp.float32)
+        dt = self.dtype
+        group_kwargs = dict(
+            features=self.features,
+            dilations=tuple(self.dilations),
+            nl_inner=self.nl_inner,
+            nl_window=self.nl_window,
+            nl_subsample=self.nl_subsample,
+            nl_chunk=self.nl_chunk,
+            nl_attention=self.nl_attention,
+            dtype=dt,
+        )
+        group = nn.remat(AttentionGroup) if self.remat else AttentionGroup
 
-        def group(non_local, name):
-            return AttentionGroup(
-                self.features,
-                non_local,
-                tuple(self.dilations),
-                self.nl_inner,
-                self.nl_window,
-                self.nl_subsample,
-                name=name,
+        f = conv3x3(self.features, "head", dtype=dt)(x)
+        y = group(non_local=True, name="group_nl_low", **group_kwargs)(f)
+        if self.scan_groups and self.num_local_groups:
+            step = nn.remat(_LocalGroupStep) if self.remat else _LocalGroupStep
+            scan = nn.scan(
+                step,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                length=self.num_local_groups,
             )
-
-        f = conv3x3(self.features, "head")(x)
-        y = group(True, "group_nl_low")(f)
-        for i in range(self.num_local_groups):
-            y = group(False, f"group_local{i}")(y)
-        y = group(True, "group_nl_high")(y)
-        y = conv3x3(self.features, "body_conv")(y)
-        out = x + conv3x3(1, "tail")(y)
+            y, _ = scan(group_kwargs, name="group_local")(y, None)
+        else:
+            for i in range(self.num_local_groups):
+                y = group(non_local=False, name=f"group_local{i}", **group_kwargs)(y)
+        y = group(non_local=True, name="group_nl_high", **group_kwargs)(y)
+        y = conv3x3(self.features, "body_conv", dtype=dt)(y)
+        out = x + conv3x3(1, "tail", dtype=dt)(y).astype(jnp.float32)
         return out[..., 0] if squeeze else out
+
+
+def scan_layout(params: dict, num_local_groups: int) -> dict:
+    """Unrolled DeblockNet params (group_local0 .. N-1) in the `scan_groups=True` layout
+    (group_local/group, stacked on a leading axis): to continue an unrolled model scanned."""
+    import jax
+    import numpy as np
+
+    params = dict(params)
+    groups = [params.pop(f"group_local{i}") for i in range(num_local_groups)]
+    if groups:
+        stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *groups)
+        params["group_local"] = {"group": stacked}
+    return params

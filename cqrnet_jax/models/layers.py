@@ -8,6 +8,7 @@ so a tile whose origin is a multiple of the window sees the same windows as the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,10 @@ from flax import linen as nn
 torch_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def conv3x3(features: int, name: str, dilation: int = 1, strides: int = 1) -> nn.Conv:
+def conv3x3(
+    features: int, name: str, dilation: int = 1, strides: int = 1, dtype: Any = None
+) -> nn.Conv:
+    """3x3 conv (PyTorch init); `dtype` is the compute dtype, parameters stay float32."""
     return nn.Conv(
         features,
         (3, 3),
@@ -26,6 +30,7 @@ def conv3x3(features: int, name: str, dilation: int = 1, strides: int = 1) -> nn
         padding=dilation,
         kernel_dilation=dilation,
         kernel_init=torch_init,
+        dtype=dtype,
         name=name,
     )
 
@@ -44,11 +49,12 @@ class ResBlock(nn.Module):
     """conv-ReLU-conv plus the identity (RNAN/EDSR residual block, no BatchNorm)."""
 
     features: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
-        y = nn.relu(conv3x3(self.features, "conv0")(x))
-        return x + conv3x3(self.features, "conv1")(y)
+        y = nn.relu(conv3x3(self.features, "conv0", dtype=self.dtype)(x))
+        return x + conv3x3(self.features, "conv1", dtype=self.dtype)(y)
 
 
 class MultiScaleDilatedConv(nn.Module):
@@ -63,14 +69,21 @@ class MultiScaleDilatedConv(nn.Module):
 
     features: int
     dilations: Sequence[int] = (1, 2, 4)
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
         branches = [
-            nn.relu(conv3x3(self.features, f"dilated{i}", dilation=d)(x))
+            nn.relu(conv3x3(self.features, f"dilated{i}", dilation=d, dtype=self.dtype)(x))
             for i, d in enumerate(self.dilations)
         ]
-        fuse = nn.Conv(self.features, (1, 1), kernel_init=nn.initializers.zeros, name="fuse")
+        fuse = nn.Conv(
+            self.features,
+            (1, 1),
+            kernel_init=nn.initializers.zeros,
+            dtype=self.dtype,
+            name="fuse",
+        )
         return fuse(jnp.concatenate(branches, axis=-1))
 
 
@@ -86,6 +99,10 @@ class WindowedNonLocal(nn.Module):
     window: int = 48
     chunk: int = 16  # windows attended at once: bounds memory at (chunk * window^4) floats
     subsample: int = 1  # max-pool keys and values by this factor (1 = RNAN's full attention)
+    # "chunked": our einsum softmax, `chunk` windows at a time; "xla" / "cudnn":
+    # jax.nn.dot_product_attention with that implementation (cuDNN's fused kernel on a GPU)
+    attention: str = "chunked"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
@@ -95,13 +112,26 @@ class WindowedNonLocal(nn.Module):
         # (N, H, W, C) -> (N * windows, k * k, C)
         tokens = xp.reshape(n, hp // k, k, wp // k, k, c).transpose(0, 1, 3, 2, 4, 5)
         tokens = tokens.reshape(-1, k * k, c)
-        theta = nn.Dense(self.inner, kernel_init=torch_init, name="theta")(tokens)
-        phi = nn.Dense(self.inner, kernel_init=torch_init, name="phi")(tokens)
-        g = nn.Dense(self.inner, kernel_init=torch_init, name="g")(tokens)
+        dense = dict(kernel_init=torch_init, dtype=self.dtype)
+        theta = nn.Dense(self.inner, name="theta", **dense)(tokens)
+        phi = nn.Dense(self.inner, name="phi", **dense)(tokens)
+        g = nn.Dense(self.inner, name="g", **dense)(tokens)
         if self.subsample > 1:  # Wang et al.'s trick: keys/values max-pooled, 4x cheaper at 2
             phi, g = (_pool_tokens(t, k, self.subsample) for t in (phi, g))
-        y = _chunked_attention(theta, phi, g, self.chunk)
-        y = nn.Dense(c, kernel_init=nn.initializers.zeros, name="out")(y)
+        if self.attention == "chunked":
+            y = _chunked_attention(theta, phi, g, self.chunk)
+        elif self.attention in ("xla", "cudnn"):
+            # one head; embedded Gaussian = softmax(theta phi^T) with no 1/sqrt(d) scale
+            y = jax.nn.dot_product_attention(
+                theta[:, :, None],
+                phi[:, :, None],
+                g[:, :, None],
+                scale=1.0,
+                implementation=self.attention,
+            )[:, :, 0]
+        else:
+            raise ValueError(f"attention: 'chunked', 'xla' or 'cudnn', not {self.attention!r}")
+        y = nn.Dense(c, kernel_init=nn.initializers.zeros, dtype=self.dtype, name="out")(y)
         y = y.reshape(n, hp // k, wp // k, k, k, c).transpose(0, 1, 3, 2, 4, 5)
         y = y.reshape(n, hp, wp, c)[:, :h, :w]
         return x + y
@@ -116,7 +146,9 @@ def _pool_tokens(tokens, window: int, factor: int):
 
 
 def _attention(theta, phi, g):
-    weights = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", theta, phi), axis=-1)
+    """Softmax attention; the logits and softmax in float32 whatever the compute dtype."""
+    logits = jnp.einsum("bqc,bkc->bqk", theta, phi, preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1).astype(g.dtype)
     return jnp.einsum("bqk,bkc->bqc", weights, g)
 
 
@@ -158,21 +190,32 @@ class MaskBranch(nn.Module):
     nl_inner: int
     nl_window: int
     nl_subsample: int = 1
+    nl_chunk: int = 16
+    nl_attention: str = "chunked"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
+        f, dt = self.features, self.dtype
         if self.non_local:
             x = WindowedNonLocal(
-                self.nl_inner, self.nl_window, subsample=self.nl_subsample, name="non_local"
+                self.nl_inner,
+                self.nl_window,
+                chunk=self.nl_chunk,
+                subsample=self.nl_subsample,
+                attention=self.nl_attention,
+                dtype=dt,
+                name="non_local",
             )(x)
-        skip = ResBlock(self.features, name="rb_in")(x)
+        skip = ResBlock(f, dt, name="rb_in")(x)
         padded, (h, w) = pad_to_multiple(skip, 2)
-        y = conv3x3(self.features, "down", strides=2)(padded)
-        y = ResBlock(self.features, name="rb_low0")(y)
-        y = ResBlock(self.features, name="rb_low1")(y)
-        y = depth_to_space(conv3x3(4 * self.features, "up")(y))
-        y = ResBlock(self.features, name="rb_out")(y[:, :h, :w] + skip)
-        return nn.sigmoid(nn.Conv(self.features, (1, 1), kernel_init=torch_init, name="logits")(y))
+        y = conv3x3(f, "down", strides=2, dtype=dt)(padded)
+        y = ResBlock(f, dt, name="rb_low0")(y)
+        y = ResBlock(f, dt, name="rb_low1")(y)
+        y = depth_to_space(conv3x3(4 * f, "up", dtype=dt)(y))
+        y = ResBlock(f, dt, name="rb_out")(y[:, :h, :w] + skip)
+        logits = nn.Conv(f, (1, 1), kernel_init=torch_init, dtype=dt, name="logits")(y)
+        return nn.sigmoid(logits)
 
 
 class AttentionGroup(nn.Module):
@@ -185,20 +228,27 @@ class AttentionGroup(nn.Module):
     nl_inner: int
     nl_window: int
     nl_subsample: int = 1
+    nl_chunk: int = 16
+    nl_attention: str = "chunked"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
-        h = ResBlock(self.features, name="rb_in")(x)
-        trunk = ResBlock(self.features, name="trunk1")(ResBlock(self.features, name="trunk0")(h))
+        f, dt = self.features, self.dtype
+        h = ResBlock(f, dt, name="rb_in")(x)
+        trunk = ResBlock(f, dt, name="trunk1")(ResBlock(f, dt, name="trunk0")(h))
         mask = MaskBranch(
-            self.features,
+            f,
             self.non_local,
             self.nl_inner,
             self.nl_window,
             self.nl_subsample,
+            self.nl_chunk,
+            self.nl_attention,
+            dt,
             name="mask",
         )(h)
         y = trunk * mask + trunk
-        y = ResBlock(self.features, name="rb_out1")(ResBlock(self.features, name="rb_out0")(y))
-        y = MultiScaleDilatedConv(self.features, tuple(self.dilations), name="dilated")(y)
+        y = ResBlock(f, dt, name="rb_out1")(ResBlock(f, dt, name="rb_out0")(y))
+        y = MultiScaleDilatedConv(f, tuple(self.dilations), dt, name="dilated")(y)
         return x + y

@@ -7,6 +7,7 @@ stack the two images of each pair so BatchNorm sees both.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 from flax import linen as nn
@@ -20,7 +21,9 @@ class QualityRanker(nn.Module):
     """VGG-style scorer: (N, H, W) or (N, H, W, 1) images in [0, 1] -> (scores (N,), feature maps).
 
     A higher score means a better (higher-QF) image. Feature maps are the LeakyReLU outputs of every
-    conv, in order; stage 2's feature-matching loss picks some of them.
+    conv, in order; stage 2's feature-matching loss picks some of them. `dtype` is the compute
+    dtype (bfloat16 inside stage 2's mixed-precision loss); parameters and BatchNorm statistics
+    stay float32 and the score is float32.
     """
 
     features: Sequence[int] = PAPER_FEATURES
@@ -28,6 +31,7 @@ class QualityRanker(nn.Module):
     hidden: int = 100
     negative_slope: float = 0.2
     bn_momentum: float = 0.9
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -38,14 +42,19 @@ class QualityRanker(nn.Module):
         x = x.astype(jnp.float32) - 0.5  # centre [0, 1] inputs; BN is absent on the first conv
         maps = []
         for i, (feat, stride) in enumerate(zip(self.features, self.strides)):
-            x = nn.Conv(feat, (3, 3), strides=stride, padding=1, name=f"conv{i}")(x)
+            x = nn.Conv(feat, (3, 3), strides=stride, padding=1, dtype=self.dtype, name=f"conv{i}")(
+                x
+            )
             if i > 0:
                 x = nn.BatchNorm(
-                    use_running_average=not train, momentum=self.bn_momentum, name=f"bn{i}"
+                    use_running_average=not train,
+                    momentum=self.bn_momentum,
+                    dtype=self.dtype,
+                    name=f"bn{i}",
                 )(x)
             x = nn.leaky_relu(x, self.negative_slope)
             maps.append(x)
-        x = jnp.mean(x, axis=(1, 2))
+        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         x = nn.leaky_relu(nn.Dense(self.hidden, name="fc0")(x), self.negative_slope)
         score = nn.Dense(1, name="fc1")(x)[:, 0]
         return score, maps

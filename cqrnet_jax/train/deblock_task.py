@@ -14,7 +14,10 @@ from cqrnet_jax.models.deblock import DeblockNet
 from cqrnet_jax.train.ranker_task import load_ranker_model
 
 
-def deblock_from_config(model_cfg) -> DeblockNet:
+def deblock_from_config(model_cfg, dtype: str | None = None) -> DeblockNet:
+    """The DeblockNet of a config's (or an export's) `model`; `dtype` overrides its compute dtype
+    (e.g. float32 inference of a model trained in bfloat16: the parameters are float32 either
+    way)."""
     return DeblockNet(
         features=model_cfg["features"],
         num_local_groups=model_cfg["num_local_groups"],
@@ -22,17 +25,23 @@ def deblock_from_config(model_cfg) -> DeblockNet:
         nl_inner=model_cfg["nl_inner"],
         nl_window=model_cfg["nl_window"],
         nl_subsample=model_cfg.get("nl_subsample", 1),
+        nl_chunk=model_cfg.get("nl_chunk", 16),
+        nl_attention=model_cfg.get("nl_attention", "chunked"),
+        dtype=jnp.dtype(dtype or model_cfg.get("dtype", "float32")),
+        scan_groups=model_cfg.get("scan_groups", False),
+        remat=model_cfg.get("remat", False),
     )
 
 
-def load_frozen_ranker(loss_cfg):
+def load_frozen_ranker(loss_cfg, dtype: str = "float32"):
     """(module, variables, prefix) of the guiding ranker: the shipped one, or a PREFIX written by
-    `save_variables` (e.g. WORKDIR/export/ranker). Its variables are constants of the loss."""
+    `save_variables` (e.g. WORKDIR/export/ranker), computing in `dtype`. The training step takes
+    its variables as an argument (`DeblockTask.frozen`), not as constants of the program."""
     prefix = (
         pretrained.shipped(pretrained.GUIDE) if loss_cfg.ranker == "shipped" else loss_cfg.ranker
     )
     module, variables, _ = load_ranker_model(prefix)
-    return module, jax.tree.map(jnp.asarray, variables), str(prefix)
+    return module.clone(dtype=jnp.dtype(dtype)), jax.tree.map(jnp.asarray, variables), str(prefix)
 
 
 class DeblockTask:
@@ -47,24 +56,37 @@ class DeblockTask:
         self.ranker_prefix = None
         self._eval_cache = None
         if self.uses_ranker:
-            self.ranker, self.ranker_variables, self.ranker_prefix = load_frozen_ranker(loss)
+            self.ranker, self.ranker_variables, self.ranker_prefix = load_frozen_ranker(
+                loss, config.model.get("dtype", "float32")
+            )
+
+    @property
+    def frozen(self):
+        """Variables the step takes as an argument and never updates: the guiding ranker's."""
+        return self.ranker_variables
 
     def init_variables(self, rng):
         p = self.config.data.patch_size
         return self.model.init(rng, jnp.zeros((1, p, p), jnp.float32))
 
-    def loss_terms(self, params, x, y) -> dict:
-        """Unweighted terms {l_mae[, l_q, l_f]} of restoring x (N, H, W) towards y, in [0, 1]."""
+    def loss_terms(self, params, x, y, frozen=None) -> dict:
+        """Unweighted terms {l_mae[, l_q, l_f]} of restoring x (N, H, W) towards y, in [0, 1];
+        `frozen`: the ranker's variables (default: the task's own, as constants)."""
         restored = self.model.apply({"params": params}, x)
         terms = dict(l_mae=mae_loss(restored, y))
         if self.uses_ranker:
-            frozen = jax.lax.stop_gradient(self.ranker_variables)  # BN stats and weights fixed
+            frozen = self.ranker_variables if frozen is None else frozen
+            frozen = jax.lax.stop_gradient(frozen)  # BN stats and weights fixed
             layers = tuple(self.config.loss.feature_layers)
-            scores, maps_r = self.ranker.apply(frozen, restored, train=False)
-            _, maps_y = self.ranker.apply(frozen, y, train=False)
-            terms["l_q"] = quality_loss(scores)
+            # one ranker pass over restored and clean together (BatchNorm in inference mode, so
+            # each image's outputs do not depend on the other half of the batch)
+            n = restored.shape[0]
+            scores, maps = self.ranker.apply(
+                frozen, jnp.concatenate([restored, y.astype(restored.dtype)]), train=False
+            )
+            terms["l_q"] = quality_loss(scores[:n])
             terms["l_f"] = feature_matching_loss(
-                [maps_r[i] for i in layers], [jax.lax.stop_gradient(maps_y[i]) for i in layers]
+                [maps[i][:n] for i in layers], [jax.lax.stop_gradient(maps[i][n:]) for i in layers]
             )
         return terms
 
@@ -73,14 +95,14 @@ class DeblockTask:
         weights = dict(l_q=self.config.loss.alpha, l_f=self.config.loss.beta)
         return {k: weights.get(k, 1.0) * v for k, v in terms.items()}
 
-    def weighted_terms(self, params, x, y) -> dict:
-        return self.weigh(self.loss_terms(params, x, y))
+    def weighted_terms(self, params, x, y, frozen=None) -> dict:
+        return self.weigh(self.loss_terms(params, x, y, frozen))
 
-    def loss_fn(self, params, batch_stats, batch, rng):
+    def loss_fn(self, params, batch_stats, batch, rng, frozen=None):
         del rng
         x = batch["degraded"][:, 0].astype(jnp.float32) / 255.0
         y = batch["clean"].astype(jnp.float32) / 255.0
-        metrics = self.loss_terms(params, x, y)  # logged unweighted
+        metrics = self.loss_terms(params, x, y, frozen)  # logged unweighted
         total = sum(self.weigh(metrics).values())
         return total, (metrics, batch_stats)
 
