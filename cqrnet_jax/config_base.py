@@ -23,6 +23,11 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.device_prefetch = 2  # batches transferred to the devices ahead of the step that uses them
     # XLA's persistent compilation cache ("" = off): a rerun or resume skips its compiles.
     c.compile_cache_dir = ""
+    # Exports (params only) go to export_dir (default WORKDIR/export) at the end and every
+    # export_every steps (0: at the end only), in parts of export_split_mb MiB (0: one file).
+    c.export_every = 0
+    c.export_dir = ""
+    c.export_split_mb = 0.0
     # Exported params to start from when the workdir has no checkpoint (e.g. the shipped model,
     # to continue its training on a new machine); the step continues from the export's.
     c.init_from = ""
@@ -35,6 +40,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.optim.decay_rate = 0.5
     c.optim.decay_begin = 0  # cosine: flat until this step, then decay_steps steps to 0
     c.optim.warmup_steps = 0
+    c.optim.warmup_begin = 0  # the warm-up's first step (a continuation's, to warm up again)
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999
     c.optim.weight_decay = 0.0

@@ -492,3 +492,49 @@ def test_device_prefetch_keeps_order_and_depth():
     assert pulled == [0, 1, 2] and float(first["x"][0, 0]) == 0
     assert first["x"].sharding == sharding
     assert [float(b["x"][0, 0]) for b in out] == [1, 2, 3, 4]
+
+
+def test_warmup_can_begin_at_a_continuations_first_step(ranker_config):
+    """warmup_begin=S warms up over steps S..S+W and then follows the schedule from there, with
+    decay_begin still an absolute step."""
+    from cqrnet_jax.train.state import learning_rate_schedule
+
+    optim = ranker_config("smoke").optim
+    optim.update(learning_rate=4e-4, schedule="cosine", warmup_steps=100, decay_steps=1000)
+    optim.update(warmup_begin=5000, decay_begin=6000)
+    lr = learning_rate_schedule(optim)
+    np.testing.assert_allclose(
+        [lr(5000), lr(5050), lr(5100), lr(6000), lr(6500), lr(7000)],
+        [0.0, 2e-4, 4e-4, 4e-4, 2e-4, 0.0],
+        atol=1e-9,
+    )
+
+
+def test_exports_go_where_and_when_the_config_says_and_timing_is_recorded(
+    ranker_config, tmp_path
+):
+    """export_every exports during the run (a run cut short still leaves params), export_dir and
+    export_split_mb place and split them, and WORKDIR/timing.json records the compile, steps and
+    the time spent waiting for input."""
+    exported = []
+
+    class Recording(RankerTask):
+        def finalize(self, state, workdir):
+            exported.append(int(state.step))
+            super().finalize(state, workdir)
+
+    config = _smoke(
+        ranker_config,
+        num_steps=5,
+        export_every=2,
+        export_dir=str(tmp_path / "out"),
+        export_split_mb=0.001,
+        log_every=5,
+    )
+    _run(config, tmp_path / "work", Recording(config))
+    assert exported == [2, 4, 5]
+    assert len(list((tmp_path / "out").glob("ranker.msgpack.*"))) > 1
+    assert pretrained.load_variables(tmp_path / "out" / "ranker")[1]["step"] == 5
+    timing = json.loads((tmp_path / "work" / "timing.json").read_text())
+    assert timing["steps"] == 5 and timing["end_step"] == 5 and timing["compile_s"] > 0
+    assert 0 <= timing["input_wait_s"] < timing["seconds"] and timing["steps_per_s"] > 0

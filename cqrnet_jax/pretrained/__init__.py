@@ -2,7 +2,8 @@
 
 A model is two files with one prefix: `PREFIX.msgpack` (Flax variables: params and BatchNorm
 statistics, nothing of the optimizer) and `PREFIX.json` (what is needed to rebuild and use it:
-the model's config, calibrations, provenance).
+the model's config, calibrations, provenance). A large model may be split into byte ranges
+`PREFIX.msgpack.00`, `.01`, ... (concatenated, they are `PREFIX.msgpack`) to fit per-file limits.
 """
 
 from __future__ import annotations
@@ -25,18 +26,42 @@ GUIDE = "ranker"
 ESTIMATOR = "ranker_blind"
 
 
-def save_variables(prefix: str | os.PathLike, variables, meta: dict) -> None:
-    """Writes `prefix.msgpack` + `prefix.json` (atomically: temp files, then rename)."""
+def _weight_files(prefix: Path) -> list[Path]:
+    """The split parts PREFIX.msgpack.00, .01, ... that exist, in order."""
+    parts = []
+    while (part := prefix.with_name(f"{prefix.name}.msgpack.{len(parts):02d}")).is_file():
+        parts.append(part)
+    return parts
+
+
+def save_variables(
+    prefix: str | os.PathLike, variables, meta: dict, *, split_bytes: int = 0
+) -> None:
+    """Writes `prefix.msgpack` + `prefix.json` (atomically: temp files, then rename); with
+    `split_bytes`, the weights go to parts of at most that many bytes instead (old weight files
+    of the prefix, whole or split, are removed so the two can never be mixed up)."""
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     host = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), variables)
-    for suffix, data in (
-        (".msgpack", serialization.msgpack_serialize(host)),
-        (".json", json.dumps(meta, indent=2, sort_keys=True).encode()),
-    ):
-        tmp = prefix.with_name(prefix.name + suffix + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, prefix.with_name(prefix.name + suffix))
+    data = serialization.msgpack_serialize(host)
+    whole = prefix.with_name(prefix.name + ".msgpack")
+    if split_bytes and len(data) > split_bytes:
+        chunks = [data[i : i + split_bytes] for i in range(0, len(data), split_bytes)]
+        files = [(f".msgpack.{i:02d}", c) for i, c in enumerate(chunks)]
+    else:
+        files = [(".msgpack", data)]
+    stale = [*_weight_files(prefix), *([whole] if whole.is_file() else [])]
+    files.append((".json", json.dumps(meta, indent=2, sort_keys=True).encode()))
+    written = set()
+    for suffix, content in files:
+        target = prefix.with_name(prefix.name + suffix)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, target)
+        written.add(target)
+    for path in stale:
+        if path not in written:
+            path.unlink()
 
 
 def load_variables(prefix: str | os.PathLike):
@@ -46,9 +71,10 @@ def load_variables(prefix: str | os.PathLike):
         prefix.with_name(prefix.name + ".msgpack"),
         prefix.with_name(prefix.name + ".json"),
     )
-    if not weights.is_file() or not meta.is_file():
+    parts = [weights] if weights.is_file() else _weight_files(prefix)
+    if not parts or not meta.is_file():
         raise FileNotFoundError(f"{prefix}: expected {weights.name} and {meta.name}")
-    variables = serialization.msgpack_restore(weights.read_bytes())
+    variables = serialization.msgpack_restore(b"".join(p.read_bytes() for p in parts))
     return variables, json.loads(meta.read_text())
 
 

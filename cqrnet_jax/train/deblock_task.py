@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +9,7 @@ import numpy as np
 from cqrnet_jax import pretrained
 from cqrnet_jax.losses import feature_matching_loss, mae_loss, quality_loss
 from cqrnet_jax.models.deblock import DeblockNet
+from cqrnet_jax.train.loop import export_target
 from cqrnet_jax.train.ranker_task import load_ranker_model
 
 
@@ -141,6 +140,5 @@ class DeblockTask:
             "ranker": self.ranker_prefix,
             "config": self.config.to_dict(),
         }
-        pretrained.save_variables(
-            os.path.join(workdir, "export", "deblock"), {"params": state.params}, meta
-        )
+        prefix, split = export_target(self.config, workdir, "deblock")
+        pretrained.save_variables(prefix, {"params": state.params}, meta, split_bytes=split)

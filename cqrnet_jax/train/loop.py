@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import json
 import os
 import time
@@ -169,56 +170,122 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
         flush=True,
     )
 
-    images = load_training_images(config.data)
-    data_sharding = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
-    batches = device_prefetch(
-        make_batches(
-            config.data,
-            images,
-            mode=task.pipeline_mode,
-            global_batch=config.batch_size,
-            start_step=start,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        ),
-        data_sharding,
-        depth=config.get("device_prefetch", 2),
-    )
-    step_fn = jax.jit(
-        functools.partial(train_step, loss_fn=task.loss_fn, seed=config.seed),
-        in_shardings=(replicated, data_sharding, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
+    batches = _training_batches(config, task, start, NamedSharding(mesh, P("data")))
     frozen = jax.device_put(task.frozen, replicated) if task.frozen is not None else None
+    t0 = time.perf_counter()  # train_seconds counts from here: compiling is part of the run
+    first = next(batches)
+    step_fn, timing = compile_step(task, config, mesh, state, first, frozen)
+    batches = itertools.chain([first], batches)
     writer = MetricWriter(os.path.join(workdir, "logs"), enabled=jax.process_index() == 0)
     progress = Progress(start, config.num_steps)
     budget = float(config.get("train_seconds", 0) or 0)
-    pending, t0, step = [], time.perf_counter(), start
+    export_every = config.get("export_every", 0)
+    pending, step, t_steady, waited = [], start, None, 0.0
     try:
         for step in range(start + 1, config.num_steps + 1):
-            state, metrics = step_fn(state, next(batches), frozen)
+            t_wait = time.perf_counter()
+            batch = next(batches)
+            waited += time.perf_counter() - t_wait  # host time waiting for input
+            state, metrics = step_fn(state, batch, frozen)
             pending.append(metrics)
             last = step == config.num_steps or _out_of_time(t0, budget, step, config.log_every)
             extra = {}
             if config.eval_every and (step % config.eval_every == 0 or last):
                 extra = task.evaluate(state)
-            if step % config.log_every == 0 or last or extra or step % config.checkpoint_every == 0:
+            # the first three steps are always shown: a broken run fails within a minute
+            if (
+                step % config.log_every == 0
+                or step <= start + 3
+                or last
+                or extra
+                or step % config.checkpoint_every == 0
+            ):
                 _flush_metrics(pending, step, writer, progress, extra)
                 pending = []
+                if step == start + 3:
+                    t_steady = (time.perf_counter(), step)
             if step % config.checkpoint_every == 0 or last:
                 manager.save(step, args=ocp.args.StandardSave(state))
+            if export_every and step % export_every == 0 and not last:
+                task.finalize(state, workdir)
             if last:
                 break
+        jax.block_until_ready(state)
     finally:
         manager.wait_until_finished()
         writer.close()
     seconds = time.perf_counter() - t0
+    timing.update(steps=step - start, seconds=seconds, end_step=step, input_wait_s=waited)
+    if t_steady and step > t_steady[1]:  # after compile and the first three (synced) steps
+        timing["steps_per_s"] = (step - t_steady[1]) / (time.perf_counter() - t_steady[0])
+    write_timing(workdir, timing)
     why = "" if step == config.num_steps else f" (train_seconds={budget:g} reached)"
     print(f"done: {step - start} steps in {seconds:.0f} s, at step {step}{why}", flush=True)
     task.finalize(state, workdir)
     return state
+
+
+def _training_batches(config, task, start: int, sharding: NamedSharding):
+    """This process's batches from step `start + 1` on, as global arrays prefetched to devices."""
+    images = load_training_images(config.data)
+    local = make_batches(
+        config.data,
+        images,
+        mode=task.pipeline_mode,
+        global_batch=config.batch_size,
+        start_step=start,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    return device_prefetch(local, sharding, depth=config.get("device_prefetch", 2))
+
+
+def export_target(config, workdir: str, name: str) -> tuple[str, int]:
+    """(prefix, split_bytes) of a task's export: WORKDIR/export/NAME, or config.export_dir/NAME,
+    in parts of config.export_split_mb MiB (0: one file)."""
+    folder = config.get("export_dir") or os.path.join(workdir, "export")
+    return os.path.join(folder, name), int(config.get("export_split_mb", 0) * 2**20)
+
+
+def compile_step(task, config, mesh: Mesh, state, batch, frozen):
+    """The jitted train step compiled ahead of time for these shapes, and its timing record:
+    compile seconds and XLA's FLOP count of one step (all devices; a scanned loop's body is
+    counted once, so with model.scan_groups it is a lower bound)."""
+    data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    jitted = jax.jit(
+        functools.partial(train_step, loss_fn=task.loss_fn, seed=config.seed),
+        in_shardings=(replicated, data_sharding, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    t = time.perf_counter()
+    compiled = jitted.lower(state, batch, frozen).compile()
+    timing = dict(
+        compile_s=time.perf_counter() - t,
+        batch_size=config.batch_size,
+        devices=mesh.devices.size,
+        platform=jax.devices()[0].platform,
+    )
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        timing["flops_per_step"] = float(cost["flops"]) * jax.process_count()
+    except Exception:  # noqa: BLE001 - cost analysis is best-effort on some backends
+        pass
+    print(f"compiled the train step in {timing['compile_s']:.1f} s", flush=True)
+    return compiled, timing
+
+
+def write_timing(workdir: str, timing: dict):
+    """WORKDIR/timing.json: the last run's compile time, FLOPs, steps/s and peak memory."""
+    if jax.process_index() != 0:
+        return
+    stats = getattr(jax.local_devices()[0], "memory_stats", lambda: None)() or {}
+    if "peak_bytes_in_use" in stats:
+        timing["peak_bytes_in_use"] = int(stats["peak_bytes_in_use"])
+    with open(os.path.join(workdir, "timing.json"), "w") as f:
+        json.dump(timing, f, indent=2)
 
 
 def device_prefetch(batches, sharding: NamedSharding, depth: int = 2):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.losses import margin_ranking_loss, pair_order_accuracy
 from cqrnet_jax.models.ranker import QualityRanker
+from cqrnet_jax.train.loop import export_target
 
 
 def ranker_from_config(model_cfg) -> QualityRanker:
@@ -98,4 +97,5 @@ class RankerTask:
             "step": int(state.step),
             "config": self.config.to_dict(),
         }
-        pretrained.save_variables(os.path.join(workdir, "export", "ranker"), variables, meta)
+        prefix, split = export_target(self.config, workdir, "ranker")
+        pretrained.save_variables(prefix, variables, meta, split_bytes=split)

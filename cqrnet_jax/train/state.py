@@ -18,8 +18,11 @@ class TrainState(train_state.TrainState):
 
 def learning_rate_schedule(optim_cfg) -> optax.Schedule:
     """'constant', 'step' (x decay_rate every decay_steps, the paper's) or 'cosine' (to 0 over
-    decay_steps steps, from step decay_begin or the warm-up's end); optional linear warm-up."""
+    decay_steps steps, from step decay_begin or the warm-up's end), after an optional linear
+    warm-up over warmup_steps from step warmup_begin (0; a continuation warms up from its first
+    step). Steps are absolute: the step of the state, which a continuation keeps."""
     lr = optim_cfg.learning_rate
+    warmup_end = optim_cfg.get("warmup_begin", 0) + optim_cfg.warmup_steps
     if optim_cfg.schedule == "constant":
         schedule = optax.constant_schedule(lr)
     elif optim_cfg.schedule == "step":
@@ -29,14 +32,16 @@ def learning_rate_schedule(optim_cfg) -> optax.Schedule:
     elif optim_cfg.schedule == "cosine":
         schedule = optax.cosine_decay_schedule(lr, max(1, optim_cfg.decay_steps))
         # flat until step decay_begin (to anneal a continued run), else the cosine starts at once
-        flat = optim_cfg.get("decay_begin", 0) - optim_cfg.warmup_steps
+        flat = optim_cfg.get("decay_begin", 0) - warmup_end
         if flat > 0:
             schedule = optax.join_schedules([optax.constant_schedule(lr), schedule], [flat])
     else:
         raise ValueError(f"unknown learning-rate schedule {optim_cfg.schedule!r}")
     if optim_cfg.warmup_steps:
-        warmup = optax.linear_schedule(0.0, lr, optim_cfg.warmup_steps)
-        schedule = optax.join_schedules([warmup, schedule], [optim_cfg.warmup_steps])
+        warmup = optax.linear_schedule(
+            0.0, lr, optim_cfg.warmup_steps, transition_begin=warmup_end - optim_cfg.warmup_steps
+        )
+        schedule = optax.join_schedules([warmup, schedule], [warmup_end])
     return schedule
 
 
