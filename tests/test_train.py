@@ -510,9 +510,7 @@ def test_warmup_can_begin_at_a_continuations_first_step(ranker_config):
     )
 
 
-def test_exports_go_where_and_when_the_config_says_and_timing_is_recorded(
-    ranker_config, tmp_path
-):
+def test_exports_go_where_and_when_the_config_says_and_timing_is_recorded(ranker_config, tmp_path):
     """export_every exports during the run (a run cut short still leaves params), export_dir and
     export_split_mb place and split them, and WORKDIR/timing.json records the compile, steps and
     the time spent waiting for input."""
