@@ -47,8 +47,9 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Steps/s over the last logging window and the ETA to `total` steps."""
 
-    def __init__(self, start_step: int, total: int):
-        self.total = total
+    def __init__(self, start_step: int, total: int, deadline: float | None = None):
+        """`deadline`: a `time.perf_counter()` time the run ends by (train_seconds), if any."""
+        self.total, self.deadline = total, deadline
         self._last_step, self._last_time = start_step, time.perf_counter()
 
     def line(self, step: int, scalars: dict[str, float]) -> str:
@@ -56,6 +57,8 @@ class Progress:
         rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
         self._last_step, self._last_time = step, now
         eta = (self.total - step) / rate if rate > 0 else float("inf")
+        if self.deadline is not None:
+            eta = min(eta, max(0.0, self.deadline - now))
         shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
         return (
             f"step {step}/{self.total} | {shown} | {rate:.2f} steps/s | "

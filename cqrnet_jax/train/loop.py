@@ -116,6 +116,11 @@ def init_from_params(state: TrainState, prefix: str) -> TrainState:
             raise ValueError(f"{prefix}: parameter shapes do not match the config's model")
         return jax.device_put(np.asarray(new, old.dtype), old.sharding)
 
+    if jax.tree.structure(variables["params"]) != jax.tree.structure(state.params):
+        raise ValueError(
+            f"{prefix}: its parameters are not laid out as the config's model (another model, "
+            "or groups unrolled vs model.scan_groups: see models.deblock.scan_layout)"
+        )
     params = jax.tree.map(like, variables["params"], state.params)
     batch_stats = jax.tree.map(like, variables.get("batch_stats", {}), state.batch_stats)
     step = int(meta.get("step", 0))
@@ -178,8 +183,8 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     step_fn, timing = compile_step(task, config, mesh, state, first, frozen)
     batches = itertools.chain([first], batches)
     writer = MetricWriter(os.path.join(workdir, "logs"), enabled=jax.process_index() == 0)
-    progress = Progress(start, config.num_steps)
     budget = float(config.get("train_seconds", 0) or 0)
+    progress = Progress(start, config.num_steps, t0 + budget if budget else None)
     export_every = config.get("export_every", 0)
     pending, step, t_steady, waited = [], start, None, 0.0
     try:
