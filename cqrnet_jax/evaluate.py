@@ -1,9 +1,11 @@
 """The evaluator: JPEG-degrade test images, restore them, score PSNR / SSIM / PSNR-B (SPEC §0).
 
-Model-agnostic: a *restorer* is any callable `(degraded Y uint8 (H, W)) -> restored Y uint8 (H, W)`.
-Images are scored whole (any size, no crop) and a table row is the mean over its images of the
-per-image values, the convention of the published tables. `get_restorer` turns a `--model` value
-into a restorer; "jpeg" (the identity: scores the decoded JPEG itself) is the only one so far.
+Model-agnostic: a *restorer* is any callable `(degraded Y uint8 (H, W)) -> restored Y uint8 (H, W)`;
+one that also has `restore_batch(images, progress=None) -> list` (as `inference.Restorer`) gets
+all the images of a set at a quality at once, so that it can batch them. Images are scored whole
+(any size, no crop) and a table row is the mean over its images of the per-image values, the
+convention of the published tables. `get_restorer` turns a `--model` value into a restorer: "jpeg"
+(the identity: scores the decoded JPEG itself) or a de-blocking model.
 """
 
 from __future__ import annotations
@@ -45,19 +47,22 @@ def identity(y_uint8: np.ndarray) -> np.ndarray:
     return y_uint8
 
 
-def get_restorer(model: str, tile: int = 0) -> tuple[str, Restorer]:
+def get_restorer(
+    model: str, tile: int = 0, canvas: int = 0, max_batch: int = 8
+) -> tuple[str, Restorer]:
     """(name, restorer) for a `--model` value: "jpeg" (the decoded JPEG itself), "default" (the
-    shipped de-blocking model), or a training workdir / exported params prefix."""
+    shipped de-blocking model), or a training workdir / exported params prefix. `tile`, `canvas`
+    and `max_batch` choose how a model runs (`inference.Restorer`); "jpeg" ignores them."""
     if model == "jpeg":
         return "jpeg", identity
     from cqrnet_jax.inference import load_restorer
 
-    restorer, _ = load_restorer(model, tile=tile)
+    restorer, _ = load_restorer(model, tile=tile, canvas=canvas, max_batch=max_batch)
     return model, restorer
 
 
-def _restore(restorer: Restorer, degraded: np.ndarray, name: str) -> np.ndarray:
-    out = np.asarray(restorer(degraded))
+def _check(out, degraded: np.ndarray, name: str) -> np.ndarray:
+    out = np.asarray(out)
     if out.shape != degraded.shape or out.dtype != np.uint8:
         raise ValueError(
             f"{name}: the restorer returned {out.dtype} {out.shape}, "
@@ -80,14 +85,30 @@ def _progress(total: int, desc: str, enabled: bool) -> tqdm:
     )
 
 
+def _restore_all(restorer: Restorer, degraded: list[np.ndarray], bar: tqdm) -> list:
+    """The restorer's outputs for all images, through `restore_batch` when it has one."""
+    restore_batch = getattr(restorer, "restore_batch", None)
+    if restore_batch is not None:
+        outputs = list(restore_batch(degraded, progress=bar))
+        if len(outputs) != len(degraded):
+            raise ValueError(f"restore_batch returned {len(outputs)} images for {len(degraded)}")
+        return outputs
+    outputs = []
+    for y in degraded:
+        outputs.append(restorer(y))
+        bar.update(1)
+    return outputs
+
+
 def _score(restorer: Restorer, images, quality: int, bar: tqdm) -> list[dict]:
     """Per-image rows {"image", "psnr", "ssim", "psnr_b"} of one set at one quality."""
+    clean = [np.asarray(y) for _, y in images]
+    degraded = [jpeg_degrade(y, quality) for y in clean]
+    restored = _restore_all(restorer, degraded, bar)
     rows = []
-    for image_name, y in images:
-        y = np.asarray(y)
-        scores = image_metrics(_restore(restorer, jpeg_degrade(y, quality), image_name), y)
+    for (image_name, _), y, d, out in zip(images, clean, degraded, restored):
+        scores = image_metrics(_check(out, d, image_name), y)
         rows.append({"image": image_name, **{m: scores[m] for m in METRICS}})
-        bar.update(1)
     return rows
 
 

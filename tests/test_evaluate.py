@@ -90,6 +90,42 @@ def test_restorer_must_return_uint8_of_the_same_shape():
         )
 
 
+class BatchOracle:
+    """A restorer with `restore_batch` that records its calls and returns images shifted by one
+    grey level, so that its scores differ from JPEG's."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, y):
+        raise AssertionError("evaluate_sets should use restore_batch")
+
+    def restore_batch(self, images, progress=None):
+        self.calls.append([y.shape for y in images])
+        if progress is not None:
+            progress.update(len(images))
+        return [np.minimum(y, 254) + 1 for y in images]
+
+
+def test_batch_restorers_get_a_whole_set_at_once():
+    """A restorer with restore_batch gets all images of a set at a quality in one call, in order,
+    and the scores are those of the per-image path."""
+    oracle = BatchOracle()
+    out = evaluate_sets(oracle, "b", [("synth", IMAGES)], [10, 30], progress=False)
+    assert oracle.calls == [[(48, 64), (40, 56)]] * 2
+    per_image = evaluate_sets(
+        lambda y: oracle.restore_batch([y])[0], "b", [("synth", IMAGES)], [10, 30], progress=False
+    )
+    assert out == per_image
+
+
+def test_batch_restorer_must_return_one_image_per_input():
+    oracle = BatchOracle()
+    oracle.restore_batch = lambda images, progress=None: images[:1]
+    with pytest.raises(ValueError, match="returned 1 images for 2"):
+        evaluate_sets(oracle, "bad", [("s", IMAGES)], [10], progress=False)
+
+
 def test_get_restorer_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no de-blocking model found at"):
         get_restorer(str(tmp_path / "nothing"))
@@ -144,6 +180,26 @@ def test_cli_writes_json_report(data_dir, tmp_path, capsys):
     assert sorted((p.name, p.read_bytes()) for p in (data_dir / "Classic5").iterdir()) == before
 
 
+def test_cli_canvas_and_whole_image_reports(data_dir, tiny_model_prefix, tmp_path, capsys):
+    """`evaluate` runs a model on canvases by default (step 48, said in the report; batches of 1
+    on a CPU) and on whole images with --canvas 0. (Agreement of the scores: test_inference.py;
+    on these 48 x 64 images the padded band is a third of the pixels.)"""
+    reports = []
+    for extra in ([], ["--canvas", "0"]):
+        out = tmp_path / f"eval{len(reports)}.json"
+        argv = ["evaluate", "--model", tiny_model_prefix, "--data-dir", str(data_dir)]
+        argv += ["--datasets", "Classic5"]
+        argv += ["--qualities", "10", "--json", str(out), "--no-progress", *extra]
+        assert cli.main(argv) == 0
+        reports.append(json.loads(out.read_text()))
+    capsys.readouterr()
+    assert reports[0]["inference"]["canvas"] == 48 and reports[0]["inference"]["tile"] == 0
+    assert reports[1]["inference"]["canvas"] == 0
+    if reports[0]["versions"]["backend"] == "cpu":
+        assert reports[0]["inference"]["max_batch"] == 1
+    assert [r["results"][0]["n_images"] for r in reports] == [2, 2]
+
+
 def test_cli_without_data_dir_uses_builtin_photos(monkeypatch, capsys):
     monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(datasets, "builtin_photos", lambda: IMAGES)  # fast stand-in
@@ -166,6 +222,9 @@ def test_cli_without_data_dir_uses_builtin_photos(monkeypatch, capsys):
         ["evaluate", "--model", "default"],
         ["evaluate", "--json", "{data}/Classic5/out.json"],  # never write into the data
         ["evaluate", "--bogus"],
+        ["evaluate", "--canvas", "48", "--tile", "64"],
+        ["evaluate", "--batch", "0"],
+        ["evaluate", "--canvas", "-1"],
         [],
     ],
 )

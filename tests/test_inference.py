@@ -1,11 +1,15 @@
 """Full-image inference (`cqrnet_jax.inference`): tiled restoration equals whole-image restoration
-within one grey level, the tiles partition the image, and models load from every kind of path.
+within one grey level, the tiles partition the image, canvas restoration (padded, batched, cropped
+back) agrees with whole-image restoration and compiles once per canvas, and models load from every
+kind of path.
 
 The Restorer compiles once per distinct tile shape, so this module turns on JAX's persistent
 compilation cache (as test_train.py) and keeps the photo small.
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +19,7 @@ import skimage.data
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.jpeg import jpeg_degrade
-from cqrnet_jax.inference import Restorer, load_restorer, resolve_model_prefix
+from cqrnet_jax.inference import Restorer, balanced_batches, load_restorer, resolve_model_prefix
 from cqrnet_jax.train.deblock_task import deblock_from_config
 
 MODEL = dict(features=8, num_local_groups=1, dilations=[1, 2, 4], nl_inner=4, nl_window=16)
@@ -115,6 +119,97 @@ def test_call_returns_uint8_of_the_same_shape(tiny):
         assert out.dtype == np.uint8 and out.shape == y.shape
 
 
+# --- canvases -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """QF-10 JPEGs of three scikit-image photos cropped to odd sizes: two share the 192 x 256
+    canvas of step 32, the third has its own (128 x 160)."""
+    crops = [
+        skimage.data.camera()[40:221, 100:343],  # 181 x 243
+        skimage.data.coins()[:170, 30:280],  # 170 x 250
+        skimage.data.moon()[200:297, 150:280],  # 97 x 130
+    ]
+    return [jpeg_degrade(np.ascontiguousarray(y), 10) for y in crops]
+
+
+@pytest.fixture(scope="module")
+def whole_restorations(tiny, photos):
+    """Whole-image float restorations of the photos."""
+    restorer = Restorer(*tiny)
+    return [restorer.restore_float(y / 255.0) for y in photos]
+
+
+def _psnr(a, b):
+    return 10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - b) ** 2))
+
+
+@pytest.mark.parametrize("pad_mode", ["symmetric", "reflect", "edge"])
+def test_canvas_agrees_with_whole_image(tiny, photos, whole_restorations, pad_mode):
+    """A canvas restoration equals the whole-image one (to float rounding) farther than two
+    windows from the bottom/right edges, and differs on the band next to them by less than one
+    grey level on average. Padding top/left instead would shift the windows: 0.4 levels apart
+    deep inside (measured)."""
+    restorer = Restorer(*tiny, canvas=32, pad_mode=pad_mode)
+    far = 2 * MODEL["nl_window"]
+    for y, whole in zip(photos, whole_restorations):
+        got = restorer.restore_float(y / 255.0)
+        assert got.shape == y.shape
+        diff = 255 * np.abs(got - whole)
+        print(f"{pad_mode} {y.shape}: mean {diff.mean():.3f}, PSNR {_psnr(got, whole):.1f} dB")
+        assert diff[:-far, :-far].max() < 1e-3
+        assert diff.mean() < 1.0 and _psnr(got, whole) > 35  # measured: 0.2-0.5, 39-43 dB
+
+
+def test_one_compile_per_canvas(tiny, photos):
+    """Three photos of three sizes on two canvases: two programs, also when batches of two leave
+    a short one (padded, not compiled anew), and none more on a second pass. Whole images: three."""
+    canvas = Restorer(*tiny, canvas=32, max_batch=2)
+    shapes = {canvas.canvas_shape(*y.shape) for y in photos}
+    assert shapes == {(192, 256), (128, 160)}
+    images = [photos[0], photos[1], photos[0], photos[2]]  # three on (192, 256): batches 2 + 1
+    canvas.restore_batch(images)
+    assert canvas.traces == 2
+    canvas.restore_batch(images[::-1])
+    assert canvas.traces == 2
+    whole = Restorer(*tiny)
+    whole.restore_batch(images)
+    assert whole.traces == 3
+
+
+def test_batched_equals_one_by_one(tiny, photos):
+    """restore_batch with batches of up to 3 returns, in order, exactly what one-image calls do."""
+    images = [photos[0], photos[2], photos[1], photos[0]]
+    batched = Restorer(*tiny, canvas=32, max_batch=3).restore_batch(images)
+    single = Restorer(*tiny, canvas=32, max_batch=1)
+    for got, y in zip(batched, images):
+        assert got.dtype == np.uint8 and got.shape == y.shape
+        np.testing.assert_array_equal(got, single(y))
+
+
+def test_balanced_batches():
+    """The fewest batches of at most max_batch; all of the first batch's size but the last."""
+    assert balanced_batches([], 4) == []
+    assert balanced_batches(list(range(9)), 8) == [[0, 1, 2, 3, 4], [5, 6, 7, 8]]
+    assert balanced_batches(list(range(8)), 8) == [list(range(8))]
+    assert [len(b) for b in balanced_batches(list(range(17)), 4)] == [4, 4, 4, 4, 1]
+    assert [len(b) for b in balanced_batches(list(range(3)), 1)] == [1, 1, 1]
+
+
+def test_restorer_options(tiny):
+    """Canvas steps round up to the model's alignment; tiles and canvases exclude each other;
+    the variables live on the device (not re-uploaded per call)."""
+    assert Restorer(*tiny, canvas=20).canvas == 32
+    with pytest.raises(ValueError, match="exclude each other"):
+        Restorer(*tiny, tile=64, canvas=32)
+    with pytest.raises(ValueError, match="max_batch"):
+        Restorer(*tiny, canvas=32, max_batch=0)
+    restorer = Restorer(*tiny)
+    assert all(isinstance(a, jax.Array) for a in jax.tree.leaves(restorer.variables))
+    assert Restorer(tiny[0], None).variables is None
+
+
 # --- loading -------------------------------------------------------------------------------------
 
 
@@ -136,6 +231,26 @@ def test_load_restorer_on_a_missing_model_names_the_path(tmp_path):
     """A prefix with no files raises FileNotFoundError naming it."""
     with pytest.raises(FileNotFoundError, match="no de-blocking model found at .*nothing"):
         load_restorer(str(tmp_path / "nothing"))
+
+
+@pytest.mark.slow
+def test_canvas_agrees_with_whole_image_on_classic5_with_the_shipped_model():
+    """Canvas evaluation (step 48, the CLI default) of the shipped model on Classic5 at QF 10
+    gives the whole-image mean PSNR within 0.01 dB (benchmarks/canvas_eval.py: all sets)."""
+    from cqrnet_jax.data.datasets import DATA_DIR_ENV, load_eval_set
+    from cqrnet_jax.evaluate import evaluate_sets
+
+    if not os.environ.get(DATA_DIR_ENV):
+        pytest.skip(f"set {DATA_DIR_ENV} to the shared data folder")
+    sets = [("Classic5", load_eval_set("Classic5"))]
+    whole, _ = load_restorer("default")
+    canvas = Restorer(whole.model, whole.variables, canvas=48)
+    means = [
+        evaluate_sets(r, "default", sets, [10], progress=False)["results"][0]["psnr"]
+        for r in (whole, canvas)
+    ]
+    print(f"Classic5 QF 10 PSNR: whole {means[0]:.4f}, canvas {means[1]:.4f}")
+    assert abs(means[1] - means[0]) < 0.01
 
 
 @pytest.mark.slow
