@@ -48,6 +48,7 @@ def gpu(c):
     c.optim.decay_steps = 1
     c.num_steps = 10**9  # runs end by train_seconds
     c.log_every = 100
+    c.log_first_steps = 3  # three real steps shown within the first minute
     c.checkpoint_every = 1000
     c.keep_checkpoints = 1
     c.data.backend = "numpy"  # the GPU machine has no TensorFlow

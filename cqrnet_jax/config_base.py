@@ -14,6 +14,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.batch_size = 16  # global batch; must divide by the device count
     c.num_steps = 1000
     c.log_every = 50
+    c.log_first_steps = 0  # also log each of the run's first N steps (fail fast on a lent GPU)
     c.eval_every = 0  # 0: no periodic evaluation
     c.checkpoint_every = 500
     c.keep_checkpoints = 2

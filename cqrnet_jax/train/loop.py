@@ -186,6 +186,7 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     budget = float(config.get("train_seconds", 0) or 0)
     progress = Progress(start, config.num_steps, t0 + budget if budget else None)
     export_every = config.get("export_every", 0)
+    first_logged = config.get("log_first_steps", 0)
     pending, step, t_steady, waited = [], start, None, 0.0
     try:
         for step in range(start + 1, config.num_steps + 1):
@@ -198,18 +199,19 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
             extra = {}
             if config.eval_every and (step % config.eval_every == 0 or last):
                 extra = task.evaluate(state)
-            # the first three steps are always shown: a broken run fails within a minute
+            # log_first_steps: the first steps shown at once (a broken run fails within a minute)
             if (
                 step % config.log_every == 0
-                or step <= start + 3
+                or step <= start + first_logged
                 or last
                 or extra
                 or step % config.checkpoint_every == 0
             ):
                 _flush_metrics(pending, step, writer, progress, extra)
                 pending = []
-                if step == start + 3:
-                    t_steady = (time.perf_counter(), step)
+            if step == start + max(first_logged, 1):  # past the compile and the synced steps
+                jax.block_until_ready(state)
+                t_steady = (time.perf_counter(), step)
             if step % config.checkpoint_every == 0 or last:
                 manager.save(step, args=ocp.args.StandardSave(state))
             if export_every and step % export_every == 0 and not last:
@@ -222,7 +224,7 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
         writer.close()
     seconds = time.perf_counter() - t0
     timing.update(steps=step - start, seconds=seconds, end_step=step, input_wait_s=waited)
-    if t_steady and step > t_steady[1]:  # after compile and the first three (synced) steps
+    if t_steady and step > t_steady[1]:
         timing["steps_per_s"] = (step - t_steady[1]) / (time.perf_counter() - t_steady[0])
     write_timing(workdir, timing)
     why = "" if step == config.num_steps else f" (train_seconds={budget:g} reached)"
