@@ -205,5 +205,7 @@ def load_restorer(
     except FileNotFoundError:
         where = "the package's shipped model" if spec == "default" else os.fspath(prefix)
         raise FileNotFoundError(f"no de-blocking model found at {where}") from None
-    model = deblock_from_config(meta["model"])
+    # float32 and chunked attention whatever the model was trained with (bfloat16 and all-window
+    # attention suit a training batch, not a whole photo on any device); the params are float32
+    model = deblock_from_config(meta["model"], dtype="float32").clone(nl_attention="chunked")
     return Restorer(model, variables, tile=tile, canvas=canvas, max_batch=max_batch), meta

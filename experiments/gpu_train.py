@@ -28,9 +28,9 @@ import numpy as np  # noqa: E402
 from cqrnet_jax import pretrained  # noqa: E402
 from cqrnet_jax.data import datasets  # noqa: E402
 from cqrnet_jax.evaluate import evaluate_sets, json_safe  # noqa: E402
-from cqrnet_jax.inference import Restorer  # noqa: E402
+from cqrnet_jax.inference import load_restorer  # noqa: E402
 from cqrnet_jax.train import loop  # noqa: E402
-from cqrnet_jax.train.deblock_task import DeblockTask, deblock_from_config  # noqa: E402
+from cqrnet_jax.train.deblock_task import DeblockTask  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK_BF16 = {"H200": 790e12, "H100": 790e12}  # dense bf16 tensor-core peak, FLOP/s
@@ -112,11 +112,8 @@ def evaluation_sets(smoke: bool):
 def evaluate(args) -> dict:
     """Table 2 protocol on the exported model, float32 compute, canvases of one compile each."""
     prefix = Path(args.out) / "deblock"
-    variables, meta = pretrained.load_variables(prefix)
-    # float32; the chunked attention bounds memory on whole images (xla's holds every window's
-    # logits at once: 3 GB for a 576 x 576 canvas)
-    model = deblock_from_config(meta["model"], dtype="float32").clone(nl_attention="chunked")
-    restorer = Restorer(model, variables, canvas=args.canvas, max_batch=args.eval_batch)
+    _, meta = pretrained.load_variables(prefix)
+    restorer, _ = load_restorer(str(prefix), canvas=args.canvas, max_batch=args.eval_batch)
     t = time.perf_counter()
     with jax.default_matmul_precision("highest"):
         report = evaluate_sets(restorer, "deblock_paper", evaluation_sets(args.smoke), (10, 20, 30))
