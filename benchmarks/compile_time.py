@@ -9,7 +9,6 @@ machine's backend, for each variant; XLA's FLOP count of a step comes with it.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from cqrnet_jax.config_base import load_config_file
 from cqrnet_jax.train import loop
 from cqrnet_jax.train.deblock_task import DeblockTask
 
@@ -25,10 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def get_config(presets: str):
-    spec = importlib.util.spec_from_file_location("deblock_config", REPO / "configs" / "deblock.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(presets)
+    return load_config_file(REPO / "configs" / "deblock.py", presets)
 
 
 def measure(presets: str, batch: int, **model) -> dict:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 
 import ml_collections
 
@@ -73,3 +75,13 @@ def apply_presets(
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(presets)}")
         presets[name](config)
     return config
+
+
+def load_config_file(path, presets: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(presets)` of a config file (e.g. configs/deblock.py), as `--config=PATH:PRESETS`
+    gives it to the training entry point; for scripts that build a config without the flag."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(presets)

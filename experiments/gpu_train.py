@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import os
 import platform
@@ -26,6 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cqrnet_jax import pretrained  # noqa: E402
+from cqrnet_jax.config_base import load_config_file  # noqa: E402
 from cqrnet_jax.data import datasets  # noqa: E402
 from cqrnet_jax.evaluate import evaluate_sets, json_safe  # noqa: E402
 from cqrnet_jax.inference import load_restorer  # noqa: E402
@@ -38,10 +38,7 @@ SPLIT_MIB = 15  # the device tool brings back files of at most 16 MiB
 
 
 def get_config(presets: str):
-    spec = importlib.util.spec_from_file_location("deblock_config", REPO / "configs/deblock.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(presets)
+    return load_config_file(REPO / "configs" / "deblock.py", presets)
 
 
 def elapsed() -> float:
