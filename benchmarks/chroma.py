@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cqrnet_jax.colour import filter_chroma, restore_y
 from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
+from cqrnet_jax.photo import filter_chroma, restore_y
 
 GF_VARIANTS = ((2, 1e-3), (3, 1e-3), (4, 1e-3), (3, 1e-4), (3, 1e-2))
 

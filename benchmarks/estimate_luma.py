@@ -25,7 +25,7 @@ from scipy.stats import ttest_1samp
 
 from cqrnet_jax.data.color import rgb_to_y
 from cqrnet_jax.data.datasets import list_eval_images, resolve_data_dir
-from cqrnet_jax.ranker_eval import estimate_quality, load_ranker
+from cqrnet_jax.quality import estimate_quality, load_ranker
 
 QUALITIES = (5, 10, 15, 20, 25, 30, 50, 75)
 METHODS = ("rgb_to_y", "raw_jfif", "studio_of_raw")

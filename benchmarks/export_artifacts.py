@@ -182,7 +182,7 @@ def main() -> None:
 
     from cqrnet_jax import pretrained
     from cqrnet_jax.inference import load_restorer
-    from cqrnet_jax.train.ranker_task import load_ranker_model
+    from cqrnet_jax.models.build import load_ranker_model
 
     restorer = load_restorer("default")[0]
     ranker, ranker_vars, _ = load_ranker_model(pretrained.shipped("ranker"))

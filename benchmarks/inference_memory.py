@@ -35,7 +35,7 @@ def bench_restorer(h, w, tile):
     import jax.numpy as jnp
 
     from cqrnet_jax.inference import Restorer
-    from cqrnet_jax.train.deblock_task import deblock_from_config
+    from cqrnet_jax.models.build import deblock_from_config
 
     spec = importlib.util.spec_from_file_location("deblock_config", CONFIG)
     module = importlib.util.module_from_spec(spec)

@@ -1,5 +1,5 @@
-"""`cqrnet-jax export --format stablehlo|savedmodel|onnx -o DIR`: a model as an artifact that
-runs without this package (docs/export.md shows how).
+"""A model as an artifact that runs without this package (docs/export.md shows how); the command
+is `cqrnet-jax export --format stablehlo|savedmodel|onnx -o DIR` (`apps/export.py`).
 
 - stablehlo: `jax.export` serialized (`DIR/<what>.jax_export`); load it with
   `jax.export.deserialize` and call it. Symbolic batch; height and width symbolic unless
@@ -15,12 +15,9 @@ records the format, input shape, model and how to call it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import math
 import os
-import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -38,83 +35,6 @@ class ExportError(ValueError):
     """A user error of `export` (printed by the CLI as one line "error: ...", exit status 2)."""
 
 
-def add_export_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "export",
-        help="export a model as StableHLO, a TF SavedModel or ONNX",
-        description="Writes the de-blocker (or the ranker) as an artifact that runs without this "
-        "package, plus DIR/export.json. Input: (batch, height, width) float32 Y in [0, 1]. "
-        "See docs/export.md for how to run each format.",
-    )
-    p.add_argument("--format", required=True, choices=FORMATS, help="artifact format")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--what", choices=MODELS, default="deblock", help="model (default: deblock)")
-    p.add_argument(
-        "--model",
-        default="default",
-        help="'default' (shipped), a training workdir or a params prefix (default: default)",
-    )
-    p.add_argument(
-        "--height",
-        type=int,
-        help="fixed image height (default: symbolic; the de-blocker's: any multiple of 48; "
-        "ONNX de-blocker: required)",
-    )
-    p.add_argument(
-        "--width", type=int, help="fixed image width (default: symbolic, as for --height)"
-    )
-    p.add_argument(
-        "--batch", type=int, help="fixed batch size (default: symbolic; ONNX de-blocker: 1)"
-    )
-    p.add_argument(
-        "--platforms",
-        default="cpu,cuda",
-        help="stablehlo/savedmodel: comma-separated platforms to lower for (default: cpu,cuda)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in DIR")
-    return p
-
-
-def _check_args(args) -> tuple[str, ...]:
-    """Validates the numeric flags; returns the platforms to lower for."""
-    for flag in ("height", "width", "batch"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ExportError(f"--{flag}: {value} is not a positive integer")
-    platforms = tuple(dict.fromkeys(p.strip() for p in args.platforms.split(",") if p.strip()))
-    if not platforms or any(p not in PLATFORMS for p in platforms):
-        raise ExportError(
-            f"--platforms: give some of {', '.join(PLATFORMS)}, not {args.platforms!r}"
-        )
-    return platforms
-
-
-def run_export(args) -> int:
-    out = Path(args.output).expanduser()
-    check_output_dir(out, args.overwrite)
-    platforms = _check_args(args)
-    model, variables, meta = load_model(args.what, args.model)
-    shape = input_shape(args.what, model, args.format, args.batch, args.height, args.width)
-    manifest = {
-        "format": args.format,
-        "what": args.what,
-        "command": " ".join(["cqrnet-jax", *map(shlex.quote, getattr(args, "argv", []))]),
-        "model": {"source": args.model, "step": meta.get("step"), "config": meta.get("model")},
-        **_io_description(args.what, model, shape),
-    }
-    with _staging(out) as tmp:
-        if args.format == "onnx":
-            info = write_onnx(args.what, model, variables, shape, tmp)
-        else:
-            writer = write_stablehlo if args.format == "stablehlo" else write_savedmodel
-            info = writer(args.what, model, variables, shape, platforms, tmp)
-        manifest["versions"] = {**_versions(), **info.pop("versions", {})}
-        manifest.update(info)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {out} ({args.format}, input {INPUT_NAME}: {_shape_text(shape)} float32)")
-    return 0
-
-
 # --- model and shapes -------------------------------------------------------------------------
 
 
@@ -122,6 +42,7 @@ def load_model(what: str, spec: str):
     """(flax module, variables, meta) of the shipped model, a workdir's export or a prefix."""
     from cqrnet_jax import pretrained
     from cqrnet_jax.inference import resolve_model_prefix
+    from cqrnet_jax.models.build import NotAModelError, load_deblock_model, load_ranker_model
 
     if what == "deblock":
         prefix = resolve_model_prefix(spec)
@@ -132,20 +53,14 @@ def load_model(what: str, spec: str):
         workdir_export = path / "export" / "ranker"
         is_workdir = path.is_dir() and workdir_export.with_suffix(".msgpack").is_file()
         prefix = workdir_export if is_workdir else path.with_suffix("")
+    load = load_deblock_model if what == "deblock" else load_ranker_model
     try:
-        variables, meta = pretrained.load_variables(prefix)
+        return load(prefix)
     except FileNotFoundError:
         where = f"the package's shipped {what}" if spec == "default" else os.fspath(prefix)
         raise FileNotFoundError(f"--model: no {what} model found at {where}") from None
-    if meta.get("kind", what) != what or "model" not in meta:
-        raise ExportError(f"--model: {prefix} is not a {what} model (kind {meta.get('kind')!r})")
-    if what == "deblock":
-        from cqrnet_jax.train.deblock_task import deblock_from_config
-
-        return deblock_from_config(meta["model"]), variables, meta
-    from cqrnet_jax.train.ranker_task import ranker_from_config
-
-    return ranker_from_config(meta["model"]), variables, meta
+    except NotAModelError as err:
+        raise ExportError(f"--model: {err}") from None
 
 
 def size_multiple(what: str, model) -> int:
@@ -171,7 +86,7 @@ def input_shape(what, model, fmt, batch, height, width) -> tuple:
     )
 
 
-def _shape_text(shape) -> str:
+def shape_text(shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ")"
 
 
@@ -194,7 +109,7 @@ def apply_fn(what: str, model, *, per_image: bool):
 
 def _symbolic_error(shape, err) -> ExportError:
     return ExportError(
-        f"this model cannot be exported with input shape {_shape_text(shape)}: "
+        f"this model cannot be exported with input shape {shape_text(shape)}: "
         f"{str(err).splitlines()[0]} Give a fixed --height and --width (docs/export.md)."
     )
 
@@ -243,7 +158,7 @@ def write_savedmodel(what, model, variables, shape, platforms, out: Path) -> dic
     fn = apply_fn(what, model, per_image=True)
     converted = jax2tf.convert(
         fn,
-        polymorphic_shapes=[None, _shape_text(shape)],
+        polymorphic_shapes=[None, shape_text(shape)],
         with_gradient=False,
         native_serialization_platforms=platforms,
     )
@@ -279,6 +194,8 @@ def write_onnx(what, model, variables, shape, out: Path) -> dict:
         raise ExportError(
             "--format onnx needs the onnx extra: pip install 'cqrnet-jax[onnx]'"
         ) from None
+    from importlib.metadata import version
+
     import jax
 
     fn = apply_fn(what, model, per_image=False)
@@ -301,19 +218,9 @@ def write_onnx(what, model, variables, shape, out: Path) -> dict:
     return {
         "file": name,
         "onnx_opset": ONNX_OPSET,
-        "versions": {"jax2onnx": _version_of("jax2onnx"), "onnx": _version_of("onnx")},
+        "versions": {p: version(p) for p in ("jax2onnx", "onnx")},
         "run": f"onnxruntime.InferenceSession('{name}').run(None, {{'{INPUT_NAME}': y}})[0]",
     }
-
-
-def _version_of(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
-
-
-def _versions() -> dict:
-    return {p: _version_of(p) for p in ("cqrnet-jax", "jax", "jaxlib", "flax")}
 
 
 def _accepted_sizes(what, model, shape) -> str:
@@ -323,7 +230,7 @@ def _accepted_sizes(what, model, shape) -> str:
     return f"batch: {b}; height: {h}; width: {w}"
 
 
-def _io_description(what, model, shape) -> dict:
+def io_description(what, model, shape) -> dict:
     out = (
         "restored Y, same shape, unclipped: clip to [0, 1] (x255 and round for 8 bits)"
         if what == "deblock"
@@ -358,7 +265,7 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def _staging(out: Path):
+def staging(out: Path):
     """Yields a temporary folder beside `out` that replaces `out` on success only."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

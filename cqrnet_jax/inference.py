@@ -197,7 +197,7 @@ def load_restorer(
     spec: str = "default", *, tile: int = 0, canvas: int = 0, max_batch: int = 8
 ) -> tuple[Restorer, dict]:
     """A Restorer for 'default', a training workdir or a params prefix, and the model's meta."""
-    from cqrnet_jax.train.deblock_task import deblock_from_config
+    from cqrnet_jax.models.build import deblock_from_config
 
     prefix = resolve_model_prefix(spec)
     try:

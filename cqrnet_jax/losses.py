@@ -8,23 +8,56 @@ import jax
 import jax.numpy as jnp
 
 
+def _order(b_i, b_j):
+    """eta = +1 where j is better than i (higher label), -1 where worse, 0 where equal."""
+    return jnp.sign(jnp.asarray(b_j, jnp.float32) - jnp.asarray(b_i, jnp.float32))
+
+
+def _mean_hinge(s_i, s_j, eta, margin: float, valid):
+    """Mean over `valid` pairs of max(0, (s_i - s_j) * eta + margin): the margin ranking hinge."""
+    per_pair = jnp.maximum(0.0, (s_i - s_j) * eta + margin)
+    valid = valid.astype(jnp.float32)
+    return jnp.sum(per_pair * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
 def margin_ranking_loss(s_i, s_j, b_i, b_j, margin: float = 0.5):
     """Mean of max(0, (s_i - s_j) * eta + margin), eta = +1 if b_i < b_j, -1 if b_i > b_j.
 
     `b` are quality levels (higher = better); the loss pushes the better image's score above the
     worse one's by at least `margin`. Pairs with equal labels carry no signal and are excluded.
     """
-    eta = jnp.sign(jnp.asarray(b_j, jnp.float32) - jnp.asarray(b_i, jnp.float32))
-    per_pair = jnp.maximum(0.0, (s_i - s_j) * eta + margin)
-    valid = (eta != 0).astype(jnp.float32)
-    return jnp.sum(per_pair * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+    eta = _order(b_i, b_j)
+    return _mean_hinge(s_i, s_j, eta, margin, eta != 0)
+
+
+def cross_image_ranking_loss(scores, labels, margin: float):
+    """Margin ranking loss over every pair of versions of *different* crops in the batch.
+
+    `scores` and `labels` are (B, 2); labels are levels or, better for a blind estimator, the
+    JPEG qualities themselves. Not in the paper (its pairs are one crop at two QFs): it makes
+    scores comparable across images. Same-crop pairs (the paper's term) and equal labels are
+    left out; the mean is over the remaining pairs."""
+    b = scores.shape[0]
+    s = scores.reshape(-1)
+    lab = jnp.asarray(labels, jnp.float32).reshape(-1)
+    crop = jnp.repeat(jnp.arange(b), 2)
+    eta = _order(lab[:, None], lab[None, :])
+    valid = (crop[:, None] != crop[None, :]) & (eta != 0)
+    return _mean_hinge(s[:, None], s[None, :], eta, margin, valid)
+
+
+def ordered_pairs(s_i, s_j, b_i, b_j):
+    """(correct, valid) per pair: valid where the labels differ, correct where the scores are
+    ordered like the labels (equal scores are wrong)."""
+    eta = _order(b_i, b_j)
+    valid = eta != 0
+    return (jnp.sign(s_j - s_i) == eta) & valid, valid
 
 
 def pair_order_accuracy(s_i, s_j, b_i, b_j):
     """Fraction of pairs with different labels whose scores are ordered like the labels."""
-    eta = jnp.sign(jnp.asarray(b_j, jnp.float32) - jnp.asarray(b_i, jnp.float32))
-    correct = (jnp.sign(s_j - s_i) == eta) & (eta != 0)
-    return jnp.sum(correct) / jnp.maximum(jnp.sum(eta != 0), 1)
+    correct, valid = ordered_pairs(s_i, s_j, b_i, b_j)
+    return jnp.sum(correct) / jnp.maximum(jnp.sum(valid), 1)
 
 
 def mae_loss(restored, target):

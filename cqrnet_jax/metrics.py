@@ -2,15 +2,22 @@
 
 Inputs are (H, W) or batched (N, H, W) float arrays (integers are cast to float32); each metric
 returns a scalar or shape (N,). The exact conventions are written in docs/method.md ("Metrics").
+
+Also the ranker's metrics: Spearman rho between scores and JPEG qualities, and pair-order accuracy
+(`ranking_metrics`).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cqrnet_jax.losses import ordered_pairs
 
 PEAK = 255.0
 BLOCK = 8  # JPEG block size of PSNR-B
@@ -140,3 +147,61 @@ def image_metrics(restored_uint8: np.ndarray, target_uint8: np.ndarray) -> dict[
         raise ValueError(f"expected two (H, W) images, got {restored.shape} and {target.shape}")
     out = _image_metrics(restored.astype(np.float32), target.astype(np.float32))
     return {k: float(v) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+def spearman(x, y) -> float:
+    """Spearman rho of the flattened arrays (average ranks for ties); nan if one is constant."""
+    from scipy.stats import ConstantInputWarning, spearmanr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        return float(spearmanr(np.ravel(x), np.ravel(y)).statistic)
+
+
+def pair_accuracy(scores, labels: Sequence[float]) -> tuple[float, int]:
+    """Share of within-image pairs with different labels whose scores are in the same order.
+
+    `scores` is (images, qualities); equal scores count as wrong (`losses.ordered_pairs`, as the
+    training metric). Returns (accuracy, pairs).
+    """
+    scores = np.asarray(scores)
+    labels = np.asarray(labels, np.float64)
+    i, j = np.triu_indices(len(labels), 1)
+    keep = labels[i] != labels[j]
+    i, j = i[keep], j[keep]
+    b_i, b_j = (np.broadcast_to(labels[k], (scores.shape[0], len(k))) for k in (i, j))
+    correct, _ = ordered_pairs(scores[:, i], scores[:, j], b_i, b_j)
+    correct = np.asarray(correct)
+    return float(correct.mean()), int(correct.size)
+
+
+def level_of(quality: int, levels) -> int:
+    """1-based index of the (low, high) QF range of `levels` that holds `quality`."""
+    for k, (lo, hi) in enumerate(levels, start=1):
+        if lo <= quality <= hi:
+            return k
+    raise ValueError(f"quality {quality} is outside the levels {levels}")
+
+
+def ranking_metrics(scores, qualities: Sequence[int], levels=None) -> dict:
+    """Spearman (pooled and per-image mean) and pairwise accuracies of an (images, QFs) matrix;
+    with `levels`, also the accuracy over pairs of different levels."""
+    scores = np.asarray(scores, np.float64)
+    q = np.asarray(qualities)
+    per_image = [spearman(row, q) for row in scores]
+    acc_all, n_all = pair_accuracy(scores, q)
+    out = {
+        "qualities": [int(v) for v in q],
+        "images": int(scores.shape[0]),
+        "spearman_pooled": spearman(scores, np.broadcast_to(q, scores.shape)),
+        "spearman_mean_per_image": float(np.nanmean(per_image)),
+        "pair_accuracy_all": acc_all,
+        "pairs_all": n_all,
+    }
+    if levels:
+        acc, n = pair_accuracy(scores, [level_of(int(v), levels) for v in q])
+        out.update(levels=[list(lv) for lv in levels], pair_accuracy_levels=acc, pairs_levels=n)
+    return out

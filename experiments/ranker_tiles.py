@@ -21,7 +21,9 @@ import time
 import numpy as np
 
 from cqrnet_jax.data.datasets import load_eval_set
-from cqrnet_jax.ranker_eval import jpeg_degrade, load_ranker, spearman
+from cqrnet_jax.data.jpeg import jpeg_degrade
+from cqrnet_jax.metrics import spearman
+from cqrnet_jax.quality import load_ranker
 
 n = int(sys.argv[1])
 tile = int(sys.argv[2])

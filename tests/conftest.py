@@ -81,7 +81,7 @@ def tiny_model_prefix(tmp_path_factory) -> str:
     import numpy as np
 
     from cqrnet_jax import pretrained
-    from cqrnet_jax.train.deblock_task import deblock_from_config
+    from cqrnet_jax.models.build import deblock_from_config
 
     model = deblock_from_config(TINY_DEBLOCK)
     key = jax.random.key(0, impl="unsafe_rbg")  # compiles in a third of threefry's time
@@ -101,3 +101,32 @@ def tiny_restorer(tiny_model_prefix):
     from cqrnet_jax.inference import load_restorer
 
     return load_restorer(tiny_model_prefix)[0]
+
+
+TINY_RANKER = dict(features=[4, 4, 8, 8, 8, 8, 8, 8, 8, 8], strides=[1, 2] * 5, hidden=8)
+TINY_RANKER["negative_slope"] = 0.2
+
+
+@pytest.fixture(scope="session")
+def tiny_ranker(tmp_path_factory):
+    """A tiny untrained ranker saved as a params prefix, with a calibration (scores -1e3, 0, 1e3
+    at QF 1, 50, 95)."""
+    import json
+
+    import jax
+    import jax.numpy as jnp
+
+    from cqrnet_jax import pretrained
+    from cqrnet_jax.models.ranker import QualityRanker
+
+    model = QualityRanker(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_RANKER.items()}
+    )
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16)))
+    prefix = tmp_path_factory.mktemp("ranker") / "ranker"
+    cal = {"qualities": [1, 50, 95], "scores": [-1e3, 0.0, 1e3]}
+    meta = {"kind": "ranker", "model": TINY_RANKER, "step": 0}
+    pretrained.save_variables(prefix, variables, meta)
+    meta_path = prefix.with_name("ranker.json")
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "calibration": cal}))
+    return prefix

@@ -1,4 +1,4 @@
-"""`cqrnet-jax deblock` through `cqrnet_jax.cli.main` with a tiny saved model: grey, colour and
+"""`cqrnet-jax deblock` through `cqrnet_jax.apps.cli.main` with a tiny saved model: grey, colour and
 RGBA files, folders and globs, OUTDIR/STEM.png outputs, and per-file errors that never stop the
 other files, never print a traceback and never overwrite an input.
 
@@ -8,54 +8,15 @@ compilation cache (as test_train.py) and all images have one size: one program, 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage.data
+from helpers import H, W, deblock, error_lines, grey, rgb, save_jpeg, save_rgba
 from PIL import Image
 
-from cqrnet_jax.cli import main
 from cqrnet_jax.data.color import rgb_to_y
 from cqrnet_jax.data.io import load_image
-
-H, W = 40, 56  # every test image: one compiled program
-
-
-def _grey():
-    return skimage.data.camera()[200 : 200 + H, 180 : 180 + W]
-
-
-def _rgb():
-    return skimage.data.astronaut()[60 : 60 + H, 200 : 200 + W]
-
-
-def _save_jpeg(path: Path, pixels) -> Path:
-    Image.fromarray(pixels).save(path, format="JPEG", quality=20)
-    return path
-
-
-def _save_rgba(path: Path) -> Path:
-    alpha = np.random.default_rng(2).integers(0, 256, (H, W), dtype=np.uint8)
-    Image.fromarray(np.dstack([_rgb(), alpha]), mode="RGBA").save(path)
-    return path
-
-
-def _deblock(capsys, model, *args):
-    """(exit status, stderr) of `cqrnet-jax deblock ARGS --model MODEL`."""
-    capsys.readouterr()
-    code = main(["deblock", *map(str, args), "--model", model])
-    return code, capsys.readouterr().err
-
-
-def _error_lines(err: str) -> list[str]:
-    """The 'error: ...' lines of stderr, each required to start a line of its own (progress-bar
-    redraws, which go through carriage returns, split off)."""
-    lines = [line.strip() for line in re.split(r"[\r\n]", err) if "error:" in line]
-    assert all(line.startswith("error: ") for line in lines), lines  # not glued to the bar
-    return lines
-
 
 # --- images --------------------------------------------------------------------------------------
 
@@ -66,9 +27,9 @@ def three(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     return [
-        _save_jpeg(src / "grey.jpg", _grey()),
-        _save_jpeg(src / "colour.jpeg", _rgb()),
-        _save_rgba(src / "rgba.png"),
+        save_jpeg(src / "grey.jpg", grey()),
+        save_jpeg(src / "colour.jpeg", rgb()),
+        save_rgba(src / "rgba.png"),
     ]
 
 
@@ -79,8 +40,8 @@ def test_grey_colour_and_rgba_files_are_restored(
     size whose Y is the restorer's Y (within a grey level); RGBA PNG -> RGBA with the alpha
     channel unchanged; all as OUTDIR/STEM.png, exit status 0."""
     out = tmp_path / "out"
-    code, err = _deblock(capsys, tiny_model_prefix, *three, "-o", out)
-    assert code == 0 and not _error_lines(err), err
+    code, err = deblock(capsys, tiny_model_prefix, *three, "-o", out)
+    assert code == 0 and not error_lines(err), err
     assert sorted(p.name for p in out.iterdir()) == ["colour.png", "grey.png", "rgba.png"]
 
     grey_in = load_image(three[0]).pixels
@@ -103,15 +64,15 @@ def test_folder_and_glob_inputs(capsys, tiny_model_prefix, tmp_path):
     """A folder means its image files (other files ignored); a glob its matches."""
     folder = tmp_path / "photos"
     folder.mkdir()
-    _save_jpeg(folder / "a.jpg", _grey())
-    _save_jpeg(folder / "b.jpg", _rgb())
-    _save_rgba(folder / "c.png")
+    save_jpeg(folder / "a.jpg", grey())
+    save_jpeg(folder / "b.jpg", rgb())
+    save_rgba(folder / "c.png")
     (folder / "notes.txt").write_text("not an image")
-    code, err = _deblock(capsys, tiny_model_prefix, folder, "-o", tmp_path / "all")
-    assert code == 0 and not _error_lines(err), err
+    code, err = deblock(capsys, tiny_model_prefix, folder, "-o", tmp_path / "all")
+    assert code == 0 and not error_lines(err), err
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["a.png", "b.png", "c.png"]
-    code, err = _deblock(capsys, tiny_model_prefix, f"{folder}/*.jpg", "-o", tmp_path / "jpgs")
-    assert code == 0 and not _error_lines(err), err
+    code, err = deblock(capsys, tiny_model_prefix, f"{folder}/*.jpg", "-o", tmp_path / "jpgs")
+    assert code == 0 and not error_lines(err), err
     assert sorted(p.name for p in (tmp_path / "jpgs").iterdir()) == ["a.png", "b.png"]
 
 
@@ -141,13 +102,13 @@ def test_existing_output_needs_overwrite(capsys, tiny_model_prefix, three, tmp_p
     out = tmp_path / "out"
     out.mkdir()
     (out / "grey.png").write_bytes(b"keep me")
-    code, err = _deblock(capsys, tiny_model_prefix, *three, "-o", out)
+    code, err = deblock(capsys, tiny_model_prefix, *three, "-o", out)
     assert code == 1
-    assert _error_lines(err) == [f"error: {three[0]}: {out / 'grey.png'} exists (use --overwrite)"]
+    assert error_lines(err) == [f"error: {three[0]}: {out / 'grey.png'} exists (use --overwrite)"]
     assert (out / "grey.png").read_bytes() == b"keep me"
     assert (out / "colour.png").is_file() and (out / "rgba.png").is_file()
-    code, err = _deblock(capsys, tiny_model_prefix, three[0], "-o", out, "--overwrite")
-    assert code == 0 and not _error_lines(err), err
+    code, err = deblock(capsys, tiny_model_prefix, three[0], "-o", out, "--overwrite")
+    assert code == 0 and not error_lines(err), err
     assert load_image(out / "grey.png").pixels.shape == (H, W)
 
 
@@ -166,9 +127,9 @@ def test_bad_file_is_one_error_line(
     bad = three[0].parent / name
     bad.write_bytes(content)
     out = tmp_path / "out"
-    code, err = _deblock(capsys, tiny_model_prefix, three[0], bad, three[1], "-o", out)
+    code, err = deblock(capsys, tiny_model_prefix, three[0], bad, three[1], "-o", out)
     assert code == 1
-    lines = _error_lines(err)
+    lines = error_lines(err)
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ") and reason in lines[0], err
     assert "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == ["colour.png", "grey.png"]
@@ -180,9 +141,9 @@ def test_output_folder_holding_the_input_never_overwrites_it(capsys, tiny_model_
     folder = three[2].parent
     before = three[2].read_bytes()
     for extra in ([], ["--overwrite"]):
-        code, err = _deblock(capsys, tiny_model_prefix, three[2], three[0], "-o", folder, *extra)
+        code, err = deblock(capsys, tiny_model_prefix, three[2], three[0], "-o", folder, *extra)
         assert code == 1
-        assert _error_lines(err) == [f"error: {three[2]}: output would overwrite the input"]
+        assert error_lines(err) == [f"error: {three[2]}: output would overwrite the input"]
         assert three[2].read_bytes() == before
     assert (folder / "grey.png").is_file()
 
@@ -190,7 +151,7 @@ def test_output_folder_holding_the_input_never_overwrites_it(capsys, tiny_model_
 def test_missing_model_is_one_error_line_and_status_2(capsys, three, tmp_path):
     """A --model that does not exist: one error line naming it, exit status 2, nothing written."""
     missing = tmp_path / "no_such_model"
-    code, err = _deblock(capsys, str(missing), three[0], "-o", tmp_path / "out")
+    code, err = deblock(capsys, str(missing), three[0], "-o", tmp_path / "out")
     assert code == 2
     assert err.strip() == f"error: no de-blocking model found at {missing}"
     assert not (tmp_path / "out").exists()
@@ -200,9 +161,9 @@ def test_missing_input_is_one_error_line(capsys, tiny_model_prefix, three, tmp_p
     """An input that is neither a file, a folder nor a matching glob is one error line; the
     other inputs are still restored; exit status 1."""
     missing = tmp_path / "gone.jpg"
-    code, err = _deblock(capsys, tiny_model_prefix, missing, three[0], "-o", tmp_path / "out")
+    code, err = deblock(capsys, tiny_model_prefix, missing, three[0], "-o", tmp_path / "out")
     assert code == 1
-    assert _error_lines(err) == [f"error: {missing}: no such file"]
+    assert error_lines(err) == [f"error: {missing}: no such file"]
     assert (tmp_path / "out" / "grey.png").is_file()
 
 
@@ -211,8 +172,8 @@ def test_folder_without_images_is_one_error_line(capsys, tiny_model_prefix, thre
     exit status 1."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, err = _deblock(capsys, tiny_model_prefix, empty, three[0], "-o", tmp_path / "out")
-    assert _error_lines(err) == [f"error: {empty}: folder has no image files"]
+    code, err = deblock(capsys, tiny_model_prefix, empty, three[0], "-o", tmp_path / "out")
+    assert error_lines(err) == [f"error: {empty}: folder has no image files"]
     assert (tmp_path / "out" / "grey.png").is_file()
     assert code == 1
 
@@ -220,9 +181,9 @@ def test_folder_without_images_is_one_error_line(capsys, tiny_model_prefix, thre
 def test_glob_matching_nothing_is_one_error_line(capsys, tiny_model_prefix, three, tmp_path):
     """A pattern with no match is one error line naming the pattern; exit status 1."""
     pattern = f"{tmp_path}/nothing*.jpg"
-    code, err = _deblock(capsys, tiny_model_prefix, pattern, three[0], "-o", tmp_path / "out")
+    code, err = deblock(capsys, tiny_model_prefix, pattern, three[0], "-o", tmp_path / "out")
     assert code == 1
-    assert _error_lines(err) == [f"error: {pattern}: no file matches this pattern"]
+    assert error_lines(err) == [f"error: {pattern}: no file matches this pattern"]
     assert (tmp_path / "out" / "grey.png").is_file()
 
 
@@ -237,7 +198,7 @@ def test_glob_matching_nothing_is_one_error_line(capsys, tiny_model_prefix, thre
 )
 def test_bad_flags_are_usage_errors(capsys, tiny_model_prefix, three, tmp_path, args, message):
     """A bad flag value is one error line and exit status 2; nothing is written."""
-    code, err = _deblock(capsys, tiny_model_prefix, three[0], "-o", tmp_path / "out", *args)
+    code, err = deblock(capsys, tiny_model_prefix, three[0], "-o", tmp_path / "out", *args)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert args[0] in err and message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
@@ -245,7 +206,7 @@ def test_bad_flags_are_usage_errors(capsys, tiny_model_prefix, three, tmp_path, 
 
 def test_output_that_is_a_file_is_a_usage_error(capsys, tiny_model_prefix, three, tmp_path):
     (tmp_path / "taken").write_bytes(b"data")
-    code, err = _deblock(capsys, tiny_model_prefix, three[0], "-o", tmp_path / "taken")
+    code, err = deblock(capsys, tiny_model_prefix, three[0], "-o", tmp_path / "taken")
     assert code == 2
     assert err.strip() == f"error: -o {tmp_path / 'taken'}: exists and is not a folder"
     assert (tmp_path / "taken").read_bytes() == b"data"
@@ -265,8 +226,8 @@ def test_formats_name_the_output_by_the_input_stem(
         ("tif", ".tif", "TIFF"), ("bmp", ".bmp", "BMP"),
     ]:  # fmt: skip
         out = tmp_path / fmt
-        code, err = _deblock(capsys, tiny_model_prefix, *three, "-o", out, "--format", fmt)
-        assert code == 0 and not _error_lines(err), err
+        code, err = deblock(capsys, tiny_model_prefix, *three, "-o", out, "--format", fmt)
+        assert code == 0 and not error_lines(err), err
         names = ["colour", "grey", "rgba"]
         assert sorted(p.name for p in out.iterdir()) == [n + suffix for n in names]
         grey = load_image(out / f"grey{suffix}")
@@ -293,14 +254,14 @@ def test_same_stem_twice_in_a_batch_writes_the_first_only(
     """a/photo.jpg and b/photo.jpg both map to OUTDIR/photo.png: the first is written, the
     second is an error line naming the first (also with --overwrite, never a silent overwrite)."""
     first, second = tmp_path / "a" / "photo.jpg", tmp_path / "b" / "photo.jpg"
-    for path, pixels in ((first, _grey()), (second, 255 - _grey())):
+    for path, pixels in ((first, grey()), (second, 255 - grey())):
         path.parent.mkdir()
-        _save_jpeg(path, pixels)
+        save_jpeg(path, pixels)
     for extra in ([], ["--overwrite"]):
         out = tmp_path / f"out{len(extra)}"
-        code, err = _deblock(capsys, tiny_model_prefix, first, second, "-o", out, *extra)
+        code, err = deblock(capsys, tiny_model_prefix, first, second, "-o", out, *extra)
         assert code == 1
-        assert _error_lines(err) == [
+        assert error_lines(err) == [
             f"error: {second}: {out / 'photo.png'} was already written from {first} (same name): "
             "restore one of them into another folder"
         ]
@@ -312,12 +273,12 @@ def test_same_stem_twice_in_a_batch_writes_the_first_only(
 def test_an_output_that_is_another_input_is_refused(capsys, tiny_model_prefix, tmp_path):
     """x.jpg -> OUTDIR/x.png where x.png is itself an input: both refused, even with
     --overwrite, and both inputs are unchanged."""
-    jpg, png = _save_jpeg(tmp_path / "x.jpg", _grey()), tmp_path / "x.png"
-    Image.fromarray(_grey()).save(png)
+    jpg, png = save_jpeg(tmp_path / "x.jpg", grey()), tmp_path / "x.png"
+    Image.fromarray(grey()).save(png)
     before = png.read_bytes(), jpg.read_bytes()
-    code, err = _deblock(capsys, tiny_model_prefix, jpg, png, "-o", tmp_path, "--overwrite")
+    code, err = deblock(capsys, tiny_model_prefix, jpg, png, "-o", tmp_path, "--overwrite")
     assert code == 1
-    assert _error_lines(err) == [
+    assert error_lines(err) == [
         f"error: {jpg}: {png} is one of the inputs: never overwritten",
         f"error: {png}: output would overwrite the input",
     ]
@@ -337,10 +298,10 @@ def test_a_write_failure_is_one_error_line(capsys, tiny_model_prefix, three, tmp
 
     monkeypatch.setattr(io_module, "save_image", full_disk)
     out = tmp_path / "out"
-    code, err = _deblock(capsys, tiny_model_prefix, *three, "-o", out)
+    code, err = deblock(capsys, tiny_model_prefix, *three, "-o", out)
     assert code == 1
     expected = f"error: {three[0]}: cannot write {out / 'grey.png'}: No space left on device"
-    assert _error_lines(err) == [expected]
+    assert error_lines(err) == [expected]
     assert sorted(p.name for p in out.iterdir()) == ["colour.png", "rgba.png"]
 
 
@@ -350,14 +311,14 @@ def test_progress_bars_over_files_and_tiles(
     """stderr shows a bar over the files and, for an image of several tiles, over its tiles
     (here 2 x 2 tiles whose margins cover the image: the result equals the untiled one)."""
     out = tmp_path / "out"
-    code, err = _deblock(capsys, tiny_model_prefix, three[0], "-o", out, "--tile", "32")
+    code, err = deblock(capsys, tiny_model_prefix, three[0], "-o", out, "--tile", "32")
     assert code == 0
     assert "deblock: 100%" in err and "| 1/1 [" in err  # the files
     assert "grey.jpg:" in err and "| 0/4 [" in err and "tile/s" in err  # its 4 tiles
     np.testing.assert_array_equal(
         load_image(out / "grey.png").pixels, tiny_restorer(load_image(three[0]).pixels)
     )
-    code, err = _deblock(
+    code, err = deblock(
         capsys, tiny_model_prefix, three[0], "-o", out, "--overwrite", "--no-progress"
     )
     assert code == 0 and err.strip() == f"deblock: 1 written to {out}, 0 failed"

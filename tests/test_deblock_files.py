@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import H, W, deblock, error_lines, grey, png_header_only, rgb
 from PIL import Image
-from test_deblock_cli import H, W, _deblock, _error_lines, _grey, _rgb
-from test_io import _png_header_only
 
 from cqrnet_jax.data.io import load_image
 
@@ -19,53 +18,53 @@ from cqrnet_jax.data.io import load_image
 @pytest.fixture
 def jpeg(tmp_path):
     path = tmp_path / "good.jpg"
-    Image.fromarray(_rgb()).save(path, quality=20)
+    Image.fromarray(rgb()).save(path, quality=20)
     return path
 
 
 def _exif_rotated(path: Path) -> Path:
-    """_rgb() stored turned by 90 degrees with EXIF orientation 6, as a camera writes it."""
+    """rgb() stored turned by 90 degrees with EXIF orientation 6, as a camera writes it."""
     exif = Image.Exif()
     exif[0x0112] = 6
-    stored = np.ascontiguousarray(np.rot90(_rgb(), 1))
+    stored = np.ascontiguousarray(np.rot90(rgb(), 1))
     Image.fromarray(stored).save(path, quality=90, exif=exif)
     return path
 
 
 def _palette_with_transparency(path: Path) -> Path:
-    im = Image.fromarray(_rgb()).quantize(16)
+    im = Image.fromarray(rgb()).quantize(16)
     im.save(path, transparency=0)
     return path
 
 
 def _gif_two_frames(path: Path) -> Path:
-    frames = [Image.fromarray(_grey()).convert("P"), Image.fromarray(255 - _grey()).convert("P")]
+    frames = [Image.fromarray(grey()).convert("P"), Image.fromarray(255 - grey()).convert("P")]
     frames[0].save(path, save_all=True, append_images=frames[1:])
     return path
 
 
 def _cmyk_jpeg(path: Path) -> Path:
-    Image.fromarray(_rgb()).convert("CMYK").save(path, quality=40)
+    Image.fromarray(rgb()).convert("CMYK").save(path, quality=40)
     return path
 
 
 def _sixteen_bit(path: Path) -> Path:
-    Image.fromarray(_grey().astype(np.uint16) * 257).save(path)
+    Image.fromarray(grey().astype(np.uint16) * 257).save(path)
     return path
 
 
 def _progressive(path: Path) -> Path:
-    Image.fromarray(_rgb()).save(path, quality=20, progressive=True)
+    Image.fromarray(rgb()).save(path, quality=20, progressive=True)
     return path
 
 
 def _la(path: Path) -> Path:
-    Image.fromarray(np.dstack([_grey(), _grey()[::-1]]), mode="LA").save(path)
+    Image.fromarray(np.dstack([grey(), grey()[::-1]]), mode="LA").save(path)
     return path
 
 
 def _bilevel(path: Path) -> Path:
-    Image.fromarray(_grey() > 128).save(path)
+    Image.fromarray(grey() > 128).save(path)
     return path
 
 
@@ -81,8 +80,8 @@ def test_every_kind_of_file_is_restored_upright(capsys, tiny_model_prefix, tiny_
     suffix = dict(palette=".png", anim=".gif", deep=".png", la=".png", bits=".png")
     files = {k: make(src / f"{k}{suffix.get(k, '.jpg')}") for k, make in makers.items()}
     out = tmp_path / "out"
-    code, err = _deblock(capsys, tiny_model_prefix, src, "-o", out)
-    assert code == 0 and not _error_lines(err), err
+    code, err = deblock(capsys, tiny_model_prefix, src, "-o", out)
+    assert code == 0 and not error_lines(err), err
     for name, path in files.items():
         loaded, result = load_image(path), load_image(out / f"{name}.png")
         assert result.pixels.shape[:2] == (H, W), name  # upright: the stored file is W x H
@@ -92,11 +91,9 @@ def test_every_kind_of_file_is_restored_upright(capsys, tiny_model_prefix, tiny_
         if loaded.is_grey and loaded.alpha is None:
             np.testing.assert_array_equal(result.pixels, tiny_restorer(loaded.pixels))
     anim = load_image(out / "anim.png").pixels
-    assert (
-        np.abs(anim.astype(int) - tiny_restorer(_grey())).mean() < 3
-    )  # the first frame, not 255-x
+    assert np.abs(anim.astype(int) - tiny_restorer(grey())).mean() < 3  # the first frame, not 255-x
     rotated = load_image(out / "rotated.png").pixels
-    assert np.abs(rotated.astype(int) - _rgb()).mean() < 10  # wrong turn: ~ 60
+    assert np.abs(rotated.astype(int) - rgb()).mean() < 10  # wrong turn: ~ 60
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 7), (3, 2, 3), (7, 5, 3)])
@@ -105,8 +102,8 @@ def test_tiny_and_odd_sized_images(capsys, tiny_model_prefix, tiny_restorer, tmp
     pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     path = tmp_path / "tiny.png"
     Image.fromarray(pixels).save(path)
-    code, err = _deblock(capsys, tiny_model_prefix, path, "-o", tmp_path / "out")
-    assert code == 0 and not _error_lines(err), err
+    code, err = deblock(capsys, tiny_model_prefix, path, "-o", tmp_path / "out")
+    assert code == 0 and not error_lines(err), err
     result = load_image(tmp_path / "out" / "tiny.png").pixels
     assert result.shape == shape
     if len(shape) == 2:
@@ -119,9 +116,9 @@ def test_colour_profile_is_carried_over(capsys, tiny_model_prefix, tmp_path):
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     path = tmp_path / "tagged.jpg"
-    Image.fromarray(_rgb()).save(path, quality=30, icc_profile=icc)
+    Image.fromarray(rgb()).save(path, quality=30, icc_profile=icc)
     for fmt in ("png", "jpg", "webp", "tiff"):
-        code, err = _deblock(capsys, tiny_model_prefix, path, "-o", tmp_path / fmt, "--format", fmt)
+        code, err = deblock(capsys, tiny_model_prefix, path, "-o", tmp_path / fmt, "--format", fmt)
         assert code == 0, err
         written = next((tmp_path / fmt).iterdir())
         with Image.open(written) as im:
@@ -132,23 +129,23 @@ def test_decompression_bombs_and_max_pixels_are_refused(capsys, tiny_model_prefi
     """A 70-byte PNG claiming 12000 x 9000 pixels is refused before decoding, as is any image
     over --max-pixels; one error line each, the other files are written, exit 1."""
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(_png_header_only(12000, 9000))
-    code, err = _deblock(capsys, tiny_model_prefix, bomb, jpeg, "-o", tmp_path / "out")
+    bomb.write_bytes(png_header_only(12000, 9000))
+    code, err = deblock(capsys, tiny_model_prefix, bomb, jpeg, "-o", tmp_path / "out")
     assert code == 1
-    assert _error_lines(err) == [
+    assert error_lines(err) == [
         f"error: {bomb}: image too large: 108000000 pixels > limit 100000000 (decompression bomb?)"
     ]
     assert (tmp_path / "out" / "good.png").is_file()
     limit = ["--max-pixels", str(H * W - 1)]
-    code, err = _deblock(capsys, tiny_model_prefix, jpeg, "-o", tmp_path / "small", *limit)
-    assert code == 1 and f"> limit {H * W - 1}" in _error_lines(err)[0]
+    code, err = deblock(capsys, tiny_model_prefix, jpeg, "-o", tmp_path / "small", *limit)
+    assert code == 1 and f"> limit {H * W - 1}" in error_lines(err)[0]
 
 
 def test_truncated_jpeg_is_one_error_line(capsys, tiny_model_prefix, jpeg, tmp_path):
     data = jpeg.read_bytes()
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) // 2])
-    code, err = _deblock(capsys, tiny_model_prefix, cut, jpeg, "-o", tmp_path / "out")
+    code, err = deblock(capsys, tiny_model_prefix, cut, jpeg, "-o", tmp_path / "out")
     assert code == 1
-    assert _error_lines(err) == [f"error: {cut}: truncated image data"]
+    assert error_lines(err) == [f"error: {cut}: truncated image data"]
     assert (tmp_path / "out" / "good.png").is_file()

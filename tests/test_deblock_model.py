@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cqrnet_jax.models.build import deblock_from_config
 from cqrnet_jax.models.deblock import DeblockNet
 from cqrnet_jax.models.layers import WindowedNonLocal, conv3x3, depth_to_space
-from cqrnet_jax.train.deblock_task import deblock_from_config
 
 TINY = dict(features=8, num_local_groups=1, nl_inner=4, nl_window=8)
 

@@ -24,9 +24,9 @@ from cqrnet_jax import pretrained
 from cqrnet_jax.data.pipeline import make_batches
 from cqrnet_jax.data.sources import load_training_images
 from cqrnet_jax.losses import feature_matching_loss, mae_loss, quality_loss
+from cqrnet_jax.models.build import ranker_from_config
 from cqrnet_jax.train import loop
 from cqrnet_jax.train.deblock_task import DeblockTask, load_frozen_ranker
-from cqrnet_jax.train.ranker_task import ranker_from_config
 
 STEPS = 15
 

@@ -1,7 +1,7 @@
-"""`cqrnet-jax demo` through `cqrnet_jax.cli.main`, on a 64x64 region of a bundled photo with a tiny
-saved model: the figure holds JPEG | restored | original side by side, the printed scores are the
-protocol's (Y channel) and the gain is their difference, and an existing file is never replaced
-without --overwrite."""
+"""`cqrnet-jax demo` through `cqrnet_jax.apps.cli.main`, on a 64x64 region of a bundled photo with
+a tiny saved model: the figure holds JPEG | restored | original side by side, the printed scores
+are the protocol's (Y channel) and the gain is their difference, and an existing file is never
+replaced without --overwrite."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cqrnet_jax.cli import main
+from cqrnet_jax.apps.cli import main
+from cqrnet_jax.apps.demo import DETAIL_CENTRES, compress, cut, load_photo, restore, square_around
 from cqrnet_jax.data.color import rgb_to_y
 from cqrnet_jax.data.jpeg import jpeg_degrade
-from cqrnet_jax.demo import DETAIL_CENTRES, compress, cut, load_photo, restore, square_around
 from cqrnet_jax.inference import load_restorer
 from cqrnet_jax.metrics import image_metrics
 

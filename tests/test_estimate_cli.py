@@ -8,14 +8,13 @@ import re
 
 import numpy as np
 import pytest
+from helpers import photo, png_header_only
 from PIL import Image
-from test_io import _png_header_only
-from test_ranker_eval import _photo, tiny_ranker  # noqa: F401 (a fixture)
 
-from cqrnet_jax.cli import main
+from cqrnet_jax.apps.cli import main
+from cqrnet_jax.apps.estimate import _estimate_one, scored_region
 from cqrnet_jax.data.color import rgb_to_y
 from cqrnet_jax.data.io import load_luma
-from cqrnet_jax.estimate import _estimate_one, scored_region
 
 
 class _Recorder:
@@ -32,7 +31,7 @@ def test_colour_jpeg_is_scored_on_its_decoders_luma(tmp_path):
     """The ranker sees `load_luma`'s Y: for a colour JPEG the decoder's Y plane, not Y
     recomputed from the decoded RGB (which differs by rounding and clipping)."""
     path = tmp_path / "c.jpg"
-    Image.fromarray(_photo(64, 80)).save(path, quality=25)
+    Image.fromarray(photo(64, 80)).save(path, quality=25)
     recorder = _Recorder()
     rec = _estimate_one(recorder, str(path), 10**8)
     assert rec["header_quality"] == 25 and rec["estimated_quality"] == pytest.approx(48.0)
@@ -59,17 +58,17 @@ def _estimate(capsys, ranker, *args):
     return code, [json.loads(line)["file"] for line in out.splitlines()], err
 
 
-def test_files_folders_globs_and_bad_inputs(capsys, tiny_ranker, tmp_path):  # noqa: F811
+def test_files_folders_globs_and_bad_inputs(capsys, tiny_ranker, tmp_path):
     """Folders give their images, globs their matches (a file named twice is scored once);
     a pattern without matches, a missing file, a non-image and a decompression bomb are one
     `error: INPUT: reason` line each; the good files are all scored; exit status 1."""
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("a.jpg", "b.png"):
-        Image.fromarray(_photo()).save(folder / name)
+        Image.fromarray(photo()).save(folder / name)
     (folder / "notes.txt").write_text("not an image")
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(_png_header_only(12000, 9000))
+    bomb.write_bytes(png_header_only(12000, 9000))
     missing, nothing = tmp_path / "gone.jpg", f"{tmp_path}/*.tif"
     args = [folder, f"{folder}/*.jpg", missing, nothing, folder / "notes.txt", bomb]
     code, files, err = _estimate(capsys, tiny_ranker, *args)
@@ -83,9 +82,9 @@ def test_files_folders_globs_and_bad_inputs(capsys, tiny_ranker, tmp_path):  # n
     assert len(lines) == 4 and "Traceback" not in err
 
 
-def test_max_pixels_flag(capsys, tiny_ranker, tmp_path):  # noqa: F811
+def test_max_pixels_flag(capsys, tiny_ranker, tmp_path):
     path = tmp_path / "a.png"
-    Image.fromarray(_photo(48, 64)).save(path)
+    Image.fromarray(photo(48, 64)).save(path)
     code, files, err = _estimate(capsys, tiny_ranker, path, "--max-pixels", 48 * 64)
     assert (code, files) == (0, [str(path)])
     code, files, err = _estimate(capsys, tiny_ranker, path, "--max-pixels", 48 * 64 - 1)

@@ -1,4 +1,5 @@
-"""The evaluator (cqrnet_jax.evaluate) and the `cqrnet-jax evaluate` command (cqrnet_jax.cli).
+"""The evaluator (cqrnet_jax.evaluate) and the `cqrnet-jax evaluate` command
+(cqrnet_jax.apps.evaluate).
 
 The slow test needs the real test sets: run with CQRNET_DATA_DIR=/work/shared/data.
 """
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cqrnet_jax import cli
+from cqrnet_jax.apps import cli
 from cqrnet_jax.data import datasets
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.evaluate import (

@@ -18,10 +18,10 @@ import pytest
 import skimage.data
 
 from cqrnet_jax import pretrained
-from cqrnet_jax.cli import main
+from cqrnet_jax.apps.cli import main
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.inference import load_restorer
-from cqrnet_jax.train.ranker_task import load_ranker_model
+from cqrnet_jax.models.build import load_ranker_model
 
 H, W = 96, 128
 TOL = 1e-4

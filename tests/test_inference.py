@@ -20,7 +20,7 @@ import skimage.data
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.inference import Restorer, balanced_batches, load_restorer, resolve_model_prefix
-from cqrnet_jax.train.deblock_task import deblock_from_config
+from cqrnet_jax.models.build import deblock_from_config
 
 MODEL = dict(features=8, num_local_groups=1, dilations=[1, 2, 4], nl_inner=4, nl_window=16)
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pickle
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from helpers import png_header_only
 from PIL import Image, ImageFile
 
 from cqrnet_jax.data import ImageLoadError, load_image, load_y, rgb_to_y, save_image
@@ -203,18 +202,6 @@ def test_save_image_round_trip(tmp_path):
 # --- bad inputs -------------------------------------------------------------------------------
 
 
-def _png_header_only(width, height):
-    """A PNG claiming width x height whose pixel data is one empty zlib stream (~70 bytes)."""
-
-    def chunk(kind, data):
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat, end = zlib.compress(b""), b""
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", end)
-
-
 def _expect_error(path, reason_part, **kw):
     with pytest.raises(ImageLoadError) as info:
         load_image(path, **kw)
@@ -254,10 +241,10 @@ def test_too_many_pixels_refused_before_decoding(tmp_path, monkeypatch):
     err = _expect_error(path, "image too large", max_pixels=64 * 64 - 1)
     assert err.reason == "image too large: 4096 pixels > limit 4095 (decompression bomb?)"
     # A 70-byte file claiming 12000 x 9000: over our default limit, under PIL's error threshold.
-    (tmp_path / "bomb.png").write_bytes(_png_header_only(12000, 9000))
+    (tmp_path / "bomb.png").write_bytes(png_header_only(12000, 9000))
     _expect_error(tmp_path / "bomb.png", "image too large: 108000000 pixels > limit 100000000")
     # Far beyond PIL's own limit: PIL's DecompressionBombError, reported the same way.
-    (tmp_path / "huge.png").write_bytes(_png_header_only(100_000, 100_000))
+    (tmp_path / "huge.png").write_bytes(png_header_only(100_000, 100_000))
     err = _expect_error(tmp_path / "huge.png", "image too large", max_pixels=10**12)
     assert err.reason.startswith("image too large: 10000000000 pixels > PIL limit ")
 

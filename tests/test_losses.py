@@ -139,7 +139,7 @@ def test_feature_matching_loss_needs_matching_map_lists():
 
 def test_cross_image_ranking_loss_ranks_every_pair_of_different_crops():
     """All version pairs of different crops count; same-crop pairs and equal labels do not."""
-    from cqrnet_jax.train.ranker_task import cross_image_ranking_loss
+    from cqrnet_jax.losses import cross_image_ranking_loss
 
     scores = jnp.array([[0.0, 1.0], [2.0, 0.5]])
     labels = jnp.array([[1, 3], [2, 1]])

@@ -11,14 +11,8 @@ import skimage.data
 
 from cqrnet_jax.config_base import train_defaults
 from cqrnet_jax.data.jpeg import jpeg_degrade
-from cqrnet_jax.data.pipeline import (
-    PlanSampler,
-    dihedral,
-    execute_plan_numpy,
-    make_batches,
-    numpy_batches,
-    quality_levels,
-)
+from cqrnet_jax.data.pipeline import execute_plan_numpy, make_batches, numpy_batches
+from cqrnet_jax.data.plans import PlanSampler, dihedral, quality_levels
 
 LEVELS = quality_levels(1, 30, 3)
 KEYS = ("degraded", "clean", "quality", "label")

@@ -344,7 +344,7 @@ def test_main_trains_the_smoke_preset_and_prints_progress(tmp_path, compile_cach
 def test_blind_preset_adds_the_cross_image_term(ranker_config):
     """`:smoke,blind` = the paper's same-crop loss + 1.0 x the cross-image ranking loss."""
     from cqrnet_jax.losses import margin_ranking_loss
-    from cqrnet_jax.train.ranker_task import cross_image_ranking_loss
+    from cqrnet_jax.losses import cross_image_ranking_loss
 
     paper_task = RankerTask(ranker_config("smoke"))
     blind_task = RankerTask(ranker_config("smoke,blind"))

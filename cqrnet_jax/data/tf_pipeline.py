@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from cqrnet_jax.data.pipeline import PlanSampler
+from cqrnet_jax.data.plans import PlanSampler
 
 
 def import_tensorflow():

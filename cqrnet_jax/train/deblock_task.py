@@ -8,28 +8,8 @@ import numpy as np
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.losses import feature_matching_loss, mae_loss, quality_loss
-from cqrnet_jax.models.deblock import DeblockNet
+from cqrnet_jax.models.build import deblock_from_config, load_ranker_model
 from cqrnet_jax.train.loop import export_target
-from cqrnet_jax.train.ranker_task import load_ranker_model
-
-
-def deblock_from_config(model_cfg, dtype: str | None = None) -> DeblockNet:
-    """The DeblockNet of a config's (or an export's) `model`; `dtype` overrides its compute dtype
-    (e.g. float32 inference of a model trained in bfloat16: the parameters are float32 either
-    way)."""
-    return DeblockNet(
-        features=model_cfg["features"],
-        num_local_groups=model_cfg["num_local_groups"],
-        dilations=tuple(model_cfg["dilations"]),
-        nl_inner=model_cfg["nl_inner"],
-        nl_window=model_cfg["nl_window"],
-        nl_subsample=model_cfg.get("nl_subsample", 1),
-        nl_chunk=model_cfg.get("nl_chunk", 16),
-        nl_attention=model_cfg.get("nl_attention", "chunked"),
-        dtype=jnp.dtype(dtype or model_cfg.get("dtype", "float32")),
-        scan_groups=model_cfg.get("scan_groups", False),
-        remat=model_cfg.get("remat", False),
-    )
 
 
 def load_frozen_ranker(loss_cfg, dtype: str = "float32"):

@@ -6,44 +6,9 @@ import jax
 import jax.numpy as jnp
 
 from cqrnet_jax import pretrained
-from cqrnet_jax.losses import margin_ranking_loss, pair_order_accuracy
-from cqrnet_jax.models.ranker import QualityRanker
+from cqrnet_jax.losses import cross_image_ranking_loss, margin_ranking_loss, pair_order_accuracy
+from cqrnet_jax.models.build import ranker_from_config
 from cqrnet_jax.train.loop import export_target
-
-
-def ranker_from_config(model_cfg) -> QualityRanker:
-    return QualityRanker(
-        features=tuple(model_cfg["features"]),
-        strides=tuple(model_cfg["strides"]),
-        hidden=model_cfg["hidden"],
-        negative_slope=model_cfg["negative_slope"],
-    )
-
-
-def cross_image_ranking_loss(scores, labels, margin):
-    """Margin ranking loss over every pair of versions of *different* crops in the batch.
-
-    `scores` and `labels` are (B, 2); labels are levels or, better for a blind estimator, the
-    JPEG qualities themselves. Not in the paper (its pairs are one crop at two QFs): it makes
-    scores comparable across images. Same-crop pairs (the paper's term) and equal labels are
-    left out; the mean is over the remaining pairs."""
-    b = scores.shape[0]
-    s = scores.reshape(-1)
-    lab = jnp.asarray(labels, jnp.float32).reshape(-1)
-    crop = jnp.repeat(jnp.arange(b), 2)
-    eta = jnp.sign(lab[None, :] - lab[:, None])  # +1 where j is better than i
-    valid = ((crop[:, None] != crop[None, :]) & (eta != 0)).astype(jnp.float32)
-    per_pair = jnp.maximum(0.0, (s[:, None] - s[None, :]) * eta + margin)
-    return jnp.sum(per_pair * valid) / jnp.maximum(jnp.sum(valid), 1.0)
-
-
-def load_ranker_model(prefix):
-    """(module, variables, meta) of a ranker written by `save_variables`; ValueError if the
-    export has no model config."""
-    variables, meta = pretrained.load_variables(prefix)
-    if "model" not in meta:
-        raise ValueError(f"{prefix}: the .json has no 'model' config: not a ranker export")
-    return ranker_from_config(meta["model"]), variables, meta
 
 
 class RankerTask:

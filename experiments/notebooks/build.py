@@ -80,9 +80,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from cqrnet_jax.apps.demo import DETAIL_CENTRES, cut, load_photo, square_around
 from cqrnet_jax.data.io import load_image
-from cqrnet_jax.demo import DETAIL_CENTRES, cut, load_photo, square_around
-from cqrnet_jax.ranker_eval import header_quality
+from cqrnet_jax.data.jpeg import header_quality
 
 original = None  # the uncompressed photo, when we have it
 if UPLOAD and "google.colab" in sys.modules:
@@ -101,7 +101,7 @@ jpeg = load_image(path)
 print(path.name, jpeg.pixels.shape, "header quality:", header_quality(jpeg.quantization))"""),
     new_code_cell("""\
 from cqrnet_jax.inference import load_restorer
-from cqrnet_jax.restore import restore_image
+from cqrnet_jax.photo import restore_image
 
 restorer, meta = load_restorer("default", tile=512)  # tiles bound the memory on large photos
 restored = restore_image(restorer, jpeg)
@@ -128,7 +128,7 @@ for ax in axes.flat:
 plt.tight_layout()
 plt.show()"""),
     new_code_cell("""\
-from cqrnet_jax.demo import luma
+from cqrnet_jax.apps.demo import luma
 from cqrnet_jax.metrics import image_metrics
 
 if original is not None:  # scores on the Y channel against the original, as in evaluation
@@ -145,7 +145,7 @@ its weights maps the score to a JPEG quality. It was trained on qualities 1–30
 estimate is coarse, and it judges compression artifacts, not fidelity: a restored image can read
 as high as the original (see `experiments/README.md`)."""),
     new_code_cell("""\
-from cqrnet_jax.ranker_eval import estimate_quality, load_ranker
+from cqrnet_jax.quality import estimate_quality, load_ranker
 
 ranker = load_ranker()  # the shipped blind estimator
 for title, pixels in panels:
@@ -252,7 +252,7 @@ took 5 200 steps of the `:cpu` network, about 6 hours on 2 CPU cores
     new_code_cell("""\
 from cqrnet_jax.data.datasets import builtin_photos
 from cqrnet_jax.evaluate import evaluate_sets, format_table, get_restorer
-from cqrnet_jax.ranker_eval import center_crop
+from cqrnet_jax.quality import center_crop
 
 photos = [(n, center_crop(y, 96 if TINY else 256)) for n, y in builtin_photos()[:2]]
 rows = []
@@ -291,7 +291,7 @@ from IPython.display import Markdown, display
 
 from cqrnet_jax.data.datasets import builtin_photos
 from cqrnet_jax.evaluate import evaluate_sets, format_per_image, format_table, get_restorer
-from cqrnet_jax.ranker_eval import center_crop
+from cqrnet_jax.quality import center_crop
 
 photos = [(name, center_crop(y, CROP)) for name, y in builtin_photos()]
 results, per_image = [], []
@@ -339,9 +339,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from cqrnet_jax import pretrained
+from cqrnet_jax.apps.demo import DETAIL_CENTRES, cut, load_photo, square_around
 from cqrnet_jax.data.jpeg import jpeg_degrade
-from cqrnet_jax.demo import DETAIL_CENTRES, cut, load_photo, square_around
-from cqrnet_jax.train.ranker_task import load_ranker_model
+from cqrnet_jax.models.build import load_ranker_model
 
 LAYERS = (1, 3, 5)
 module, variables, _ = load_ranker_model(pretrained.shipped("ranker"))

@@ -1,9 +1,5 @@
-"""The `cqrnet-jax` command (also `python -m cqrnet_jax`): one subcommand per job.
-
-Each subcommand is a pair `_add_<name>(subparsers)` / `_run_<name>(args) -> int`. User errors
-(bad flags, data, files) print one line "error: ..." on stderr and exit with status 2, no traceback.
-Heavy imports (JAX) happen inside the `_run_*` functions so that `--help` stays fast.
-"""
+"""`cqrnet-jax evaluate`: a model (or the JPEG itself) scored on JPEG-compressed test sets with the
+literature's protocol (PSNR / SSIM / PSNR-B on Y); the scoring is `cqrnet_jax.evaluate`'s."""
 
 from __future__ import annotations
 
@@ -14,15 +10,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from .data.datasets import DATA_DIR_ENV
-from .demo import add_demo_parser, run_demo
-from .estimate import add_estimate_parser, run_estimate
-from .export import add_export_parser, run_export
-from .restore import add_deblock_parser, run_deblock
+from cqrnet_jax.apps.common import UsageError, environment
+from cqrnet_jax.data.datasets import DATA_DIR_ENV
 
-PROG = "cqrnet-jax"
 BUILTIN = "builtin"  # dataset name of the photos bundled with scikit-image
-USAGE_ERROR = 2
 # `evaluate` runs on canvases of this step: one compile per canvas, not per image size, and mean
 # scores within 0.0023 dB PSNR / 0.0066 dB PSNR-B of whole images on Classic5, LIVE1 and BSDS500
 # (experiments/results/canvas_eval.json). Images per call: 8 on an accelerator; 1 on a CPU, where
@@ -31,21 +22,7 @@ CANVAS_STEP = 48
 ACCELERATOR_BATCH = 8
 
 
-class UsageError(ValueError):
-    """A user error; `main` prints it as the single line "error: <message>"."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting, so errors are one line."""
-
-    def error(self, message: str):
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-# --- evaluate ---------------------------------------------------------------------------------
-
-
-def _add_evaluate(subparsers) -> None:
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "evaluate",
         help="score a model on JPEG-compressed test sets (PSNR, SSIM, PSNR-B on Y)",
@@ -92,7 +69,7 @@ def _add_evaluate(subparsers) -> None:
     p.add_argument("--json", metavar="OUT", help="also write results as JSON to OUT")
     p.add_argument("--per-image", action="store_true", help="also print one row per image")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(run=_run_evaluate)
+    return p
 
 
 def _parse_qualities(text: str) -> list[int]:
@@ -108,7 +85,7 @@ def _parse_qualities(text: str) -> list[int]:
 
 
 def _parse_datasets(text: str | None, have_data_dir: bool) -> list[str]:
-    from .data.datasets import EVAL_SETS, canonical_eval_name
+    from cqrnet_jax.data.datasets import EVAL_SETS, canonical_eval_name
 
     if text is None:
         return list(EVAL_SETS) if have_data_dir else [BUILTIN]
@@ -152,7 +129,7 @@ def _inference_mode(restorer) -> dict | None:
 
 
 def _load_sets(names: list[str], data_dir: Path | None) -> list[tuple[str, list]]:
-    from .data.datasets import builtin_photos, load_eval_set
+    from cqrnet_jax.data.datasets import builtin_photos, load_eval_set
 
     return [(n, builtin_photos() if n == BUILTIN else load_eval_set(n, data_dir)) for n in names]
 
@@ -170,39 +147,22 @@ def _check_output(path: str, data_dir: Path | None) -> Path:
 
 def _command_line(argv: list[str], data_dir_from_env: bool) -> str:
     """The command as typed: program name, arguments, and the data-dir variable when it was used."""
-    prog = "python -m cqrnet_jax" if sys.argv[0].endswith("__main__.py") else PROG
+    prog = "python -m cqrnet_jax" if sys.argv[0].endswith("__main__.py") else "cqrnet-jax"
     env = f"{DATA_DIR_ENV}={shlex.quote(os.environ[DATA_DIR_ENV])} " if data_dir_from_env else ""
     return env + " ".join([prog, *map(shlex.quote, argv)])
 
 
-def _versions() -> dict[str, str]:
-    import jax
-    import numpy
-    import PIL
-
-    from . import __version__
-
-    return {
-        "cqrnet_jax": __version__,
-        "python": sys.version.split()[0],
-        "jax": jax.__version__,
-        "pillow": PIL.__version__,
-        "numpy": numpy.__version__,
-        "backend": jax.default_backend(),
-    }
-
-
 def _write_json(path: Path, report: dict) -> None:
-    from .evaluate import json_safe
+    from cqrnet_jax.evaluate import json_safe
 
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 
-def _run_evaluate(args: argparse.Namespace) -> int:
-    from .data.datasets import resolve_data_dir
-    from .evaluate import (
+def run_evaluate(args: argparse.Namespace) -> int:
+    from cqrnet_jax.data.datasets import resolve_data_dir
+    from cqrnet_jax.evaluate import (
         PUBLISHED_SOURCE,
         compare_published,
         evaluate_sets,
@@ -240,7 +200,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         report = {
             "command": _command_line(args.argv, from_env),
             "data_dir": None if data_dir is None else str(data_dir),
-            "versions": _versions(),
+            "versions": environment(),
             "inference": _inference_mode(restorer),
             "results": results,
             "per_image": scores["per_image"],
@@ -251,37 +211,3 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         _write_json(out, report)
         print(f"wrote {out}", file=sys.stderr)
     return 0
-
-
-# --- entry point ------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="JPEG artifact removal with CQR-guided networks.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_evaluate(sub)
-    add_estimate_parser(sub).set_defaults(run=run_estimate)
-    add_export_parser(sub).set_defaults(run=run_export)
-    add_deblock_parser(sub).set_defaults(run=run_deblock)
-    add_demo_parser(sub).set_defaults(run=run_demo)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Runs one subcommand; returns the exit status (0 ok, 2 user error)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if args.command is None:
-            raise UsageError(f"missing command (see {PROG} --help)")
-        args.argv = argv
-        return args.run(args)
-    except SystemExit as stop:  # --help / --version print and exit through argparse
-        return stop.code if isinstance(stop.code, int) else 0
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as err:  # UsageError, DataDirError, ImageLoadError, file errors
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return USAGE_ERROR

@@ -1,4 +1,4 @@
-"""Colour restoration (cqrnet_jax.colour, `restore_image`): the guided filter against references,
+"""Colour restoration (cqrnet_jax.photo, `restore_image`): the guided filter against references,
 colour PSNR gained on a real 4:2:0 JPEG with the shipped model, grey kept grey."""
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from cqrnet_jax.colour import box_mean, guided_filter, restore_rgb, restore_y
 from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
 from cqrnet_jax.data.io import LoadedImage
 from cqrnet_jax.inference import load_restorer
-from cqrnet_jax.restore import restore_image
+from cqrnet_jax.photo import box_mean, guided_filter, restore_image, restore_rgb, restore_y
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ whole results agree within one grey level (tests/test_inference.py).
 Each bad file gets one `error: FILE: reason` line on stderr and the batch goes on; the exit
 status is 0 when every file was written, 1 when any failed, 2 for usage errors.
 
-How grey and colour pixels are restored is `restore_image`'s business; alpha is carried over.
+How grey and colour pixels are restored is `photo.restore_image`'s business; alpha is carried over.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from cqrnet_jax.apps.common import int_in_range
+from cqrnet_jax.photo import restore_image
 
 # --format -> file suffix; PIL picks the writer from the suffix.
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
@@ -37,22 +40,6 @@ def _format(text: str) -> str:
     if name not in FORMATS:
         raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(FORMATS)}")
     return name
-
-
-def int_in_range(low: int, high: int | None = None):
-    """An argparse `type`: an integer in [low, high] (no upper bound when high is None)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer {bounds}")
-        return value
-
-    return parse
 
 
 def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
@@ -99,22 +86,6 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     return p
-
-
-def restore_image(restorer, loaded) -> np.ndarray:
-    """The restored image as uint8: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA.
-
-    Colour: Y by the model, Cb/Cr by a guided filter with the restored Y as guide
-    (`cqrnet_jax.colour`, chosen on LIVE1 colour PSNR: docs/method.md "Colour images").
-    """
-    from cqrnet_jax.colour import restore_rgb
-
-    pixels = loaded.pixels
-    out = restorer(pixels) if pixels.ndim == 2 else restore_rgb(restorer, pixels)
-    if loaded.alpha is not None:
-        rgb = out if out.ndim == 3 else np.repeat(out[..., None], 3, axis=-1)
-        out = np.concatenate([rgb, loaded.alpha[..., None]], axis=-1)
-    return out
 
 
 class _FileError(Exception):

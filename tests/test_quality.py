@@ -1,4 +1,5 @@
-"""Ranker evaluation and `estimate`: header quality, calibration, metrics, the CLI's output."""
+"""The ranker as a quality estimator (cqrnet_jax.quality) and `estimate`: header quality,
+calibration, ranking metrics, the CLI's output."""
 
 from __future__ import annotations
 
@@ -6,39 +7,23 @@ import argparse
 import io
 import json
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import photo
 from PIL import Image
-from scipy.stats import spearmanr
 
 from cqrnet_jax import pretrained
-from cqrnet_jax.estimate import add_estimate_parser, run_estimate
-from cqrnet_jax.models.ranker import QualityRanker
-from cqrnet_jax.ranker_eval import (
+from cqrnet_jax.apps.estimate import add_estimate_parser, run_estimate
+from cqrnet_jax.data.jpeg import header_quality
+from cqrnet_jax.metrics import pair_accuracy, spearman
+from cqrnet_jax.quality import (
     LEVELS,
     LOW_QUALITIES,
     estimate_quality,
     evaluate_ranker,
     fit_calibration,
-    header_quality,
     load_ranker,
-    pair_accuracy,
-    spearman,
 )
-
-TINY = dict(features=[4, 4, 8, 8, 8, 8, 8, 8, 8, 8], strides=[1, 2] * 5, hidden=8)
-TINY["negative_slope"] = 0.2
-
-
-def _photo(h=48, w=64, colour=True, seed=0):
-    """Smooth gradient plus noise: real JPEG work at every quality."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([3 * xx, 4 * yy, 2 * xx + 2 * yy], axis=-1) + rng.normal(0, 12, (h, w, 3))
-    rgb = base.clip(0, 255).astype(np.uint8)
-    return rgb if colour else rgb[..., 1]
 
 
 def _jpeg_tables(array, **save_kw):
@@ -51,20 +36,20 @@ def _jpeg_tables(array, **save_kw):
 @pytest.mark.parametrize("colour", [False, True])
 def test_header_quality_recovers_every_ijg_quality(colour):
     # All 100 IJG luma tables differ, so every quality is recoverable.
-    img = _photo(colour=colour)
+    img = photo(colour=colour)
     for q in range(1, 101):
         assert header_quality(_jpeg_tables(img, quality=q)) == q
 
 
 def test_header_quality_none_for_non_ijg_or_non_jpeg():
     custom = [[(i % 7) + 3 for i in range(64)]]  # not a scaled Annex K table
-    assert header_quality(_jpeg_tables(_photo(colour=False), qtables=custom)) is None
+    assert header_quality(_jpeg_tables(photo(colour=False), qtables=custom)) is None
     assert header_quality(None) is None
     assert header_quality({}) is None
 
 
 def test_header_quality_accepts_zigzag_order():
-    from cqrnet_jax.ranker_eval import _ZIGZAG, ijg_luma_table
+    from cqrnet_jax.data.jpeg import _ZIGZAG, ijg_luma_table
 
     assert header_quality({0: list(ijg_luma_table(37)[_ZIGZAG])}) == 37
 
@@ -108,11 +93,14 @@ def test_evaluate_perfect_and_reversed_scorers():
     assert bad["pair_accuracy_all"] == 0.0 and "pair_accuracy_levels" not in bad
 
 
-def test_spearman_matches_scipy_with_ties():
-    rng = np.random.default_rng(1)
-    for _ in range(20):
-        x, y = rng.integers(0, 6, 40), rng.normal(size=40)
-        assert spearman(x, y) == pytest.approx(spearmanr(x, y)[0], abs=1e-12)
+def test_spearman_pools_matrices_and_is_nan_for_a_constant():
+    """(images, QFs) matrices are pooled, not correlated column by column: rows that each rise
+    with QF but sit at different levels give a pooled rho below 1 (ties get average ranks)."""
+    q = np.broadcast_to([10, 20, 30], (2, 3))
+    # ranks 1..6 against (1.5, 3.5, 5.5) twice: covariance 8, variances 17.5 and 16
+    assert spearman(np.array([[1.0, 2, 3], [4, 5, 6]]), q) == pytest.approx(8 / 280**0.5)
+    assert spearman([1.0, 2.0, 2.0, 4.0], [1, 2, 3, 4]) == pytest.approx(4.5 / 22.5**0.5)
+    assert np.isnan(spearman([3.0, 3.0, 3.0], [1, 2, 3]))
 
 
 def test_pair_accuracy_counts_ties_as_wrong():
@@ -120,21 +108,9 @@ def test_pair_accuracy_counts_ties_as_wrong():
     assert n == 3 and acc == pytest.approx(2 / 3)
 
 
-@pytest.fixture(scope="module")
-def tiny_ranker(tmp_path_factory):
-    model = QualityRanker(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY.items()})
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16)))
-    prefix = tmp_path_factory.mktemp("ranker") / "ranker"
-    cal = {"qualities": [1, 50, 95], "scores": [-1e3, 0.0, 1e3]}
-    pretrained.save_variables(prefix, variables, {"kind": "ranker", "model": TINY, "step": 0})
-    meta_path = prefix.with_name("ranker.json")
-    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "calibration": cal}))
-    return prefix
-
-
 def test_scorer_batches_match_single_images(tiny_ranker):
     scorer = load_ranker(tiny_ranker)
-    a, b = _photo(colour=False), _photo(40, 24, colour=False, seed=3)
+    a, b = photo(colour=False), photo(40, 24, colour=False, seed=3)
     together = scorer([a, b, a])
     assert together.shape == (3,)
     assert together[0] == pytest.approx(float(scorer(a)), abs=1e-5)
@@ -150,9 +126,9 @@ def _run_cli(argv):
 
 def test_estimate_json_lines_and_errors(tiny_ranker, tmp_path, capsys):
     jpg = tmp_path / "good.jpg"
-    Image.fromarray(_photo()).save(jpg, quality=37)
+    Image.fromarray(photo()).save(jpg, quality=37)
     png = tmp_path / "good.png"
-    Image.fromarray(_photo(colour=False)).save(png)
+    Image.fromarray(photo(colour=False)).save(png)
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     missing = tmp_path / "missing.jpg"
@@ -172,7 +148,7 @@ def test_estimate_json_lines_and_errors(tiny_ranker, tmp_path, capsys):
 
 
 def test_estimate_text_mode_and_folders(tiny_ranker, tmp_path, capsys):
-    Image.fromarray(_photo(colour=False)).save(tmp_path / "a.jpg", quality=90)
+    Image.fromarray(photo(colour=False)).save(tmp_path / "a.jpg", quality=90)
     assert (
         run_estimate(argparse.Namespace(files=[str(tmp_path)], json=False, ranker=tiny_ranker)) == 0
     )

@@ -1,5 +1,6 @@
-"""Colour images: Y through the de-blocker, Cb/Cr cleaned by a guided filter led by the restored Y.
+"""Photos of any kind through a Y de-blocker (`restore_image`: grey, colour, with alpha).
 
+Colour: Y through the de-blocker, Cb/Cr cleaned by a guided filter led by the restored Y.
 Colour JPEGs store chroma at half resolution (4:2:0) with a coarser table than luma, so decoded
 Cb/Cr carry 16×16-pixel blocks and blurred edges. A guided filter (He et al., ECCV 2010) with the
 restored Y as guide smooths those blocks while keeping chroma edges where Y has edges. On LIVE1
@@ -66,3 +67,15 @@ def restore_rgb(restorer, rgb: np.ndarray) -> np.ndarray:
         ycbcr[..., 1:] = 128.0  # no chroma to filter; one channel, copied, keeps R = G = B exact
         return np.repeat(ycbcr_to_rgb(ycbcr)[..., 1:2], 3, axis=-1)
     return ycbcr_to_rgb(filter_chroma(ycbcr))
+
+
+def restore_image(restorer, loaded) -> np.ndarray:
+    """A loaded image (`data.io.LoadedImage`) restored, as uint8: (H, W) grey, (H, W, 3) RGB or
+    (H, W, 4) RGBA (alpha carried over). Colour by `restore_rgb` (chosen on LIVE1 colour PSNR:
+    docs/method.md "Colour images")."""
+    pixels = loaded.pixels
+    out = restorer(pixels) if pixels.ndim == 2 else restore_rgb(restorer, pixels)
+    if loaded.alpha is not None:
+        rgb = out if out.ndim == 3 else np.repeat(out[..., None], 3, axis=-1)
+        out = np.concatenate([rgb, loaded.alpha[..., None]], axis=-1)
+    return out

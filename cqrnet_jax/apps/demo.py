@@ -120,7 +120,7 @@ def scores(image: np.ndarray, original: np.ndarray, detail) -> dict[str, float]:
 
 def restore(restorer, jpeg: np.ndarray) -> np.ndarray:
     from cqrnet_jax.data.io import LoadedImage
-    from cqrnet_jax.restore import restore_image
+    from cqrnet_jax.photo import restore_image
 
     mode = "L" if jpeg.ndim == 2 else "RGB"
     return restore_image(restorer, LoadedImage("demo.jpg", jpeg, None, "JPEG", mode))

@@ -29,8 +29,8 @@ MAX_SCORED_SIDE = 2048
 
 def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
     """Adds the `estimate` subcommand to an argparse subparsers object (func=run_estimate)."""
+    from cqrnet_jax.apps.common import int_in_range
     from cqrnet_jax.data.io import DEFAULT_MAX_PIXELS
-    from cqrnet_jax.restore import int_in_range
 
     p = subparsers.add_parser(
         "estimate",
@@ -66,7 +66,8 @@ def scored_region(y: np.ndarray, side: int = MAX_SCORED_SIDE) -> np.ndarray:
 def _estimate_one(scorer, file: str, max_pixels: int) -> dict:
     """The output record of one file; raises ImageLoadError / RuntimeError on failure."""
     from cqrnet_jax.data.io import load_luma
-    from cqrnet_jax.ranker_eval import estimate_quality, header_quality
+    from cqrnet_jax.data.jpeg import header_quality
+    from cqrnet_jax.quality import estimate_quality
 
     img = load_luma(file, max_pixels=max_pixels)
     score = float(scorer(scored_region(img.pixels)))
@@ -92,7 +93,7 @@ def _text_line(rec: dict) -> str:
 def _load_scorer(prefix):
     """The ranker, or None after printing a one-line error (missing or unusable weights)."""
     from cqrnet_jax import pretrained
-    from cqrnet_jax.ranker_eval import load_ranker
+    from cqrnet_jax.quality import load_ranker
 
     where = prefix or pretrained.shipped(pretrained.ESTIMATOR)
     try:
@@ -108,7 +109,7 @@ def _load_scorer(prefix):
     if scorer.calibration is None:
         print(
             f"warning: {where}.json has no calibration: estimated_quality is null "
-            "(add one with `python -m cqrnet_jax.ranker_eval --calibrate`)",
+            "(add one with `cqrnet-jax ranker-eval --calibrate`)",
             file=sys.stderr,
         )
     return scorer

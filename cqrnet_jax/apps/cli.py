@@ -1,0 +1,82 @@
+"""The `cqrnet-jax` command (also `python -m cqrnet_jax`): one subcommand per job.
+
+Each subcommand is a module of `cqrnet_jax.apps` with `add_<name>_parser(subparsers)` and
+`run_<name>(args) -> int`. User errors (bad flags, data, files) print one line "error: ..." on
+stderr and exit with status 2, no traceback. Heavy imports (JAX) happen inside the `run_*`
+functions so that `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cqrnet_jax import __version__
+from cqrnet_jax.apps.common import USAGE_ERROR, ArgumentParser, UsageError
+from cqrnet_jax.apps.deblock import add_deblock_parser, run_deblock
+from cqrnet_jax.apps.demo import add_demo_parser, run_demo
+from cqrnet_jax.apps.estimate import add_estimate_parser, run_estimate
+from cqrnet_jax.apps.evaluate import add_evaluate_parser, run_evaluate
+from cqrnet_jax.apps.export import add_export_parser, run_export
+
+PROG = "cqrnet-jax"
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog=PROG, description="JPEG artifact removal with CQR-guided networks."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    add_evaluate_parser(sub).set_defaults(run=run_evaluate)
+    add_estimate_parser(sub).set_defaults(run=run_estimate)
+    add_export_parser(sub).set_defaults(run=run_export)
+    add_deblock_parser(sub).set_defaults(run=run_deblock)
+    add_demo_parser(sub).set_defaults(run=run_demo)
+    passthrough = dict(add_help=False, prefix_chars="\0")  # the rest goes to their own parsers
+    p = sub.add_parser(
+        "train", help="train a ranker or a de-blocker (python -m cqrnet_jax.main)", **passthrough
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(run=_run_train)
+    p = sub.add_parser(
+        "ranker-eval", help="how well a ranker orders JPEG qualities (test sets)", **passthrough
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(run=_run_ranker_eval)
+    return parser
+
+
+def _run_train(args) -> int:
+    from cqrnet_jax.apps.train import run
+
+    return run(["cqrnet-jax train", *args.rest])
+
+
+def _run_ranker_eval(args) -> int:
+    from cqrnet_jax.apps.ranker_eval import main
+
+    return main(args.rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand; returns the exit status (0 ok, 2 user error)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise UsageError(f"missing command (see {PROG} --help)")
+        args.argv = argv
+        return args.run(args)
+    except SystemExit as stop:  # --help / --version print and exit through argparse
+        return stop.code if isinstance(stop.code, int) else 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # UsageError, DataDirError, ImageLoadError, file errors
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return USAGE_ERROR

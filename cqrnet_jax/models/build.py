@@ -1,0 +1,73 @@
+"""Networks from their configs, and trained ones from parameter files.
+
+A config's (or an export's `.json`) `model` dict rebuilds the Flax module; `load_*_model` read a
+prefix written by `pretrained.save_variables` (the shipped models, a training run's exports).
+Inference, export, evaluation and training all build their networks here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+
+from cqrnet_jax import pretrained
+from cqrnet_jax.models.deblock import DeblockNet
+from cqrnet_jax.models.ranker import QualityRanker
+
+
+def deblock_from_config(model_cfg, dtype: str | None = None) -> DeblockNet:
+    """The DeblockNet of a config's (or an export's) `model`; `dtype` overrides its compute dtype
+    (e.g. float32 inference of a model trained in bfloat16: the parameters are float32 either
+    way)."""
+    return DeblockNet(
+        features=model_cfg["features"],
+        num_local_groups=model_cfg["num_local_groups"],
+        dilations=tuple(model_cfg["dilations"]),
+        nl_inner=model_cfg["nl_inner"],
+        nl_window=model_cfg["nl_window"],
+        nl_subsample=model_cfg.get("nl_subsample", 1),
+        nl_chunk=model_cfg.get("nl_chunk", 16),
+        nl_attention=model_cfg.get("nl_attention", "chunked"),
+        dtype=jnp.dtype(dtype or model_cfg.get("dtype", "float32")),
+        scan_groups=model_cfg.get("scan_groups", False),
+        remat=model_cfg.get("remat", False),
+    )
+
+
+def ranker_from_config(model_cfg) -> QualityRanker:
+    return QualityRanker(
+        features=tuple(model_cfg["features"]),
+        strides=tuple(model_cfg["strides"]),
+        hidden=model_cfg["hidden"],
+        negative_slope=model_cfg["negative_slope"],
+    )
+
+
+class NotAModelError(ValueError):
+    """A parameter file that is not the kind of model asked for."""
+
+
+def _load(prefix: str | os.PathLike, kind: str):
+    variables, meta = pretrained.load_variables(prefix)
+    if "model" not in meta or meta.get("kind", kind) != kind:
+        raise NotAModelError(
+            f"{prefix} is not a {kind} model (kind {meta.get('kind')!r}"
+            + ("" if "model" in meta else ", no 'model' config")
+            + ")"
+        )
+    return variables, meta
+
+
+def load_ranker_model(prefix: str | os.PathLike):
+    """(module, variables, meta) of a ranker written by `save_variables`; FileNotFoundError if
+    it is missing, NotAModelError if it is not a ranker."""
+    variables, meta = _load(prefix, "ranker")
+    return ranker_from_config(meta["model"]), variables, meta
+
+
+def load_deblock_model(prefix: str | os.PathLike, dtype: str | None = None):
+    """(module, variables, meta) of a de-blocker written by `save_variables`, computing in
+    `dtype` (default: as it was trained); errors as `load_ranker_model`."""
+    variables, meta = _load(prefix, "deblock")
+    return deblock_from_config(meta["model"], dtype=dtype), variables, meta

@@ -1,0 +1,183 @@
+"""The quality ranker as a blind JPEG-quality estimator (SPEC §1): scores, and what they mean.
+
+- `load_ranker`: a scorer for Y uint8 images of any size (jit, batched by shape).
+- `fit_calibration` / `estimate_quality`: score -> QF, fitted on training images only and stored
+  with the weights (`calibrate_and_store`).
+- `evaluate_ranker`: `metrics.ranking_metrics` (Spearman rho(score, QF), pairwise order accuracy)
+  of every test image at every QF. `cqrnet-jax ranker-eval` runs the evaluation.
+
+The IJG quality written in a JPEG file's own tables is `data.jpeg.header_quality`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import isotonic_regression
+
+from cqrnet_jax.data.jpeg import jpeg_degrade
+from cqrnet_jax.metrics import ranking_metrics
+
+LOW_QUALITIES = tuple(range(1, 31))  # the paper's training range, every QF
+HIGH_QUALITIES = (31, *range(35, 96, 5))  # beyond the paper: 31, 35, 40, ..., 95
+CALIBRATION_QUALITIES = LOW_QUALITIES + HIGH_QUALITIES[1:]  # 1..30, 35, 40, ..., 95
+LEVELS = ((1, 10), (11, 20), (21, 30))  # the ranker's training levels (SPEC §1)
+
+# --------------------------------------------------------------------------- scoring
+
+
+class RankerScorer:
+    """Scores Y uint8 images with a trained ranker: higher = better quality.
+
+    Call with one (H, W) image (-> a NumPy float), an (N, H, W) array or a list of (H, W)
+    images of any sizes (-> (N,) float64). Images of one size go through the network together, in
+    batches of at most `batch_size` and `max_batch_pixels` pixels, padded to a power of two so
+    only a few shapes are ever compiled.
+    """
+
+    def __init__(self, model, variables, meta: dict, batch_size=32, max_batch_pixels=1 << 22):
+        import jax
+        import jax.numpy as jnp
+
+        self.model, self.meta = model, meta
+        self.variables = jax.device_put(variables)  # once, not on every call
+        self.batch_size, self.max_batch_pixels = int(batch_size), int(max_batch_pixels)
+        self._apply = jax.jit(
+            lambda v, x: model.apply(v, x.astype(jnp.float32) / 255.0, train=False)[0]
+        )
+
+    @property
+    def calibration(self) -> dict | None:
+        return self.meta.get("calibration")
+
+    def _run(self, stack: np.ndarray) -> np.ndarray:
+        n = len(stack)
+        padded = 1 << (n - 1).bit_length()
+        if padded > n:
+            stack = np.concatenate([stack, np.repeat(stack[-1:], padded - n, axis=0)])
+        return np.asarray(self._apply(self.variables, stack), np.float64)[:n]
+
+    def __call__(self, images) -> np.ndarray:
+        if isinstance(images, np.ndarray) and images.ndim == 2:
+            return self([images])[0]
+        images = [np.asarray(y) for y in images]
+        for y in images:
+            if y.ndim != 2 or y.dtype != np.uint8:
+                raise ValueError(f"expected (H, W) uint8 Y images, got {y.dtype} {y.shape}")
+        out = np.empty(len(images), np.float64)
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i, y in enumerate(images):
+            by_shape.setdefault(y.shape, []).append(i)
+        for (h, w), idx in by_shape.items():
+            per = max(1, min(self.batch_size, self.max_batch_pixels // max(1, h * w)))
+            per = 1 << (per.bit_length() - 1)  # a power of two: full chunks need no padding
+            for start in range(0, len(idx), per):
+                chunk = idx[start : start + per]
+                out[chunk] = self._run(np.stack([images[i] for i in chunk]))
+        return out
+
+
+def load_ranker(prefix: str | os.PathLike | None = None, **kw) -> RankerScorer:
+    """The ranker at `prefix` (default: the shipped estimator); FileNotFoundError if missing."""
+    from cqrnet_jax import pretrained
+    from cqrnet_jax.models.build import load_ranker_model
+
+    module, variables, meta = load_ranker_model(prefix or pretrained.shipped(pretrained.ESTIMATOR))
+    return RankerScorer(module, variables, meta, **kw)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def fit_calibration(scores_by_quality: dict[int, Sequence[float]]) -> dict:
+    """Per-QF median score, made non-decreasing in QF: {'qualities': [...], 'scores': [...]}."""
+    qualities = sorted(int(q) for q in scores_by_quality)
+    if len(qualities) < 2:
+        raise ValueError("a calibration needs scores at two or more qualities")
+    medians = [float(np.median(np.asarray(scores_by_quality[q], np.float64))) for q in qualities]
+    monotone = isotonic_regression(medians).x  # least squares, non-decreasing, equal weights
+    return {
+        "qualities": qualities,
+        "scores": [round(float(s), 6) for s in monotone],
+        "statistic": "median score per QF, isotonic (non-decreasing) in QF",
+    }
+
+
+def estimate_quality(score, calibration: dict):
+    """Piecewise-linear inverse of the calibration: score -> QF, clipped to its QF range.
+
+    Calibration points with equal scores (flat runs of the monotone fit) are merged into one
+    point at their mean QF, so the inverse is a function. Returns a float (or an array).
+    """
+    q = np.asarray(calibration["qualities"], np.float64)
+    s = np.asarray(calibration["scores"], np.float64)
+    uniq, inverse = np.unique(s, return_inverse=True)
+    q_mean = np.bincount(inverse, weights=q) / np.bincount(inverse)
+    out = np.interp(np.asarray(score, np.float64), uniq, q_mean)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def center_crop(y: np.ndarray, size: int | None) -> np.ndarray:
+    if not size:
+        return y
+    h, w = y.shape
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return y[top : top + size, left : left + size]
+
+
+def calibration_images(data_dir, num_images: int = 60, crop: int | None = 320):
+    """`num_images` training images spread evenly over the sorted training list, centre-cropped."""
+    from cqrnet_jax.data.datasets import list_train_images
+    from cqrnet_jax.data.io import load_y
+
+    files = list_train_images(data_dir)
+    idx = np.unique(np.linspace(0, len(files) - 1, min(num_images, len(files))).round().astype(int))
+    return [(files[i].name, center_crop(load_y(files[i]), crop)) for i in idx]
+
+
+def calibrate_and_store(
+    prefix, data_dir=None, num_images=60, crop=320, qualities=CALIBRATION_QUALITIES,
+    scorer=None, progress=True,
+) -> dict:  # fmt: skip
+    """Fits the score -> QF calibration on training images; writes it into PREFIX.json.
+
+    The .json is rewritten atomically (temp file + rename); its other keys are kept.
+    """
+    scorer = scorer or load_ranker(prefix)
+    images = calibration_images(data_dir, num_images, crop)
+    scores = score_matrix(scorer, images, qualities, progress=progress)
+    calibration = fit_calibration({q: scores[:, j] for j, q in enumerate(qualities)})
+    calibration.update(images=len(images), crop=crop, sets="BSDS500 train+val, Urban100_gray")
+    path = Path(str(prefix) + ".json")
+    meta = json.loads(path.read_text())
+    meta["calibration"] = calibration
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    scorer.meta["calibration"] = calibration
+    return calibration
+
+
+def score_matrix(
+    scorer: Callable, images, qualities, degrade=jpeg_degrade, progress=False
+) -> np.ndarray:
+    """(images, qualities) scores of each image JPEG-degraded at each quality."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for _, y in tqdm(images, desc="scoring", unit="img", disable=not progress, leave=False):
+        rows.append(np.asarray(scorer([degrade(y, int(q)) for q in qualities]), np.float64))
+    return np.stack(rows) if rows else np.zeros((0, len(qualities)))
+
+
+def evaluate_ranker(
+    scorer: Callable, images, qualities, levels=None, degrade=jpeg_degrade, progress=False
+) -> dict:
+    """Scores every (image, QF) and returns `ranking_metrics` of it."""
+    return ranking_metrics(
+        score_matrix(scorer, images, qualities, degrade, progress), qualities, levels
+    )

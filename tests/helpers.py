@@ -1,0 +1,73 @@
+"""Helpers shared by several test modules (images, files, command runs); fixtures that several
+modules use are in conftest.py."""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import skimage.data
+from PIL import Image
+
+from cqrnet_jax.apps.cli import main
+
+
+def photo(h=48, w=64, colour=True, seed=0):
+    """Smooth gradient plus noise: real JPEG work at every quality."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([3 * xx, 4 * yy, 2 * xx + 2 * yy], axis=-1) + rng.normal(0, 12, (h, w, 3))
+    rgb = base.clip(0, 255).astype(np.uint8)
+    return rgb if colour else rgb[..., 1]
+
+
+def png_header_only(width, height):
+    """A PNG claiming width x height whose pixel data is one empty zlib stream (~70 bytes)."""
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat, end = zlib.compress(b""), b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", end)
+
+
+H, W = 40, 56  # every test image: one compiled program
+
+
+def grey():
+    return skimage.data.camera()[200 : 200 + H, 180 : 180 + W]
+
+
+def rgb():
+    return skimage.data.astronaut()[60 : 60 + H, 200 : 200 + W]
+
+
+def save_jpeg(path: Path, pixels) -> Path:
+    Image.fromarray(pixels).save(path, format="JPEG", quality=20)
+    return path
+
+
+def save_rgba(path: Path) -> Path:
+    alpha = np.random.default_rng(2).integers(0, 256, (H, W), dtype=np.uint8)
+    Image.fromarray(np.dstack([rgb(), alpha]), mode="RGBA").save(path)
+    return path
+
+
+def deblock(capsys, model, *args):
+    """(exit status, stderr) of `cqrnet-jax deblock ARGS --model MODEL`."""
+    capsys.readouterr()
+    code = main(["deblock", *map(str, args), "--model", model])
+    return code, capsys.readouterr().err
+
+
+def error_lines(err: str) -> list[str]:
+    """The 'error: ...' lines of stderr, each required to start a line of its own (progress-bar
+    redraws, which go through carriage returns, split off)."""
+    lines = [line.strip() for line in re.split(r"[\r\n]", err) if "error:" in line]
+    assert all(line.startswith("error: ") for line in lines), lines  # not glued to the bar
+    return lines
