@@ -128,7 +128,7 @@ def get_config(arg=None):
         alpha=0.01,  # weight of L_Q
         beta=0.9,  # weight of L_F
         ranker="shipped",  # or a prefix written by training, e.g. WORKDIR/export/ranker
-        feature_layers=(1, 3, 5),  # ranker conv outputs matched by L_F (after each stride-2 conv)
+        feature_layers=(1, 3, 5),  # ranker maps matched by L_F (stride-2 conv, BN, LeakyReLU)
     )
     c.eval_set = ""
     c.eval_tile = 0  # 0: whole images
