@@ -26,6 +26,7 @@ LAYERS = {  # module or package (dotted, below cqrnet_jax) -> layer
     "models": 1,
     "inference": 2,
     "photo": 2,
+    "ensemble": 2,
     "quality": 2,
     "evaluate": 2,
     "export": 2,
