@@ -75,6 +75,7 @@ class Restorer:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.model, self.variables = model, variables
         align = _align(model)
+        self.step = align  # tiles, margins and canvases are rounded up to multiples of this
         self.tile = _round_up(tile, align) if tile else 0
         self.margin = _round_up(margin, align)
         self.canvas = _round_up(canvas, align) if canvas else 0

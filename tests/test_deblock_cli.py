@@ -237,7 +237,7 @@ def test_formats_name_the_output_by_the_input_stem(
         diff = np.abs(pixels.astype(int) - expected)
         assert diff.max() <= (8 if fmt == "jpeg" else 0) and diff.mean() < 1, (fmt, diff.max())
         rgba = load_image(out / f"rgba{suffix}")
-        dropped = [line for line in err.splitlines() if line.startswith("warning: ")]
+        dropped = [line for line in err.splitlines() if "transparency" in line]
         if fmt in ("jpeg", "bmp"):
             assert rgba.alpha is None
             name = fmt.replace("jpeg", "jpg")
@@ -322,3 +322,75 @@ def test_progress_bars_over_files_and_tiles(
         capsys, tiny_model_prefix, three[0], "-o", out, "--overwrite", "--no-progress"
     )
     assert code == 0 and err.strip() == f"deblock: 1 written to {out}, 0 failed"
+
+
+# --- tiles, output folder, ensemble -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tile", ["1", "15"])
+def test_a_tile_below_the_window_is_a_usage_error(capsys, tiny_model_prefix, three, tmp_path, tile):
+    """The tiny model's windows are 16 pixels: --tile 15 would silently become 16, so it is one
+    error line naming the smallest tile, exit 2, nothing written; 16 and 0 are fine."""
+    out = tmp_path / "out"
+    code, err = deblock(capsys, tiny_model_prefix, three[0], "-o", out, "--tile", tile)
+    assert code == 2, err
+    assert err.strip() == (
+        f"error: --tile {tile}: the smallest tile of this model is 16 pixels (its non-local "
+        "window); 0 restores whole images"
+    )
+    assert not out.exists()
+    for ok in ("16", "0"):
+        code, err = deblock(capsys, tiny_model_prefix, three[0], "-o", out / ok, "--tile", ok)
+        assert code == 0 and (out / ok / "grey.png").is_file(), err
+
+
+def test_a_run_that_writes_nothing_leaves_no_folder(capsys, tiny_model_prefix, tmp_path):
+    """-o a/b/out with only bad inputs: exit 1 and none of a, a/b, a/b/out is created."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a picture" * 20)
+    out = tmp_path / "a" / "b" / "out"
+    code, err = deblock(capsys, tiny_model_prefix, bad, tmp_path / "gone.jpg", "-o", out)
+    assert code == 1 and len(error_lines(err)) == 2, err
+    assert not (tmp_path / "a").exists()
+    assert err.strip().endswith(f"deblock: 0 written to {out}, 2 failed")
+
+
+def test_an_existing_output_folder_is_kept(capsys, tiny_model_prefix, tmp_path):
+    """An existing folder, empty or not, is never removed, also when nothing is written."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a picture" * 20)
+    empty, full = tmp_path / "empty", tmp_path / "full"
+    empty.mkdir()
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    for out in (empty, full):
+        code, _ = deblock(capsys, tiny_model_prefix, bad, "-o", out)
+        assert code == 1 and out.is_dir()
+    assert [p.name for p in full.iterdir()] == ["keep.txt"] and not any(empty.iterdir())
+
+
+def test_an_output_folder_under_a_file_is_a_usage_error(capsys, tiny_model_prefix, three, tmp_path):
+    (tmp_path / "taken").write_bytes(b"data")
+    code, err = deblock(capsys, tiny_model_prefix, three[0], "-o", tmp_path / "taken" / "out")
+    assert code == 2
+    assert err.strip() == (
+        f"error: -o {tmp_path / 'taken' / 'out'}: cannot create the folder "
+        f"({tmp_path / 'taken'}: not a folder)"
+    )
+
+
+def test_ensemble_restores_the_8_transforms_in_tiles(
+    capsys, tiny_model_prefix, tiny_restorer, three, tmp_path
+):
+    """--ensemble writes the self-ensemble of the model (`SelfEnsemble`); in tiles of 32 (2 x 2
+    tiles whose margins cover the image: as whole) the tile bar counts the tiles of all 8 passes."""
+    from cqrnet_jax.ensemble import SelfEnsemble
+
+    out = tmp_path / "out"
+    code, err = deblock(capsys, tiny_model_prefix, three[0], "-o", out, "--ensemble", "--tile", 32)
+    assert code == 0 and not error_lines(err), err
+    assert "| 0/32 [" in err  # 8 passes of 4 tiles
+    y = load_image(three[0]).pixels
+    expected = SelfEnsemble(tiny_restorer)(y)
+    np.testing.assert_array_equal(load_image(out / "grey.png").pixels, expected)
+    assert np.any(expected != tiny_restorer(y))

@@ -149,3 +149,88 @@ def test_truncated_jpeg_is_one_error_line(capsys, tiny_model_prefix, jpeg, tmp_p
     assert code == 1
     assert error_lines(err) == [f"error: {cut}: truncated image data"]
     assert (tmp_path / "out" / "good.png").is_file()
+
+
+# --- files the model was not trained for ---------------------------------------------------------
+
+
+def _warnings(err: str) -> list[str]:
+    return [line.strip() for line in err.splitlines() if line.strip().startswith("warning: ")]
+
+
+@pytest.fixture
+def qualities(tmp_path):
+    """JPEGs at IJG quality 20 (trained range) and 40, one with Photoshop's "web_high" tables
+    (not IJG's: ~86), and a PNG, in tmp_path/in."""
+    src = tmp_path / "in"
+    src.mkdir()
+    files = {}
+    for name, quality in (("q20", 20), ("q40", 40), ("web", "web_high")):
+        files[name] = src / f"{name}.jpg"
+        Image.fromarray(rgb()).save(files[name], quality=quality)
+    files["png"] = src / "png.png"
+    Image.fromarray(rgb()).save(files["png"])
+    return files
+
+
+def test_files_above_the_trained_qualities_are_restored_with_a_warning(
+    capsys, tiny_model_prefix, qualities, tmp_path
+):
+    """By default every file is restored; one warning line each for the JPEGs above QF 30 (the
+    quality read from the table, exactly or as the nearest IJG one) and for the PNG; none for
+    the QF 20 JPEG; exit 0."""
+    out = tmp_path / "out"
+    code, err = deblock(capsys, tiny_model_prefix, *qualities.values(), "-o", out)
+    assert code == 0 and not error_lines(err), err
+    assert sorted(p.name for p in out.iterdir()) == ["png.png", "q20.png", "q40.png", "web.png"]
+    above = "is above the model's training range 10-30: it may gain little or lose detail "
+    above += "(restored anyway; --skip-above 30 skips such files)"
+    assert _warnings(err) == [
+        f"warning: {qualities['q40']}: JPEG quality 40 (from its quantization table) {above}",
+        f"warning: {qualities['web']}: JPEG quality ~86 (nearest IJG quality to its own "
+        f"quantization table) {above}",
+        f"warning: {qualities['png']}: not a JPEG (PNG): quality unknown; the model removes the "
+        "artifacts of JPEG quality 10-30 and only smooths an image that has none (restored "
+        "anyway)",
+    ]
+
+
+def test_skip_above_leaves_better_jpegs_alone(capsys, tiny_model_prefix, qualities, tmp_path):
+    """--skip-above 30: the QF 40 and ~86 JPEGs get one 'skipped' warning and no output; the QF 20
+    JPEG and the PNG (quality unknown) are restored; exit 0; the summary counts the skipped."""
+    out = tmp_path / "out"
+    files = qualities.values()
+    code, err = deblock(capsys, tiny_model_prefix, *files, "-o", out, "--skip-above", "30")
+    assert code == 0 and not error_lines(err), err
+    assert sorted(p.name for p in out.iterdir()) == ["png.png", "q20.png"]
+    skipped = [line for line in _warnings(err) if "skipped" in line]
+    assert skipped == [
+        f"warning: {qualities['q40']}: skipped: JPEG quality 40 (from its quantization table) "
+        "is above --skip-above 30",
+        f"warning: {qualities['web']}: skipped: JPEG quality ~86 (nearest IJG quality to its own "
+        "quantization table) is above --skip-above 30",
+    ]
+    assert err.strip().endswith(f"deblock: 2 written to {out}, 2 skipped, 0 failed")
+    code, err = deblock(
+        capsys, tiny_model_prefix, *files, "-o", tmp_path / "all", "--skip-above", 90
+    )
+    assert code == 0 and len(list((tmp_path / "all").iterdir())) == 4
+
+
+def test_nearest_ijg_quality_of_ijg_and_other_tables():
+    """Every IJG table reads back as its own quality; Photoshop's (Pillow's presets) as the IJG
+    quality of about the same coarseness."""
+    import io
+
+    from cqrnet_jax.apps.input_quality import nearest_ijg_quality, trained_qualities
+    from cqrnet_jax.data.jpeg import ijg_luma_table
+
+    assert [nearest_ijg_quality(ijg_luma_table(q)) for q in range(1, 101)] == list(range(1, 101))
+    found = {}
+    for preset in ("web_low", "web_medium", "web_high", "web_maximum"):
+        buf = io.BytesIO()
+        Image.fromarray(rgb()).save(buf, "JPEG", quality=preset)
+        found[preset] = nearest_ijg_quality(Image.open(buf).quantization[0])
+    assert found == {"web_low": 43, "web_medium": 67, "web_high": 86, "web_maximum": 99}
+    assert trained_qualities({}) == (10, 30)  # params saved without a config: the defaults
+    assert trained_qualities({"config": {"data": {"qualities": [5, 15]}}}) == (5, 15)

@@ -8,10 +8,18 @@ a.png) the first is written and the second is an error (no silent renaming).
 
 Big images go through the model in tiles (--tile, default 512), which bounds memory: a
 12-megapixel photo restores in 2.4 GB peak RSS (benchmarks/inference_memory.py); tiled and
-whole results agree within one grey level (tests/test_inference.py).
+whole results agree within one grey level (tests/test_inference.py). A tile is rounded up to
+whole non-local windows (48 pixels for the shipped model); a tile below one window is refused,
+not silently enlarged: it would not bound memory as asked.
+
+Files the model was not trained for (JPEGs above its training qualities, images that are not
+JPEGs) are restored with one `warning: FILE: ...` line each (`input_quality`); `--skip-above QF`
+leaves JPEGs above QF alone (a warning, nothing written for them). `--ensemble` restores the 8
+flips and rotations of each image and averages them (`cqrnet_jax.ensemble`): 8 times the time.
 
 Each bad file gets one `error: FILE: reason` line on stderr and the batch goes on; the exit
-status is 0 when every file was written, 1 when any failed, 2 for usage errors.
+status is 0 when every file was written or skipped, 1 when any failed, 2 for usage errors. The
+output folder is created with the first file written, so a run that writes nothing leaves none.
 
 How grey and colour pixels are restored is `photo.restore_image`'s business; alpha is carried over.
 """
@@ -25,13 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cqrnet_jax.apps.common import int_in_range
+from cqrnet_jax.apps.common import UsageError, int_in_range
+from cqrnet_jax.apps.input_quality import file_quality, quality_warning, skip_reason
 from cqrnet_jax.photo import restore_image
 
 # --format -> file suffix; PIL picks the writer from the suffix.
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
 _FORMAT_ALIASES = {"jpeg": "jpg", "tif": "tiff"}
-DEFAULT_TILE = 512  # model inputs of 608 x 608 with the 48-pixel margins
+DEFAULT_TILE = 512  # the shipped model rounds it to 528: inputs of 624 x 624 with the margins
 JPEG_QUALITY = 95  # --format jpg without --quality; written 4:4:4 (no new chroma blur)
 
 
@@ -75,7 +84,24 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
         "--tile",
         type=int_in_range(0),
         default=DEFAULT_TILE,
-        help=f"tile size in pixels, bounds memory; 0 = whole image (default {DEFAULT_TILE})",
+        help="tile size in pixels, bounds memory: rounded up to whole non-local windows of the "
+        "model (48 pixels for the shipped one, also the smallest tile); 0 = whole image "
+        f"(default {DEFAULT_TILE})",
+    )
+    p.add_argument(
+        "--skip-above",
+        type=int_in_range(1, 100),
+        metavar="QF",
+        help="leave JPEGs whose quality (read from their quantization table) is above QF alone: "
+        "a warning, nothing written. Without it, such files (and files that are not JPEGs) are "
+        "restored with a warning: the model is trained for QF 10-30 and above that may lose "
+        "detail",
+    )
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="restore the 8 flips and rotations of each image and average them: a little "
+        "better, 8 times slower (see README)",
     )
     p.add_argument(
         "--max-pixels",
@@ -170,12 +196,26 @@ def _restore_with_progress(restorer, loaded, label: str, show: bool) -> np.ndarr
             restorer.progress = None
 
 
-def _restore_file(restorer, path: str, target: Path, args) -> str | None:
-    """Restores `path` into `target`; returns a warning or None; raises on failure."""
+class _Skipped(Exception):
+    """An input left alone on purpose (--skip-above); the message says why, one line."""
+
+
+def _restore_file(restorer, path: str, target: Path, args, trained, warn) -> None:
+    """Restores `path` into `target`, creating its folder; `warn(line)` tells what the user
+    should know (`trained`: the model's training qualities). Raises _FileError on failure,
+    _Skipped for a file --skip-above leaves alone."""
     from cqrnet_jax.data.io import ImageLoadError, load_image, save_image
 
     try:
         loaded = load_image(path, max_pixels=args.max_pixels)
+    except ImageLoadError as err:
+        raise _FileError(err.reason) from None
+    found = file_quality(loaded)
+    if skipped := skip_reason(found, args.skip_above):
+        raise _Skipped(skipped)
+    if warning := quality_warning(found, trained):
+        warn(warning)  # before the restoration, which takes a while
+    try:
         out = _restore_with_progress(restorer, loaded, Path(path).name, not args.no_progress)
     except ImageLoadError as err:
         raise _FileError(err.reason) from None
@@ -185,54 +225,77 @@ def _restore_file(restorer, path: str, target: Path, args) -> str | None:
         raise _FileError(f"cannot restore: {_one_line(err)}") from None
     out, options, warning = _save_options(out, loaded, args.format, args.quality)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)  # with the first file written
         save_image(target, out, **options)
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else _one_line(err)
         raise _FileError(f"cannot write {target}: {reason}") from None
-    return warning
+    if warning:
+        warn(warning)
 
 
 def _output_folder(text: str) -> Path:
-    """The output folder, created if needed; ValueError (a usage error) if it cannot be."""
+    """The output folder, not created yet (the first file written creates it, so a run that
+    writes nothing leaves no empty folder); ValueError (a usage error) if it cannot be one."""
     out = Path(text).expanduser()
     if out.exists() and not out.is_dir():
         raise ValueError(f"-o {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"-o {out}: cannot create the folder ({err.strerror or err})") from None
+    base = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if base != out and not (base.is_dir() and os.access(base, os.W_OK | os.X_OK)):
+        why = "permission denied" if base.is_dir() else "not a folder"
+        raise ValueError(f"-o {out}: cannot create the folder ({base}: {why})")
     return out
+
+
+def _check_tile(args, restorer) -> None:
+    """A tile below the model's non-local window would be enlarged to it: refused instead."""
+    if 0 < args.tile < restorer.step:
+        raise UsageError(
+            f"--tile {args.tile}: the smallest tile of this model is {restorer.step} pixels "
+            "(its non-local window); 0 restores whole images"
+        )
 
 
 def run_deblock(args) -> int:
     """Runs `deblock` for parsed args; returns the exit status (0, or 1 if any file failed)."""
     from tqdm import tqdm
 
+    from cqrnet_jax.apps.input_quality import trained_qualities
     from cqrnet_jax.data.datasets import expand_inputs
+    from cqrnet_jax.ensemble import SelfEnsemble
     from cqrnet_jax.inference import load_restorer
 
-    if Path(args.output).expanduser().is_file():
-        raise ValueError(f"-o {args.output}: exists and is not a folder")
-    restorer, _ = load_restorer(args.model, tile=args.tile)
     outdir = _output_folder(args.output)
+    restorer, meta = load_restorer(args.model, tile=args.tile)
+    _check_tile(args, restorer)
+    trained = trained_qualities(meta)
+    if args.ensemble:
+        restorer = SelfEnsemble(restorer)
     items = expand_inputs(args.inputs)
     inputs = {_file_key(p) for p, error in items if error is None} - {None}
     written: dict[tuple[int, int], str] = {}
-    failed = 0
+    failed = skipped = 0
     bar = tqdm(items, desc="deblock", unit="file", file=sys.stderr, disable=args.no_progress)
     for path, error in bar:
         target = outdir / (Path(path).stem + FORMATS[args.format])
+
+        def warn(line: str, path=path) -> None:
+            tqdm.write(f"warning: {path}: {line}", file=sys.stderr)  # not glued to the bar
+
         try:
             if error is not None:
                 raise _FileError(error)
             _check_target(target, path, inputs, written, args.overwrite)
-            warning = _restore_file(restorer, path, target, args)
+            _restore_file(restorer, path, target, args, trained, warn)
             written[_file_key(target)] = path
-            if warning:
-                tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
+        except _Skipped as why:
+            warn(str(why))
+            skipped += 1
         except _FileError as err:
-            tqdm.write(f"error: {path}: {err}", file=sys.stderr)  # not glued to the bar
+            tqdm.write(f"error: {path}: {err}", file=sys.stderr)
             failed += 1
     bar.close()
-    print(f"deblock: {len(written)} written to {outdir}, {failed} failed", file=sys.stderr)
+    counts = [f"{len(written)} written to {outdir}", f"{skipped} skipped" * bool(skipped)]
+    summary = ", ".join(c for c in [*counts, f"{failed} failed"] if c)
+    print(f"deblock: {summary}", file=sys.stderr)
     return 1 if failed else 0
