@@ -204,10 +204,54 @@ def test_cli_canvas_and_whole_image_reports(data_dir, tiny_model_prefix, tmp_pat
 def test_cli_without_data_dir_uses_builtin_photos(monkeypatch, capsys):
     monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(datasets, "builtin_photos", lambda: IMAGES)  # fast stand-in
-    assert cli.main(["evaluate", "--qualities", "20", "--no-progress"]) == 0
+    assert cli.main(["evaluate", "--model", "jpeg", "--qualities", "20", "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "| jpeg  | builtin | 20 |      2 |" in captured.out
     assert "built-in photos" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+def _report(argv: list[str], out: Path) -> dict:
+    assert cli.main([*argv, "--json", str(out), "--no-progress"]) == 0
+    return json.loads(out.read_text())
+
+
+def test_cli_scores_the_shipped_model_by_default(
+    data_dir, tiny_model_prefix, tmp_path, capsys, monkeypatch
+):
+    """Without --model, `evaluate` scores the shipped de-blocker (here the tiny model stands in
+    for it), not the JPEG: the same scores as naming the model, under the name "default"."""
+    from cqrnet_jax import pretrained
+
+    argv = ["evaluate", "--data-dir", str(data_dir), "--datasets", "Classic5", "--qualities", "10"]
+    named = _report([*argv, "--model", tiny_model_prefix], tmp_path / "named.json")
+    jpeg = _report([*argv, "--model", "jpeg"], tmp_path / "jpeg.json")
+    monkeypatch.setattr(pretrained, "shipped", lambda name: Path(tiny_model_prefix))
+    default = _report(argv, tmp_path / "default.json")
+    capsys.readouterr()
+    assert [r["model"] for r in default["results"]] == ["default"]
+    assert default["inference"] == named["inference"] and default["inference"]["canvas"] == 48
+    for m in METRICS:
+        assert default["results"][0][m] == named["results"][0][m] != jpeg["results"][0][m]
+
+
+def test_cli_ensemble_scores_the_self_ensemble(data_dir, tiny_model_prefix, tmp_path, capsys):
+    """--ensemble reports the model as NAME+ensemble with "ensemble": 8, and its scores are those
+    of `SelfEnsemble` around the same canvas restorer."""
+    from cqrnet_jax.ensemble import SelfEnsemble
+
+    argv = ["evaluate", "--model", tiny_model_prefix, "--data-dir", str(data_dir)]
+    argv += ["--datasets", "Classic5", "--qualities", "10", "--ensemble"]
+    report = _report(argv, tmp_path / "ens.json")
+    capsys.readouterr()
+    assert report["inference"] == {"canvas": 48, "max_batch": 1, "tile": 0, "ensemble": 8}
+    assert [r["model"] for r in report["results"]] == [f"{tiny_model_prefix}+ensemble"]
+    _, restorer = get_restorer(tiny_model_prefix, canvas=48, max_batch=1)
+    sets = [("Classic5", IMAGES)]
+    expected = evaluate_sets(SelfEnsemble(restorer), "e", sets, [10], progress=False)
+    plain = evaluate_sets(restorer, "p", sets, [10], progress=False)
+    for m in METRICS:
+        assert report["results"][0][m] == pytest.approx(expected["results"][0][m], abs=1e-9)
+        assert report["results"][0][m] != plain["results"][0][m]
 
 
 @pytest.mark.parametrize(
@@ -226,6 +270,7 @@ def test_cli_without_data_dir_uses_builtin_photos(monkeypatch, capsys):
         ["evaluate", "--canvas", "48", "--tile", "64"],
         ["evaluate", "--batch", "0"],
         ["evaluate", "--canvas", "-1"],
+        ["evaluate", "--model", "jpeg", "--ensemble"],
         [],
     ],
 )
@@ -253,8 +298,8 @@ def test_cli_reproduces_published_jpeg_row_classic5(tmp_path, capsys):
     if not root or not (Path(root) / "Classic5").is_dir():
         pytest.skip(f"set {datasets.DATA_DIR_ENV} to the shared data folder")
     out = tmp_path / "c5.json"
-    argv = ["evaluate", "--datasets", "Classic5", "--qualities", "10", "--json", str(out)]
-    assert cli.main([*argv, "--no-progress"]) == 0
+    argv = ["evaluate", "--model", "jpeg", "--datasets", "Classic5", "--qualities", "10"]
+    assert cli.main([*argv, "--json", str(out), "--no-progress"]) == 0
     (row,) = json.loads(out.read_text())["results"]
     assert (round(row["psnr"], 2), round(row["ssim"], 3), round(row["psnr_b"], 2)) == (
         27.82,

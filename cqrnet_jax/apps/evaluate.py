@@ -1,5 +1,7 @@
-"""`cqrnet-jax evaluate`: a model (or the JPEG itself) scored on JPEG-compressed test sets with the
-literature's protocol (PSNR / SSIM / PSNR-B on Y); the scoring is `cqrnet_jax.evaluate`'s."""
+"""`cqrnet-jax evaluate`: a model (the shipped one unless --model says otherwise; `jpeg` for the
+JPEG itself) scored on JPEG-compressed test sets with the literature's protocol (PSNR / SSIM /
+PSNR-B on Y); the scoring is `cqrnet_jax.evaluate`'s. `--ensemble` scores the model's x8
+self-ensemble (`cqrnet_jax.ensemble`), reported as model "NAME+ensemble"."""
 
 from __future__ import annotations
 
@@ -28,15 +30,22 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
         help="score a model on JPEG-compressed test sets (PSNR, SSIM, PSNR-B on Y)",
         description=(
             "JPEG-compress every test image (Y channel) at each quality, restore it with the model "
+            "(the shipped one unless --model says otherwise; --model jpeg scores the JPEG itself) "
             "and print PSNR | SSIM | PSNR-B per dataset and quality (means over images). Without "
             f"--data-dir or ${DATA_DIR_ENV}, runs on a few photos bundled with scikit-image."
         ),
     )
     p.add_argument(
         "--model",
-        default="jpeg",
-        help="'jpeg' scores the decoded JPEG itself, 'default' the shipped de-blocking model, "
-        "or a training workdir / exported params prefix (default: jpeg)",
+        default="default",
+        help="'default' (the shipped de-blocking model), a training workdir or an exported "
+        "params prefix; 'jpeg' scores the decoded JPEG itself, the baseline (default: default)",
+    )
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="score the model's x8 self-ensemble: each image restored in its 8 flips and "
+        "rotations, turned back and averaged (8 times the time)",
     )
     p.add_argument(
         "--canvas",
@@ -122,10 +131,14 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _inference_mode(restorer) -> dict | None:
-    """How the model ran (canvas step, batch, tile) for the report; None for the "jpeg" model."""
+    """How the model ran (canvas step, batch, tile, ensemble) for the report; None for the "jpeg"
+    model."""
+    from cqrnet_jax.ensemble import SelfEnsemble
+
     if not hasattr(restorer, "canvas"):
         return None
-    return {"canvas": restorer.canvas, "max_batch": restorer.max_batch, "tile": restorer.tile}
+    mode = {"canvas": restorer.canvas, "max_batch": restorer.max_batch, "tile": restorer.tile}
+    return {**mode, "ensemble": 8 if isinstance(restorer, SelfEnsemble) else 1}
 
 
 def _load_sets(names: list[str], data_dir: Path | None) -> list[tuple[str, list]]:
@@ -135,13 +148,13 @@ def _load_sets(names: list[str], data_dir: Path | None) -> list[tuple[str, list]
 
 
 def _check_output(path: str, data_dir: Path | None) -> Path:
-    """The JSON path, refused inside the data directory (never touch the input data)."""
+    """The JSON path, refused inside the data directory (never touch the input data); its folder
+    is created when the report is written."""
     out = Path(path).expanduser()
     if out.is_dir():
         raise UsageError(f"--json: {out} is a directory")
     if data_dir is not None and out.resolve().is_relative_to(data_dir.resolve()):
         raise UsageError(f"--json: refusing to write {out} inside the data directory {data_dir}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -155,6 +168,7 @@ def _command_line(argv: list[str], data_dir_from_env: bool) -> str:
 def _write_json(path: Path, report: dict) -> None:
     from cqrnet_jax.evaluate import json_safe
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
@@ -162,6 +176,7 @@ def _write_json(path: Path, report: dict) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from cqrnet_jax.data.datasets import resolve_data_dir
+    from cqrnet_jax.ensemble import SelfEnsemble
     from cqrnet_jax.evaluate import (
         PUBLISHED_SOURCE,
         compare_published,
@@ -179,10 +194,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if data_dir is None and names != [BUILTIN]:
         resolve_data_dir(None)  # raises the "no data directory: pass --data-dir ..." error
     canvas = _canvas_step(args)
+    if args.ensemble and args.model == "jpeg":
+        raise UsageError("--ensemble needs a model: 'jpeg' (the decoded JPEG) is the identity")
+    out = _check_output(args.json, data_dir) if args.json else None
     model_name, restorer = get_restorer(
         args.model, tile=args.tile, canvas=canvas, max_batch=_batch(args)
     )
-    out = _check_output(args.json, data_dir) if args.json else None
+    if args.ensemble:
+        model_name, restorer = f"{model_name}+ensemble", SelfEnsemble(restorer)
     if data_dir is None:
         print(
             f"no data directory (--data-dir / ${DATA_DIR_ENV}): "
