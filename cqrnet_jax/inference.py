@@ -7,8 +7,10 @@ tile sees exactly the windows the whole image would; the margin absorbs the conv
 effects (tests/test_inference.py bounds the difference to one grey level). Canvases (`canvas`): each
 image is padded bottom/right to a canvas whose sides are multiples of `canvas`, images of one canvas
 go through in batches and are cropped back: one compile per canvas instead of one per image size,
-for evaluating many images. Only pixels near the bottom/right edges change; mean scores of the test
-sets stay within 0.0023 dB PSNR of whole images (benchmarks/canvas_eval.py).
+for evaluating many images. Every call gives the network each image's real extent (`valid`): the
+non-local blocks attend to the same real pixels in all three modes, never to padding. Only the
+convolutions near a canvas's bottom/right edges see its padding; mean scores of the test sets stay
+within 0.0023 dB PSNR of whole images (benchmarks/canvas_eval.py).
 """
 
 from __future__ import annotations
@@ -93,9 +95,9 @@ class Restorer:
         # On the device once, not re-uploaded with every call (a no-op for device arrays).
         self._variables = None if value is None else jax.device_put(value)
 
-    def _forward(self, variables, x):
+    def _forward(self, variables, x, valid):
         self.traces += 1  # Python runs here only while tracing
-        return self.model.apply(variables, x)
+        return self.model.apply(variables, x, valid)
 
     def canvas_shape(self, h: int, w: int) -> tuple[int, int]:
         """The canvas of an (h, w) image: each side rounded up to a multiple of `canvas`."""
@@ -123,7 +125,8 @@ class Restorer:
     def _restore_tiles(self, y: np.ndarray, progress) -> np.ndarray:
         out = np.empty_like(y)
         for (a0, a1, b0, b1), (c0, c1, d0, d1) in self.tiles(*y.shape):
-            res = np.asarray(self._apply(self.variables, y[None, c0:c1, d0:d1]))[0]
+            valid = np.array([[c1 - c0, d1 - d0]], np.int32)  # a tile is real to its edges
+            res = np.asarray(self._apply(self.variables, y[None, c0:c1, d0:d1], valid))[0]
             out[a0:a1, b0:b1] = res[a0 - c0 : a1 - c0, b0 - d0 : b1 - d0]
             if progress is not None:
                 progress.update(1)
@@ -162,10 +165,13 @@ class Restorer:
             size = len(batches[0])  # one batch shape, hence one program, per canvas
             for batch in batches:
                 x = np.zeros((size, ch, cw), np.float32)  # filler rows of a short last batch
+                valid = np.full((size, 2), (ch, cw), np.int32)
                 for row, i in enumerate(batch):
                     h, w = images[i].shape
                     x[row] = np.pad(images[i], ((0, ch - h), (0, cw - w)), mode=self.pad_mode)
-                result = self._apply(self.variables, x)  # dispatched: runs while we collect
+                    valid[row] = h, w
+                # dispatched: runs while we collect
+                result = self._apply(self.variables, x, valid)
                 if pending is not None:
                     collect(*pending)
                 pending = batch, result

@@ -15,12 +15,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import skimage.color
 import skimage.data
+from flax import linen as nn
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.inference import Restorer, balanced_batches, load_restorer, resolve_model_prefix
 from cqrnet_jax.models.build import deblock_from_config
+from cqrnet_jax.models.layers import WindowedNonLocal
 
 MODEL = dict(features=8, num_local_groups=1, dilations=[1, 2, 4], nl_inner=4, nl_window=16)
 
@@ -119,6 +122,28 @@ def test_call_returns_uint8_of_the_same_shape(tiny):
         assert out.dtype == np.uint8 and out.shape == y.shape
 
 
+@pytest.mark.slow
+def test_shipped_model_in_default_tiles_equals_the_whole_image():
+    """The shipped model with the deblock app's default tile (512, rounded to 528) restores a
+    100 x 600 strip of the coffee photo (no side a multiple of 48: the last windows are
+    partial, in the whole image as in the last tile) within one grey level of the whole image;
+    before rounding within 0.25 (measured 0.16; tiles of 512, whose windows are not the image's,
+    0.40)."""
+    from cqrnet_jax.apps.deblock import DEFAULT_TILE
+
+    y = skimage.color.rgb2gray(skimage.data.coffee()[150:250])
+    y = jpeg_degrade(np.round(255 * y).astype(np.uint8), 10)
+    whole, _ = load_restorer("default")
+    tiled = Restorer(whole.model, whole.variables, tile=DEFAULT_TILE)
+    assert len(list(tiled.tiles(*y.shape))) == 2
+    a, b = whole.restore_float(y / 255.0), tiled.restore_float(y / 255.0)
+    float_diff = 255 * float(np.max(np.abs(a - b)))
+    print(f"shipped model, tile {tiled.tile}: max |tiled - whole| {float_diff:.4f} grey levels")
+    rounded = [np.clip(np.round(255 * r), 0, 255) for r in (a, b)]
+    assert np.max(np.abs(rounded[0] - rounded[1])) <= 1 and float_diff < 0.25
+    assert np.mean(np.abs(rounded[0] - y)) > 1  # the model does restore
+
+
 # --- canvases -----------------------------------------------------------------------------------
 
 
@@ -186,6 +211,40 @@ def test_batched_equals_one_by_one(tiny, photos):
     for got, y in zip(batched, images):
         assert got.dtype == np.uint8 and got.shape == y.shape
         np.testing.assert_array_equal(got, single(y))
+
+
+class _NonLocalOnly(nn.Module):
+    """A stand-in de-blocker that is one windowed non-local block (max-pooled keys, as the shipped
+    model): without convolutions, every mode must give the same output wherever it attends to the
+    same keys, so any padding that reaches the attention shows."""
+
+    nl_window: int = 16
+
+    @nn.compact
+    def __call__(self, x, valid=None):
+        block = WindowedNonLocal(4, self.nl_window, subsample=2, name="non_local")
+        return block(x[..., None], valid)[..., 0]
+
+
+def test_canvases_tiles_and_whole_images_attend_to_the_same_keys(photos):
+    """With the non-local block alone, canvases (one batch of two sizes), tiles and whole images
+    give the same restoration to float rounding: each call tells the network the real extent of
+    its images, so no canvas padding is attended to (without it the canvas was up to 2.3 grey
+    levels off on an eighth of the pixels, those of its partial windows)."""
+    net = _NonLocalOnly()
+    x = jnp.zeros((1, 16, 16), jnp.float32)
+    rng = np.random.default_rng(3)
+    variables = jax.tree.map(
+        lambda a: 0.5 * rng.standard_normal(a.shape).astype(np.float32),
+        jax.eval_shape(net.init, jax.random.key(0), x),
+    )
+    images = [photos[0][:60, :100] / 255.0, photos[1][:50, :110] / 255.0]  # one 64 x 128 canvas
+    whole = Restorer(net, variables).restore_float_batch(images)
+    tiles = Restorer(net, variables, tile=64, margin=16)  # two tiles each
+    for restorer in (Restorer(net, variables, canvas=32), tiles):
+        for got, expected in zip(restorer.restore_float_batch(images), whole):
+            np.testing.assert_allclose(255 * got, 255 * expected, atol=1e-3)
+    assert 255 * np.max(np.abs(whole[0] - images[0])) > 10  # attention changes the photo
 
 
 def test_balanced_batches():

@@ -33,6 +33,9 @@ class DeblockNet(nn.Module):
     `scan_groups` runs the local groups as one `nn.scan` (stacked parameters under
     `group_local`; one compiled group instead of N, for the paper preset on an accelerator) and
     `remat` recomputes each group's activations in the backward pass instead of storing them.
+    `valid` (optional int (N, 2)) is each image's real (height, width) from the top-left, for a
+    batch padded bottom/right to one size: the non-local blocks attend to real pixels only. It is
+    traced, so one program serves every extent; None means the whole input is real.
     """
 
     features: int = 64
@@ -48,7 +51,7 @@ class DeblockNet(nn.Module):
     remat: bool = False
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, valid=None):
         squeeze = x.ndim == 3
         if squeeze:
             x = x[..., None]
@@ -67,7 +70,7 @@ class DeblockNet(nn.Module):
         group = nn.remat(AttentionGroup) if self.remat else AttentionGroup
 
         f = conv3x3(self.features, "head", dtype=dt)(x)
-        y = group(non_local=True, name="group_nl_low", **group_kwargs)(f)
+        y = group(non_local=True, name="group_nl_low", **group_kwargs)(f, valid)
         if self.scan_groups and self.num_local_groups:
             step = nn.remat(_LocalGroupStep) if self.remat else _LocalGroupStep
             scan = nn.scan(
@@ -80,7 +83,7 @@ class DeblockNet(nn.Module):
         else:
             for i in range(self.num_local_groups):
                 y = group(non_local=False, name=f"group_local{i}", **group_kwargs)(y)
-        y = group(non_local=True, name="group_nl_high", **group_kwargs)(y)
+        y = group(non_local=True, name="group_nl_high", **group_kwargs)(y, valid)
         y = conv3x3(self.features, "body_conv", dtype=dt)(y)
         out = x + conv3x3(1, "tail", dtype=dt)(y).astype(jnp.float32)
         return out[..., 0] if squeeze else out

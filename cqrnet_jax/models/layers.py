@@ -2,7 +2,8 @@
 
 All blocks take and return NHWC float arrays and work at any spatial size: the stride-2 mask branch
 pads odd sizes, the windowed non-local block pads to whole windows (anchored at the top-left corner,
-so a tile whose origin is a multiple of the window sees the same windows as the full image).
+so a tile whose origin is a multiple of the window sees the same windows as the full image) and
+masks the padding out of its keys.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 # PyTorch's default conv init (uniform, variance 1/(3 fan_in)), which RNAN/EDSR train with: Flax's
@@ -93,6 +95,9 @@ class WindowedNonLocal(nn.Module):
     RNAN attends over the whole (training) patch; full-image attention costs O((HW)^2), so here
     attention runs inside `window`-sized windows. With `window` = the training patch size, training
     is exactly RNAN's; at test time memory is bounded and results do not depend on tiling.
+    Padding is never attended to: the reflect-padding to whole windows, and with `valid` (int
+    (N, 2), each image's real (height, width) from the top-left, e.g. on an evaluation canvas)
+    everything outside it. Max-pooled keys pool real pixels only; a cell with none is masked.
     """
 
     inner: int
@@ -105,27 +110,36 @@ class WindowedNonLocal(nn.Module):
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, valid=None):
         n, h, w, c = x.shape
         xp, _ = pad_to_multiple(x, self.window)
         hp, wp, k = xp.shape[1], xp.shape[2], self.window
-        # (N, H, W, C) -> (N * windows, k * k, C)
-        tokens = xp.reshape(n, hp // k, k, wp // k, k, c).transpose(0, 1, 3, 2, 4, 5)
-        tokens = tokens.reshape(-1, k * k, c)
+        tokens = _to_windows(xp, k)  # (N * windows, k * k, C)
+        key_valid = _real_pixels(valid, n, h, w, hp, wp)  # None: every key is real
+        if key_valid is not None:
+            key_valid = _to_windows(key_valid[..., None], k)[..., 0]
         dense = dict(kernel_init=torch_init, dtype=self.dtype)
         theta = nn.Dense(self.inner, name="theta", **dense)(tokens)
         phi = nn.Dense(self.inner, name="phi", **dense)(tokens)
         g = nn.Dense(self.inner, name="g", **dense)(tokens)
         if self.subsample > 1:  # Wang et al.'s trick: keys/values max-pooled, 4x cheaper at 2
-            phi, g = (_pool_tokens(t, k, self.subsample) for t in (phi, g))
+            phi, g = (_pool_tokens(t, k, self.subsample, key_valid) for t in (phi, g))
+            if key_valid is not None:
+                key_valid = _pool_tokens(key_valid[..., None], k, self.subsample)[..., 0]
         if self.attention == "chunked":
-            y = _chunked_attention(theta, phi, g, self.chunk)
+            y = _chunked_attention(theta, phi, g, self.chunk, key_valid)
         elif self.attention in ("xla", "cudnn"):
+            mask = None
+            if key_valid is not None:  # (B, heads, queries, keys); cuDNN wants every query
+                mask = key_valid[:, None, None, :]
+                if self.attention == "cudnn":
+                    mask = jnp.broadcast_to(mask, (mask.shape[0], 1, theta.shape[1], mask.shape[3]))
             # one head; embedded Gaussian = softmax(theta phi^T) with no 1/sqrt(d) scale
             y = jax.nn.dot_product_attention(
                 theta[:, :, None],
                 phi[:, :, None],
                 g[:, :, None],
+                mask=mask,
                 scale=1.0,
                 implementation=self.attention,
             )[:, :, 0]
@@ -137,35 +151,71 @@ class WindowedNonLocal(nn.Module):
         return x + y
 
 
-def _pool_tokens(tokens, window: int, factor: int):
-    """(B, k*k, C) window tokens -> (B, (k/f)^2, C) by f x f max-pooling."""
+def _to_windows(x, k: int):
+    """(N, H, W, C) with H, W multiples of k -> (N * windows, k * k, C), windows row-major."""
+    n, hp, wp, c = x.shape
+    x = x.reshape(n, hp // k, k, wp // k, k, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, k * k, c)
+
+
+def _real_pixels(valid, n, h, w, hp: int, wp: int):
+    """Boolean (N, hp, wp): the pixels of the padded input that are real, or None when all are.
+
+    `valid` None: the input's own (h, w), a constant (nothing to mask when no window padding was
+    needed: training's exact windows take the unmasked path). Else a traced int (N, 2) clipped to
+    (h, w), so that one program serves every extent."""
+    if valid is None:
+        if hp == h and wp == w:
+            return None
+        rows, cols = np.arange(hp)[None] < h, np.arange(wp)[None] < w
+        return jnp.broadcast_to(rows[:, :, None] & cols[:, None, :], (n, hp, wp))
+    valid = jnp.minimum(jnp.asarray(valid, jnp.int32), jnp.array([h, w], jnp.int32))
+    rows = jnp.arange(hp)[None] < valid[:, :1]
+    cols = jnp.arange(wp)[None] < valid[:, 1:]
+    return rows[:, :, None] & cols[:, None, :]
+
+
+def _pool_tokens(tokens, window: int, factor: int, real=None):
+    """(B, k*k, C) window tokens -> (B, (k/f)^2, C) by f x f max-pooling; with `real` (B, k*k)
+    booleans, over the real pixels only (0 for a cell with none; the caller masks it)."""
     b, _, c = tokens.shape
     r = window // factor
-    t = tokens.reshape(b, r, factor, r, factor, c)
-    return t.max(axis=(2, 4)).reshape(b, r * r, c)
+    if real is not None:
+        lowest = jnp.finfo(tokens.dtype).min
+        tokens = jnp.where(real[..., None], tokens, lowest)
+    t = tokens.reshape(b, r, factor, r, factor, c).max(axis=(2, 4)).reshape(b, r * r, c)
+    if real is not None:
+        cell = _pool_tokens(real[..., None], window, factor)[..., 0]
+        t = jnp.where(cell[..., None], t, jnp.zeros((), t.dtype))
+    return t
 
 
-def _attention(theta, phi, g):
-    """Softmax attention; the logits and softmax in float32 whatever the compute dtype."""
+def _attention(theta, phi, g, key_valid=None):
+    """Softmax attention; the logits and softmax in float32 whatever the compute dtype. Keys
+    where `key_valid` (B, keys) is False get the lowest logit: weight 0, unless every key of a
+    query is masked (a window of pure padding), which then averages them all instead of NaN."""
     logits = jnp.einsum("bqc,bkc->bqk", theta, phi, preferred_element_type=jnp.float32)
+    if key_valid is not None:
+        logits = jnp.where(key_valid[:, None, :], logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(g.dtype)
     return jnp.einsum("bqk,bkc->bqc", weights, g)
 
 
-def _chunked_attention(theta, phi, g, chunk: int):
+def _chunked_attention(theta, phi, g, chunk: int, key_valid=None):
     """Softmax attention per window, `chunk` windows at a time (a sequential map beyond that)."""
     b = theta.shape[0]
     # A symbolic window count (jax.export with a symbolic size) always takes the chunked path:
     # `b <= chunk` cannot be decided for it, and an explicit chunk count keeps reshapes exact.
     if not jax.export.is_symbolic_dim(b) and b <= chunk:
-        return _attention(theta, phi, g)
+        return _attention(theta, phi, g, key_valid)
     n = -(-b // chunk)
 
     def split(t):
-        t = jnp.pad(t, ((0, n * chunk - b), (0, 0), (0, 0)))
+        t = jnp.pad(t, ((0, n * chunk - b),) + ((0, 0),) * (t.ndim - 1))
         return t.reshape((n, chunk) + t.shape[1:])
 
-    out = jax.lax.map(lambda args: _attention(*args), (split(theta), split(phi), split(g)))
+    args = (theta, phi, g) if key_valid is None else (theta, phi, g, key_valid)
+    out = jax.lax.map(lambda a: _attention(*a), tuple(split(t) for t in args))
     return out.reshape((n * chunk,) + out.shape[2:])[:b]
 
 
@@ -195,7 +245,7 @@ class MaskBranch(nn.Module):
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, valid=None):
         f, dt = self.features, self.dtype
         if self.non_local:
             x = WindowedNonLocal(
@@ -206,7 +256,7 @@ class MaskBranch(nn.Module):
                 attention=self.nl_attention,
                 dtype=dt,
                 name="non_local",
-            )(x)
+            )(x, valid)
         skip = ResBlock(f, dt, name="rb_in")(x)
         padded, (h, w) = pad_to_multiple(skip, 2)
         y = conv3x3(f, "down", strides=2, dtype=dt)(padded)
@@ -220,7 +270,8 @@ class MaskBranch(nn.Module):
 
 class AttentionGroup(nn.Module):
     """One dilated (non-)local block: RB -> trunk (2 RB) modulated by the mask as
-    trunk·mask + trunk -> 2 RB -> multi-scale dilated convs, with a skip around the group."""
+    trunk·mask + trunk -> 2 RB -> multi-scale dilated convs, with a skip around the group.
+    `valid` (int (N, 2) real extents, or None) reaches the non-local block's key mask."""
 
     features: int
     non_local: bool
@@ -233,7 +284,7 @@ class AttentionGroup(nn.Module):
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, valid=None):
         f, dt = self.features, self.dtype
         h = ResBlock(f, dt, name="rb_in")(x)
         trunk = ResBlock(f, dt, name="trunk1")(ResBlock(f, dt, name="trunk0")(h))
@@ -247,7 +298,7 @@ class AttentionGroup(nn.Module):
             self.nl_attention,
             dt,
             name="mask",
-        )(h)
+        )(h, valid)
         y = trunk * mask + trunk
         y = ResBlock(f, dt, name="rb_out1")(ResBlock(f, dt, name="rb_out0")(y))
         y = MultiScaleDilatedConv(f, tuple(self.dilations), dt, name="dilated")(y)
