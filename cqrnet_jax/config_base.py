@@ -8,6 +8,8 @@ from pathlib import Path
 
 import ml_collections
 
+from cqrnet_jax.errors import ConfigError
+
 
 def train_defaults() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -72,7 +74,7 @@ def apply_presets(
     """Applies the comma-separated presets in `arg`, left to right."""
     for name in [a.strip() for a in (arg or "").split(",") if a.strip()]:
         if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {', '.join(presets)}")
+            raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(presets)}")
         presets[name](config)
     return config
 

@@ -1,6 +1,8 @@
 """Training entry point: `python -m cqrnet_jax.main --config=configs/ranker.py:cpu --workdir=DIR`.
 
-Rerunning the same command on the same workdir resumes from its latest checkpoint.
+Rerunning the same command on the same workdir resumes from its latest checkpoint. The user's
+errors (a bad config value, missing data or ranker, a run that diverged) print one line
+"error: ..." on stderr and exit 1; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,10 +16,35 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from cqrnet_jax.errors import ConfigError  # noqa: E402
+
+
+class _OneLineConfigErrors:
+    """The config flag's parser, except that a missing file and a ConfigError of the file's
+    `get_config` (an unknown preset) read as one line: config_flags puts their tracebacks in the
+    message (or defers a missing file's until the config is first read)."""
+
+    def __init__(self, parser):
+        self._parser = parser
+
+    def parse(self, path):
+        file = path.split(":", 1)[0]
+        if not os.path.isfile(file):
+            raise ConfigError(f"config file {file}: no such file")
+        try:
+            return self._parser.parse(path)
+        except ConfigError as err:
+            raise ConfigError(str(err.__context__ or err)) from None
+
+    def __getattr__(self, name):  # flag_type(), syntactic_help...: config_flags' own
+        return getattr(self._parser, name)
+
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Training config file (path[:presets]).", lock_config=True
 )
+FLAGS["config"].parser = _OneLineConfigErrors(FLAGS["config"].parser)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and exported params.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -42,7 +69,7 @@ def main(argv):
         jax.distributed.initialize()
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir, get_task(FLAGS.config))
-    except (NonFiniteLossError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, NonFiniteLossError) as err:  # the user's to fix: no traceback
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cqrnet_jax.errors import ConfigError
+
 from .io import load_y
 
 DATA_DIR_ENV = "CQRNET_DATA_DIR"
@@ -34,7 +36,7 @@ _TEST_FOLDERS = (*_EVAL_FOLDERS.values(), "LIVE1_gray")
 _BUILTIN_PHOTOS = ("camera.png", "astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
 
 
-class DataDirError(ValueError):
+class DataDirError(ConfigError):
     """The data directory or one of its image folders is missing or unusable (one-line message)."""
 
 
@@ -85,7 +87,7 @@ def canonical_eval_name(name: str) -> str:
     for known in EVAL_SETS:
         if str(name).lower() == known.lower():
             return known
-    raise ValueError(f"unknown evaluation set {name!r}; known sets: {', '.join(EVAL_SETS)}")
+    raise ConfigError(f"unknown evaluation set {name!r}; known sets: {', '.join(EVAL_SETS)}")
 
 
 def list_eval_images(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -116,7 +118,7 @@ def list_train_images(
             rel.lower() == t.lower() or rel.lower().startswith(t.lower() + "/")
             for t in _TEST_FOLDERS
         ):
-            raise ValueError(f"{name!r} holds test images and cannot be used for training")
+            raise ConfigError(f"{name!r} holds test images and cannot be used for training")
         files.extend(list_images(root / rel))
     return sorted(files)
 

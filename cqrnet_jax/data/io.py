@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cqrnet_jax.errors import ConfigError
+
 from .color import rgb_to_y
 
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -30,7 +32,7 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(ConfigError):
     """An image file could not be read; `str(err)` is the single line "{path}: {reason}"."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

@@ -9,6 +9,7 @@ import numpy as np
 
 from cqrnet_jax.data import datasets
 from cqrnet_jax.data.io import load_y
+from cqrnet_jax.errors import ConfigError
 
 SOURCES = ("shared", "folder", "div2k", "builtin")
 
@@ -19,7 +20,7 @@ def _expand(files: str) -> list[str]:
     items = datasets.expand_inputs(entries)
     bad = [f"{path}: {error}" for path, error in items if error]
     if bad or not items:
-        raise ValueError(f"training files {files!r}: " + ("; ".join(bad) or "nothing given"))
+        raise ConfigError(f"training files {files!r}: " + ("; ".join(bad) or "nothing given"))
     return [path for path, _ in items]
 
 
@@ -32,7 +33,7 @@ def _div2k(split: str = "train") -> list[np.ndarray]:
     try:
         ds = tfds.load("div2k/bicubic_x2", split=split, download=False)
     except Exception as err:  # tfds raises several types for "not prepared"
-        raise ValueError(f"TFDS div2k is not available offline: {err}".splitlines()[0]) from None
+        raise ConfigError(f"TFDS div2k is not available offline: {err}".splitlines()[0]) from None
     return [rgb_to_y(ex["hr"]) for ex in tfds.as_numpy(ds)]
 
 
@@ -48,5 +49,5 @@ def load_training_images(data_cfg) -> list[np.ndarray]:
     elif source == "builtin":
         return [y for _, y in datasets.builtin_photos()]
     else:
-        raise ValueError(f"unknown data source {source!r}; choose from {SOURCES}")
+        raise ConfigError(f"unknown data source {source!r}; choose from {SOURCES}")
     return [load_y(p) for p in paths]

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from flax import serialization
 
+from cqrnet_jax.errors import MissingFileError
+
 HERE = Path(__file__).resolve().parent
 
 # Two shipped rankers, one network: GUIDE is stage 1 as the paper trains it (versions of one crop
@@ -73,7 +75,7 @@ def load_variables(prefix: str | os.PathLike):
     )
     parts = [weights] if weights.is_file() else _weight_files(prefix)
     if not parts or not meta.is_file():
-        raise FileNotFoundError(f"{prefix}: expected {weights.name} and {meta.name}")
+        raise MissingFileError(f"{prefix}: expected {weights.name} and {meta.name}")
     variables = serialization.msgpack_restore(b"".join(p.read_bytes() for p in parts))
     return variables, json.loads(meta.read_text())
 

@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 from cqrnet_jax.data.pipeline import make_batches
 from cqrnet_jax.data.sources import load_training_images
+from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.train.logging import MetricWriter, Progress
 from cqrnet_jax.train.state import (
     TrainState,
@@ -66,7 +67,7 @@ def make_mesh() -> Mesh:
 def check_batch_divisible(global_batch: int, mesh: Mesh):
     n = mesh.devices.size
     if global_batch % n:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {global_batch} must be divisible by the number of devices ({n}); "
             f"set --config.batch_size to a multiple of {n}"
         )
@@ -113,11 +114,11 @@ def init_from_params(state: TrainState, prefix: str) -> TrainState:
 
     def like(new, old):
         if np.shape(new) != old.shape:
-            raise ValueError(f"{prefix}: parameter shapes do not match the config's model")
+            raise ConfigError(f"{prefix}: parameter shapes do not match the config's model")
         return jax.device_put(np.asarray(new, old.dtype), old.sharding)
 
     if jax.tree.structure(variables["params"]) != jax.tree.structure(state.params):
-        raise ValueError(
+        raise ConfigError(
             f"{prefix}: its parameters are not laid out as the config's model (another model, "
             "or groups unrolled vs model.scan_groups: see models.deblock.scan_layout)"
         )

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from cqrnet_jax.errors import ConfigError
+
 
 class TrainState(train_state.TrainState):
     """Flax's TrainState plus BatchNorm statistics (empty dict for models without BatchNorm)."""
@@ -36,7 +38,7 @@ def learning_rate_schedule(optim_cfg) -> optax.Schedule:
         if flat > 0:
             schedule = optax.join_schedules([optax.constant_schedule(lr), schedule], [flat])
     else:
-        raise ValueError(f"unknown learning-rate schedule {optim_cfg.schedule!r}")
+        raise ConfigError(f"unknown learning-rate schedule {optim_cfg.schedule!r}")
     if optim_cfg.warmup_steps:
         warmup = optax.linear_schedule(
             0.0, lr, optim_cfg.warmup_steps, transition_begin=warmup_end - optim_cfg.warmup_steps
@@ -57,7 +59,7 @@ def create_optimizer(optim_cfg) -> optax.GradientTransformation:
             schedule, weight_decay=optim_cfg.weight_decay, **betas
         )
     else:
-        raise ValueError(f"unknown optimizer {optim_cfg.name!r}; choose adam or adamw")
+        raise ConfigError(f"unknown optimizer {optim_cfg.name!r}; choose adam or adamw")
     if optim_cfg.grad_clip:
         opt = optax.chain(optax.clip_by_global_norm(optim_cfg.grad_clip), opt)
     return opt

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cqrnet_jax.errors import ConfigError
+
 
 def get_task(config):
     if config.task == "ranker":
@@ -12,4 +14,4 @@ def get_task(config):
         from cqrnet_jax.train.deblock_task import DeblockTask
 
         return DeblockTask(config)
-    raise ValueError(f"unknown task {config.task!r}; expected 'ranker' or 'deblock'")
+    raise ConfigError(f"unknown task {config.task!r}; expected 'ranker' or 'deblock'")

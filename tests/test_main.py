@@ -1,0 +1,122 @@
+"""The training entry point tells the user's errors from bugs: a bad config value, missing data
+or a missing ranker is one line "error: ..." on stderr and exit status 1; any other exception (a
+shape error from JAX) propagates with its traceback. `main.main` runs in-process with its flags
+replaced, so a test can break something deep inside; the flag-parsing cases run the command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from cqrnet_jax import main as entry
+from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.train import tasks
+from cqrnet_jax.train.ranker_task import RankerTask
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(monkeypatch, config, workdir) -> int:
+    monkeypatch.setattr(entry, "FLAGS", types.SimpleNamespace(config=config, workdir=str(workdir)))
+    return entry.main(["main"])
+
+
+def _smoke(ranker_config):
+    config = ranker_config("smoke")
+    config.data.backend = "numpy"
+    return config
+
+
+def _unknown_task(config, tmp_path):
+    config.task = "nope"
+    return "unknown task 'nope'"
+
+
+def _unknown_schedule(config, tmp_path):
+    config.optim.schedule = "nope"  # found while the state is initialised inside jax.jit
+    return "unknown learning-rate schedule 'nope'"
+
+
+def _missing_data_dir(config, tmp_path):
+    config.data.source = "shared"
+    config.data.data_dir = str(tmp_path / "nowhere")
+    return f"data directory {tmp_path / 'nowhere'} (given) does not exist"
+
+
+def _batch_not_divisible(config, tmp_path):
+    if jax.device_count() == 1:
+        pytest.skip("needs several devices (XLA_FLAGS=--xla_force_host_platform_device_count=2)")
+    config.batch_size = 2 * jax.device_count() + 1
+    return "must be divisible by the number of devices"
+
+
+@pytest.mark.parametrize(
+    "break_config", [_unknown_task, _unknown_schedule, _missing_data_dir, _batch_not_divisible]
+)
+def test_a_user_error_is_one_line_and_exit_status_1(
+    break_config, ranker_config, tmp_path, monkeypatch, capsys
+):
+    config = _smoke(ranker_config)
+    expected = break_config(config, tmp_path)
+    assert _main(monkeypatch, config, tmp_path / "run") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_missing_ranker_is_one_line_and_exit_status_1(
+    deblock_config, tmp_path, monkeypatch, capsys
+):
+    config = deblock_config("smoke")
+    config.loss.ranker = str(tmp_path / "nowhere" / "ranker")
+    assert _main(monkeypatch, config, tmp_path / "run") == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"error: {tmp_path / 'nowhere' / 'ranker'}: expected ranker.msgpack and ranker.json\n"
+    )
+
+
+def test_a_programming_error_keeps_its_traceback(ranker_config, tmp_path, monkeypatch, capsys):
+    """A ValueError from JAX deep inside the step (an einsum over mismatched axes in the loss) is
+    not the user's: main lets it through, so absl prints its traceback."""
+
+    class BrokenLoss(RankerTask):
+        def loss_fn(self, *args, **kwargs):
+            loss, aux = super().loss_fn(*args, **kwargs)
+            return loss + jnp.einsum("ij,jk->", jnp.ones((2, 3)), jnp.ones((4, 2))), aux
+
+    monkeypatch.setattr(tasks, "get_task", BrokenLoss)
+    with pytest.raises(ValueError, match="Size of label 'j'") as caught:
+        _main(monkeypatch, _smoke(ranker_config), tmp_path / "run")
+    assert not isinstance(caught.value, ConfigError)
+    assert "error:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "config_flag, expected",
+    [
+        ("configs/ranker.py:smoke,nope", "unknown preset 'nope'; choose from paper, cpu, smoke"),
+        ("configs/nothere.py:smoke", "config file configs/nothere.py: no such file"),
+    ],
+)
+def test_a_bad_config_flag_is_one_line(config_flag, expected, tmp_path):
+    """An unknown preset or a missing config file stops at flag parsing with absl's one-line
+    message (config_flags would put a traceback in it), exit status 1."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "cqrnet_jax.main",
+        f"--config={config_flag}",
+        f"--workdir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"FATAL Flags parsing error: flag --config={config_flag}: {expected}" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
