@@ -13,10 +13,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from cqrnet_jax.models.build import deblock_from_config
 from cqrnet_jax.models.deblock import DeblockNet
-from cqrnet_jax.models.layers import WindowedNonLocal, conv3x3, depth_to_space
+from cqrnet_jax.models.layers import (
+    AttentionGroup,
+    MultiScaleDilatedConv,
+    WindowedNonLocal,
+    conv3x3,
+    depth_to_space,
+)
 
 TINY = dict(features=8, num_local_groups=1, nl_inner=4, nl_window=8)
 
@@ -134,6 +141,79 @@ def test_no_dc_preset_has_the_same_parameters_as_the_default(deblock_config):
         assert shapes[0] == shapes[1]
         counts = [sum(int(np.prod(s)) for s in jax.tree.leaves(t)) for t in shapes]
         assert counts[0] == counts[1] > 0
+
+
+# --- what a group computes: dilation sets the receptive field, the mask modulates the trunk ----
+
+
+def _support(apply, params, x):
+    """Offsets (dy, dx) from the centre pixel of the input pixels that the centre output pixel
+    depends on: the non-zero entries of its gradient with respect to the input."""
+    c = x.shape[1] // 2
+    grad = jax.grad(lambda x: jnp.sum(apply(params, x)[0, c, c]))(x)
+    return {(int(i) - c, int(j) - c) for i, j in np.argwhere(np.any(grad[0] != 0, axis=-1))}
+
+
+@pytest.mark.parametrize("dilations", [(1, 2, 4), (1, 1, 1)])
+def test_dilations_set_the_receptive_field_of_the_dc_unit(dilations):
+    """The DC unit's output pixel depends on the input exactly at the offsets {-d, 0, d}^2 of
+    each dilation d (random weights): a sparse 9x9 field for (1, 2, 4), 3x3 for no_dc's
+    (1, 1, 1), with the same parameters."""
+    unit = MultiScaleDilatedConv(8, dilations)
+    x = jnp.asarray(np.random.default_rng(5).standard_normal((1, 15, 15, 8)), jnp.float32)
+    abstract = jax.eval_shape(unit.init, jax.random.key(0), x)
+    params = _random_params(abstract, 6)
+    expected = {(i * d, j * d) for d in dilations for i in (-1, 0, 1) for j in (-1, 0, 1)}
+    assert _support(jax.jit(unit.apply), params, x) == expected
+
+
+def test_every_dc_unit_of_a_preset_network_has_its_dilations_receptive_field(deblock_config):
+    """In the networks built from the smoke and smoke,no_dc configs, every DC unit (found by
+    intercepting the calls of one initialisation) sees the offsets of the config's dilations:
+    no_dc's units see 3x3 and the default's 9x9, so the ablation reaches the layers."""
+    for presets in ("smoke", "smoke,no_dc"):
+        dilations = tuple(deblock_config(presets).model.dilations)
+        model = deblock_from_config(deblock_config(presets).model)
+        units = {}
+
+        def record(next_fun, args, kwargs, context):
+            if isinstance(context.module, MultiScaleDilatedConv):
+                units[context.module.path] = context.module.clone(parent=None)  # noqa: B023
+            return next_fun(*args, **kwargs)
+
+        x = jax.ShapeDtypeStruct((1, 48, 48), jnp.float32)
+        with nn.intercept_methods(record):
+            abstract = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+        assert len(units) == model.num_local_groups + 2
+        expected = {(i * d, j * d) for d in dilations for i in (-1, 0, 1) for j in (-1, 0, 1)}
+        for path, unit in units.items():
+            sub = functools.reduce(lambda tree, key: tree[key], path, abstract)
+            x = jnp.asarray(np.random.default_rng(5).standard_normal((1, 15, 15, unit.features)))
+            params = {"params": _random_params(sub, 6)}
+            assert _support(unit.apply, params, x.astype(jnp.float32)) == expected, (presets, path)
+
+
+def test_attention_group_modulates_the_trunk_as_trunk_times_mask_plus_trunk():
+    """What enters the group's output blocks is trunk·mask + trunk (SPEC §2), recorded from the
+    trunk's and the mask branch's outputs during one call (random weights, mask in (0, 1) and not
+    constant)."""
+    group = AttentionGroup(features=4, non_local=True, dilations=(1, 2, 4), nl_inner=2, nl_window=8)
+    x = jnp.asarray(np.random.default_rng(9).standard_normal((1, 16, 16, 4)), jnp.float32)
+    params = _random_params(jax.eval_shape(group.init, jax.random.key(0), x), 10, scale=0.1)
+    seen = {}
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and len(context.module.path) == 1:
+            seen[context.module.path[0]] = (args[0], out)  # (input, output) of a direct child
+        return out
+
+    with nn.intercept_methods(record):
+        group.apply(params, x)
+    trunk, mask = seen["trunk1"][1], seen["mask"][1]
+    assert 0 < float(mask.min()) and float(mask.max()) < 1 and float(jnp.std(mask)) > 0.01
+    combined = seen["rb_out0"][0]
+    np.testing.assert_allclose(combined, trunk * mask + trunk, rtol=1e-6, atol=1e-6)
 
 
 # --- the windowed non-local block ---------------------------------------------------------------
