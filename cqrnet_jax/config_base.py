@@ -25,6 +25,9 @@ def train_defaults() -> ml_collections.ConfigDict:
     # Wall-clock budget of the training loop in seconds (0: none): the run then ends cleanly at the
     # step where it is spent (checkpoint, evaluation, export) whatever num_steps says.
     c.train_seconds = 0.0
+    # A step with a non-finite loss or gradient is skipped (state unchanged, data moves on) and
+    # logged; more than this many in a row stop the run (0: the first one does).
+    c.max_nonfinite_steps = 20
     c.device_prefetch = 2  # batches transferred to the devices ahead of the step that uses them
     # XLA's persistent compilation cache ("" = off): a rerun or resume skips its compiles.
     c.compile_cache_dir = ""

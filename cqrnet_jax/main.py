@@ -57,7 +57,8 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
 
-    from cqrnet_jax.train.loop import NonFiniteLossError, train_and_evaluate
+    from cqrnet_jax.train.guard import NonFiniteLossError
+    from cqrnet_jax.train.loop import train_and_evaluate
     from cqrnet_jax.train.tasks import get_task
 
     if FLAGS.config.get("compile_cache_dir"):

@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from cqrnet_jax.data.pipeline import make_batches
 from cqrnet_jax.data.sources import load_training_images
 from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.train.guard import NonFiniteGuard, all_finite
 from cqrnet_jax.train.logging import MetricWriter, Progress
 from cqrnet_jax.train.state import (
     TrainState,
@@ -33,15 +34,12 @@ from cqrnet_jax.train.state import (
 )
 
 
-class NonFiniteLossError(RuntimeError):
-    """A step produced a non-finite loss; the state and checkpoints stay as they were before it."""
-
-
 def train_step(state: TrainState, batch, frozen=None, *, loss_fn, seed: int = 0):
     """One optimizer step. `frozen`: the task's fixed variables (the guiding ranker's), an argument
-    rather than constants baked into the compiled program. A non-finite loss or gradient leaves the
-    state unchanged and is reported through `metrics['finite']`, so no NaN ever reaches the
-    parameters or a checkpoint."""
+    rather than constants baked into the compiled program. A step whose loss, gradients or new
+    BatchNorm statistics are not all finite is skipped: it returns `state` unchanged (parameters,
+    optimizer state, statistics and step) with `metrics['finite']` False, so no NaN ever reaches
+    the parameters or a checkpoint (the loop counts such steps: `guard.NonFiniteGuard`)."""
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
 
     def objective(params):
@@ -50,9 +48,7 @@ def train_step(state: TrainState, batch, frozen=None, *, loss_fn, seed: int = 0)
     (loss, (metrics, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params
     )
-    finite = jnp.isfinite(loss) & jnp.all(
-        jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-    )
+    finite = all_finite((loss, grads, batch_stats))
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     # the rate this update applied, read from the optimizer (after a revert: the previous one)
@@ -74,7 +70,9 @@ def check_batch_divisible(global_batch: int, mesh: Mesh):
 
 
 def create_state(task, config, mesh: Mesh) -> TrainState:
-    """Initialises the state directly replicated on the mesh."""
+    """Initialises the state directly replicated on the mesh. Its step is a strongly typed int32,
+    as a restored checkpoint's is (Flax's `step=0` would be weakly typed): a fresh and a resumed
+    run then compile the same step program, and the persistent compilation cache serves both."""
     replicated = NamedSharding(mesh, P())
 
     def init(rng):
@@ -84,7 +82,7 @@ def create_state(task, config, mesh: Mesh) -> TrainState:
             params=variables["params"],
             batch_stats=variables.get("batch_stats", {}),
             tx=create_optimizer(config.optim),
-        )
+        ).replace(step=jnp.zeros((), jnp.int32))
 
     return jax.jit(init, out_shardings=replicated)(jax.random.key(config.seed))
 
@@ -141,17 +139,33 @@ def save_config(workdir: str, config):
             f.write(config.to_json_best_effort(indent=2))
 
 
-def _flush_metrics(pending, step, writer, progress, extra=None):
-    """Fetches the metrics of the steps since the last flush (one host sync), checks finiteness."""
+def _flush_metrics(pending, step, writer, progress, extra, skipped: int):
+    """Fetches the metrics of the steps since the last flush (one host sync) and logs their means
+    over the steps that were applied (a skipped step's loss is NaN; if all were skipped, the NaNs
+    show), with `skipped_steps`, the run's skipped steps so far, once there is one."""
     fetched = jax.device_get(pending)
-    for i, m in enumerate(fetched):
-        if not bool(m["finite"]):
-            raise NonFiniteLossError(f"non-finite loss at step {step - len(fetched) + i + 1}")
-    scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1] if k != "finite"}
-    scalars.update(extra or {})
+    applied = [m for m in fetched if m["finite"]] or fetched
+    scalars = {k: float(np.mean([m[k] for m in applied])) for k in fetched[-1] if k != "finite"}
+    if skipped:
+        scalars["skipped_steps"] = skipped
+    scalars.update(extra)
     writer.write(step, scalars)
     if jax.process_index() == 0:
         print(progress.line(step, scalars), flush=True)
+
+
+def _start_state(task, config, mesh: Mesh, manager) -> tuple[TrainState, int]:
+    """The state to train from (the latest checkpoint, `init_from`'s params or a fresh one) and
+    the step the run starts after. Steps count batches: a checkpoint's step is where the data
+    resumes, while `state.step` counts the updates applied (fewer by the steps skipped as
+    non-finite), which the learning-rate schedule and Adam follow."""
+    state = create_state(task, config, mesh)
+    if manager.latest_step() is None and config.get("init_from"):
+        state = init_from_params(state, config.init_from)
+        print(f"initialised from {config.init_from} at step {int(state.step)}", flush=True)
+    state = restore_or_keep(manager, state)
+    start = manager.latest_step()
+    return state, int(state.step) if start is None else start
 
 
 def train_and_evaluate(config, workdir: str, task) -> TrainState:
@@ -159,13 +173,8 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     mesh = make_mesh()
     check_batch_divisible(config.batch_size, mesh)
     save_config(workdir, config)
-    state = create_state(task, config, mesh)
     manager = checkpoint_manager(workdir, config)
-    if manager.latest_step() is None and config.get("init_from"):
-        state = init_from_params(state, config.init_from)
-        print(f"initialised from {config.init_from} at step {int(state.step)}", flush=True)
-    state = restore_or_keep(manager, state)
-    start = int(state.step)
+    state, start = _start_state(task, config, mesh, manager)
     if start >= config.num_steps:
         print(f"{workdir}: already trained to step {start} (num_steps={config.num_steps})")
         task.finalize(state, workdir)
@@ -186,8 +195,10 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     writer = MetricWriter(os.path.join(workdir, "logs"), enabled=jax.process_index() == 0)
     budget = float(config.get("train_seconds", 0) or 0)
     progress = Progress(start, config.num_steps, t0 + budget if budget else None)
-    export_every = config.get("export_every", 0)
-    first_logged = config.get("log_first_steps", 0)
+    guard = NonFiniteGuard(
+        config.get("max_nonfinite_steps", 20), start - int(state.step), jax.process_index() == 0
+    )
+    steady_from = start + max(config.get("log_first_steps", 0), 1)  # past compile and synced steps
     pending, step, t_steady, waited = [], start, None, 0.0
     try:
         for step in range(start + 1, config.num_steps + 1):
@@ -195,27 +206,21 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
             batch = next(batches)
             waited += time.perf_counter() - t_wait  # host time waiting for input
             state, metrics = step_fn(state, batch, frozen)
+            guard.push(step, metrics["finite"])
             pending.append(metrics)
             last = step == config.num_steps or _out_of_time(t0, budget, step, config.log_every)
-            extra = {}
-            if config.eval_every and (step % config.eval_every == 0 or last):
-                extra = task.evaluate(state)
-            # log_first_steps: the first steps shown at once (a broken run fails within a minute)
-            if (
-                step % config.log_every == 0
-                or step <= start + first_logged
-                or last
-                or extra
-                or step % config.checkpoint_every == 0
-            ):
-                _flush_metrics(pending, step, writer, progress, extra)
+            due = _due(config, step, start, last)
+            guard.settle(lag=0 if due else 1)  # a step is read before it is saved or shown
+            extra = task.evaluate(state) if "eval" in due else {}
+            if "log" in due or extra:
+                _flush_metrics(pending, step, writer, progress, extra, guard.skipped)
                 pending = []
-            if step == start + max(first_logged, 1):  # past the compile and the synced steps
+            if step == steady_from:
                 jax.block_until_ready(state)
                 t_steady = (time.perf_counter(), step)
-            if step % config.checkpoint_every == 0 or last:
+            if "save" in due:
                 manager.save(step, args=ocp.args.StandardSave(state))
-            if export_every and step % export_every == 0 and not last:
+            if "export" in due:
                 task.finalize(state, workdir)
             if last:
                 break
@@ -225,13 +230,31 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
         writer.close()
     seconds = time.perf_counter() - t0
     timing.update(steps=step - start, seconds=seconds, end_step=step, input_wait_s=waited)
+    timing["skipped_steps"] = guard.skipped
     if t_steady and step > t_steady[1]:
         timing["steps_per_s"] = (step - t_steady[1]) / (time.perf_counter() - t_steady[0])
     write_timing(workdir, timing)
     why = "" if step == config.num_steps else f" (train_seconds={budget:g} reached)"
+    why += f", {guard.skipped} skipped as non-finite" if guard.skipped else ""
     print(f"done: {step - start} steps in {seconds:.0f} s, at step {step}{why}", flush=True)
     task.finalize(state, workdir)
     return state
+
+
+def _due(config, step: int, start: int, last: bool) -> set[str]:
+    """What step `step` does besides its update: "log", "eval", "save" (a checkpoint), "export"."""
+    due = set()
+    if step % config.checkpoint_every == 0 or last:
+        due.add("save")
+    # log_first_steps: the first steps shown at once (a broken run fails within a minute)
+    if due or step % config.log_every == 0 or step <= start + config.get("log_first_steps", 0):
+        due.add("log")
+    if config.eval_every and (step % config.eval_every == 0 or last):
+        due.add("eval")
+    export_every = config.get("export_every", 0)
+    if export_every and step % export_every == 0 and not last:
+        due.add("export")
+    return due
 
 
 def _training_batches(config, task, start: int, sharding: NamedSharding):
