@@ -9,6 +9,8 @@ Presets compose left to right with commas (e.g. `:cpu,no_dc`):
   cpu     the shipped model, sized for 2 CPU cores
   smoke   under a minute on 2 CPU cores, built-in photos (tests and CI)
   no_cqr, no_dc, no_lq, no_lf   the paper's Table 1 ablations
+  arcnn, dncnn   Table 2's learned baselines (models/baselines.py), their papers' networks and
+                 MSE loss, no ranker; through the same pipeline and loop (e.g. `:dncnn,smoke`)
 """
 
 from cqrnet_jax.config_base import apply_presets, train_defaults
@@ -58,6 +60,7 @@ def gpu(c):
 
 def smoke(c):
     c.model.features = 8
+    c.model.depth = 4  # dncnn
     c.model.num_local_groups = 1
     c.model.nl_inner = 4
     c.data.source = "builtin"
@@ -86,6 +89,23 @@ def no_lf(c):
     c.loss.beta = 0.0
 
 
+def _baseline(c, arch):
+    c.model.arch = arch
+    c.loss.pixel = "mse"  # both papers train on the mean squared error
+    c.loss.alpha = 0.0  # no ranker
+    c.loss.beta = 0.0
+
+
+def arcnn(c):  # Dong et al. 2015: 9x9x64, 7x7x32, 1x1x16, 5x5x1
+    _baseline(c, "arcnn")
+
+
+def dncnn(c):  # Zhang et al. 2017, DnCNN-3: 20 convs of 64, BatchNorm, residual
+    _baseline(c, "dncnn")
+    c.model.features = 64
+    c.model.depth = 20
+
+
 PRESETS = {
     "paper": paper,
     "gpu": gpu,
@@ -95,6 +115,8 @@ PRESETS = {
     "no_dc": no_dc,
     "no_lq": no_lq,
     "no_lf": no_lf,
+    "arcnn": arcnn,
+    "dncnn": dncnn,
 }
 
 
@@ -112,6 +134,7 @@ def get_config(arg=None):
     c.data.patch_size = 48
     c.data.qualities = (10, 20, 30)
     c.model = dict(
+        arch="cqr",  # cqr (DeblockNet) | arcnn | dncnn (Table 2's baselines)
         features=64,
         num_local_groups=8,
         dilations=(1, 2, 4),
@@ -123,8 +146,10 @@ def get_config(arg=None):
         dtype="float32",  # compute dtype: float32 | bfloat16 (params and losses stay float32)
         scan_groups=False,  # local groups as one nn.scan: compiles once, stacked params
         remat=False,  # recompute each group's activations in the backward pass
+        depth=20,  # dncnn only: its number of convolutions
     )
     c.loss = dict(
+        pixel="mae",  # the pixel loss: mae (the paper's L_MAE) | mse (the baselines')
         alpha=0.01,  # weight of L_Q
         beta=0.9,  # weight of L_F
         ranker="shipped",  # or a prefix written by training, e.g. WORKDIR/export/ranker

@@ -152,7 +152,9 @@ def write_savedmodel(what, model, variables, shape, platforms, out: Path) -> dic
         tf = import_tensorflow()
         from jax.experimental import jax2tf
     except ImportError as err:
-        raise ExportError(f"--format savedmodel needs tensorflow ({err})") from None
+        raise ExportError(
+            f"--format savedmodel needs TensorFlow: pip install 'cqrnet-jax[tf]' ({err})"
+        ) from None
     import jax
 
     fn = apply_fn(what, model, per_image=True)

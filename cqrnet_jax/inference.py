@@ -214,5 +214,5 @@ def load_restorer(
         raise FileNotFoundError(f"no de-blocking model found at {where}") from None
     # float32 and chunked attention whatever the model was trained with (bfloat16 and all-window
     # attention suit a training batch, not a whole photo on any device); the params are float32
-    model = deblock_from_config(meta["model"], dtype="float32").clone(nl_attention="chunked")
+    model = deblock_from_config(meta["model"], dtype="float32", attention="chunked")
     return Restorer(model, variables, tile=tile, canvas=canvas, max_batch=max_batch), meta

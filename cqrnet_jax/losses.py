@@ -65,6 +65,11 @@ def mae_loss(restored, target):
     return jnp.mean(jnp.abs(restored - target))
 
 
+def mse_loss(restored, target):
+    """Mean squared error: the pixel loss of the Table 2 baselines (ARCNN and DnCNN train on it)."""
+    return jnp.mean(jnp.square(restored - target))
+
+
 def quality_loss(scores):
     """L_Q = mean sigmoid(-CQR(M(x))): small when the ranker finds the restored image good."""
     return jnp.mean(jax.nn.sigmoid(-scores))

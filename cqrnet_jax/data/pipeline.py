@@ -22,6 +22,7 @@ import numpy as np
 
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.data.plans import PlanSampler, dihedral, quality_levels
+from cqrnet_jax.errors import ConfigError
 
 
 def execute_plan_numpy(plan: dict) -> dict:
@@ -63,7 +64,7 @@ def make_batches(
 ) -> Iterator[dict]:
     """This process's batches from `start_step` on, with the backend the config asks for."""
     if global_batch % process_count:
-        raise ValueError(f"batch size {global_batch} does not divide by {process_count} processes")
+        raise ConfigError(f"batch size {global_batch} does not divide by {process_count} processes")
     levels = qualities = None
     if mode == "ranker":
         levels = quality_levels(*data_cfg.quality_range, data_cfg.num_levels)
@@ -85,9 +86,14 @@ def make_batches(
 
         backend = "tf" if tensorflow_available() else "numpy"
     if backend == "tf":
-        from cqrnet_jax.data.tf_pipeline import tf_batches
+        from cqrnet_jax.data.tf_pipeline import tensorflow_available, tf_batches
 
+        if not tensorflow_available():
+            raise ConfigError(
+                "data.backend=tf needs TensorFlow: pip install 'cqrnet-jax[tf]' "
+                "(or data.backend=numpy, which gives the same batches)"
+            )
         return tf_batches(sampler, start_step, data_cfg.num_threads, data_cfg.prefetch)
     if backend == "numpy":
         return numpy_batches(sampler, start_step, data_cfg.num_threads, data_cfg.prefetch)
-    raise ValueError(f"unknown pipeline backend {backend!r}; choose auto, tf or numpy")
+    raise ConfigError(f"unknown data.backend {backend!r}; choose auto, tf or numpy")

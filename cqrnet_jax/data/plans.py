@@ -9,11 +9,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cqrnet_jax.errors import ConfigError
+
 
 def quality_levels(qmin: int, qmax: int, num_levels: int) -> list[tuple[int, int]]:
     """Splits [qmin, qmax] into `num_levels` ranges: (1, 30, 3) -> [1,10], [11,20], [21,30]."""
     if not 1 <= qmin <= qmax <= 100 or not 2 <= num_levels <= qmax - qmin + 1:
-        raise ValueError(f"bad quality range [{qmin}, {qmax}] with {num_levels} levels")
+        raise ConfigError(f"bad quality range [{qmin}, {qmax}] with {num_levels} levels")
     return [(int(c[0]), int(c[-1])) for c in np.array_split(np.arange(qmin, qmax + 1), num_levels)]
 
 
@@ -73,7 +75,7 @@ class PlanSampler:
     ):
         small = [i for i, im in enumerate(images) if min(im.shape) < patch_size]
         if small:
-            raise ValueError(f"{len(small)} training image(s) smaller than patch {patch_size}")
+            raise ConfigError(f"{len(small)} training image(s) smaller than patch {patch_size}")
         if mode not in ("ranker", "deblock"):
             raise ValueError(f"unknown pipeline mode {mode!r}")
         self.images = images

@@ -26,7 +26,12 @@ def _expand(files: str) -> list[str]:
 
 def _div2k(split: str = "train") -> list[np.ndarray]:
     """DIV2K high-resolution images through tensorflow-datasets (needs the dataset prepared)."""
-    import tensorflow_datasets as tfds
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ConfigError(
+            "data.source=div2k needs tensorflow-datasets: pip install 'cqrnet-jax[tf]'"
+        ) from None
 
     from cqrnet_jax.data.color import rgb_to_y
 

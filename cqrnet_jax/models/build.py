@@ -12,14 +12,29 @@ import os
 import jax.numpy as jnp
 
 from cqrnet_jax import pretrained
+from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.models.baselines import ARCNN, DnCNN
 from cqrnet_jax.models.deblock import DeblockNet
 from cqrnet_jax.models.ranker import QualityRanker
 
+ARCHITECTURES = ("cqr", "arcnn", "dncnn")  # model.arch of a de-blocker config
 
-def deblock_from_config(model_cfg, dtype: str | None = None) -> DeblockNet:
-    """The DeblockNet of a config's (or an export's) `model`; `dtype` overrides its compute dtype
-    (e.g. float32 inference of a model trained in bfloat16: the parameters are float32 either
-    way)."""
+
+def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | None = None):
+    """The de-blocker of a config's (or an export's) `model`: `DeblockNet` (`arch` "cqr", the
+    default), or a Table 2 baseline (`ARCNN`, `DnCNN`); `dtype` overrides its compute dtype (e.g.
+    float32 inference of a model trained in bfloat16: the parameters are float32 either way) and
+    `attention` DeblockNet's `nl_attention` (e.g. "chunked" for whole photos)."""
+    arch = model_cfg.get("arch", "cqr")
+    compute = jnp.dtype(dtype or model_cfg.get("dtype", "float32"))
+    if arch == "arcnn":
+        return ARCNN(dtype=compute)
+    if arch == "dncnn":
+        return DnCNN(
+            depth=model_cfg.get("depth", 20), features=model_cfg["features"], dtype=compute
+        )
+    if arch != "cqr":
+        raise ConfigError(f"model.arch: one of {', '.join(ARCHITECTURES)}, not {arch!r}")
     return DeblockNet(
         features=model_cfg["features"],
         num_local_groups=model_cfg["num_local_groups"],
@@ -28,8 +43,8 @@ def deblock_from_config(model_cfg, dtype: str | None = None) -> DeblockNet:
         nl_window=model_cfg["nl_window"],
         nl_subsample=model_cfg.get("nl_subsample", 1),
         nl_chunk=model_cfg.get("nl_chunk", 16),
-        nl_attention=model_cfg.get("nl_attention", "chunked"),
-        dtype=jnp.dtype(dtype or model_cfg.get("dtype", "float32")),
+        nl_attention=attention or model_cfg.get("nl_attention", "chunked"),
+        dtype=compute,
         scan_groups=model_cfg.get("scan_groups", False),
         remat=model_cfg.get("remat", False),
     )
@@ -44,7 +59,7 @@ def ranker_from_config(model_cfg) -> QualityRanker:
     )
 
 
-class NotAModelError(ValueError):
+class NotAModelError(ConfigError):
     """A parameter file that is not the kind of model asked for."""
 
 

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cqrnet_jax import pretrained
-from cqrnet_jax.losses import feature_matching_loss, mae_loss, quality_loss
+from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.losses import feature_matching_loss, mae_loss, mse_loss, quality_loss
 from cqrnet_jax.models.build import deblock_from_config, load_ranker_model
 from cqrnet_jax.train.loop import export_target
 
@@ -48,11 +49,25 @@ class DeblockTask:
         p = self.config.data.patch_size
         return self.model.init(rng, jnp.zeros((1, p, p), jnp.float32))
 
-    def loss_terms(self, params, x, y, frozen=None) -> dict:
-        """Unweighted terms {l_mae[, l_q, l_f]} of restoring x (N, H, W) towards y, in [0, 1];
+    def restore(self, params, batch_stats, x, train: bool = False):
+        """(restored, batch_stats) of x (N, H, W) in [0, 1]. A network with BatchNorm (DnCNN)
+        normalises by the batch and updates its running statistics when `train`, and uses the
+        running ones otherwise; the others have no statistics and pass them through."""
+        if not batch_stats:
+            return self.model.apply({"params": params}, x), batch_stats
+        variables = {"params": params, "batch_stats": batch_stats}
+        if not train:
+            return self.model.apply(variables, x), batch_stats
+        restored, updates = self.model.apply(variables, x, train=True, mutable=["batch_stats"])
+        return restored, updates["batch_stats"]
+
+    def terms(self, restored, y, frozen=None) -> dict:
+        """Unweighted terms {l_mae or l_mse[, l_q, l_f]} of `restored` against y, in [0, 1];
         `frozen`: the ranker's variables (default: the task's own, as constants)."""
-        restored = self.model.apply({"params": params}, x)
-        terms = dict(l_mae=mae_loss(restored, y))
+        pixel = self.config.loss.get("pixel", "mae")
+        if pixel not in ("mae", "mse"):
+            raise ConfigError(f"loss.pixel: 'mae' or 'mse', not {pixel!r}")
+        terms = {f"l_{pixel}": (mae_loss if pixel == "mae" else mse_loss)(restored, y)}
         if self.uses_ranker:
             frozen = self.ranker_variables if frozen is None else frozen
             frozen = jax.lax.stop_gradient(frozen)  # BN stats and weights fixed
@@ -69,6 +84,10 @@ class DeblockTask:
             )
         return terms
 
+    def loss_terms(self, params, x, y, frozen=None, batch_stats=None) -> dict:
+        """`terms` of restoring x (N, H, W) towards y (BatchNorm, if any, with running stats)."""
+        return self.terms(self.restore(params, batch_stats, x)[0], y, frozen)
+
     def weigh(self, terms: dict) -> dict:
         """The terms as they enter the loss: l_mae, alpha * l_q, beta * l_f."""
         weights = dict(l_q=self.config.loss.alpha, l_f=self.config.loss.beta)
@@ -81,7 +100,8 @@ class DeblockTask:
         del rng
         x = batch["degraded"][:, 0].astype(jnp.float32) / 255.0
         y = batch["clean"].astype(jnp.float32) / 255.0
-        metrics = self.loss_terms(params, x, y, frozen)  # logged unweighted
+        restored, batch_stats = self.restore(params, batch_stats, x, train=True)
+        metrics = self.terms(restored, y, frozen)  # logged unweighted
         total = sum(self.weigh(metrics).values())
         return total, (metrics, batch_stats)
 
@@ -99,7 +119,7 @@ class DeblockTask:
             images = load_eval_set(self.config.eval_set, self.config.data.data_dir)
             self._eval_cache = restorer, images
         restorer, images = self._eval_cache
-        restorer.variables = {"params": state.params}
+        restorer.variables = self.variables(state)
         out = {}
         for q in self.config.data.qualities:
             gains = []
@@ -121,4 +141,12 @@ class DeblockTask:
             "config": self.config.to_dict(),
         }
         prefix, split = export_target(self.config, workdir, "deblock")
-        pretrained.save_variables(prefix, {"params": state.params}, meta, split_bytes=split)
+        pretrained.save_variables(prefix, self.variables(state), meta, split_bytes=split)
+
+    @staticmethod
+    def variables(state) -> dict:
+        """What inference needs of a state: params, and BatchNorm statistics if the net has any."""
+        out = {"params": state.params}
+        if state.batch_stats:
+            out["batch_stats"] = state.batch_stats
+        return out

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from cqrnet_jax import pretrained
+from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.losses import cross_image_ranking_loss, margin_ranking_loss, pair_order_accuracy
 from cqrnet_jax.models.build import ranker_from_config
 from cqrnet_jax.train.loop import export_target
@@ -43,7 +44,7 @@ class RankerTask:
         if weight:
             by = self.config.loss.get("cross_image_labels", "level")
             if by not in ("level", "quality"):
-                raise ValueError(f"loss.cross_image_labels: 'level' or 'quality', not {by!r}")
+                raise ConfigError(f"loss.cross_image_labels: 'level' or 'quality', not {by!r}")
             cross_labels = batch["quality"] if by == "quality" else labels
             loss = loss + weight * cross_image_ranking_loss(s, cross_labels, margin)
         return loss, (dict(pair_accuracy=acc), updates["batch_stats"])
