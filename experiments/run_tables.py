@@ -38,15 +38,18 @@ TABLE1 = ("full", "no_cqr", "no_dc", "no_lq", "no_lf")
 TABLE2 = ("jpeg", "arcnn", "dncnn", "full")
 TABLE1_SETS = ("BSDS500",)
 TABLE2_SETS = ("Classic5", "LIVE1", "BSDS500")
+# glibc's allocator makes XLA:CPU training ~1.5x slower (README "Training on a CPU"): used if here
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 QUALITIES = (10, 20, 30)
 
 # The budget of one row at each scale: the CQR network's presets and the training schedule that
-# every row shares. `cpu`: the shipped CPU network (configs/deblock.py:cpu), 1 500 steps of batch
-# 16 on 48x48 patches (~1 hour of the full model on 2 CPU cores: experiments/README.md, "Tables").
+# every row shares. `cpu`: the shipped CPU network (configs/deblock.py:cpu), 1 200 steps of batch
+# 16 on 48x48 patches: ~1 hour of the full model on 2 CPU cores (~2.8 s a step with tcmalloc),
+# less for the rows without the ranker and for the baselines (experiments/README.md, "Tables").
 SCALES = {
     "cpu": dict(
         presets="cpu",
-        num_steps=1500,
+        num_steps=1200,
         batch_size=16,
         patch_size=48,
         learning_rate=2e-4,
@@ -106,6 +109,7 @@ def train_command(row: str, seed: int, scale: str, workdir: Path) -> list[str]:
         "--config.eval_set=",
         "--config.checkpoint_every=100",
         "--config.keep_checkpoints=1",
+        "--config.data.backend=numpy",  # the same batches as tf.data, faster here
     ]
 
 
@@ -180,8 +184,11 @@ def train(row: str, seed: int, scale: str, workdir: Path, log) -> float:
     cmd = train_command(row, seed, scale, workdir)
     log(f"train {row} seed {seed}: {_shown(cmd)}")
     start = time.time()
+    env = dict(os.environ)
+    if TCMALLOC.is_file() and "LD_PRELOAD" not in env:
+        env["LD_PRELOAD"] = str(TCMALLOC)
     with open(workdir / "train.log", "a") as out:
-        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     spent += time.time() - start
     _write(spent_file, {"wall_s": spent})
     if code != 0 or _export_step(workdir) != steps:
