@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -188,3 +189,36 @@ def test_wrong_model_kind_is_a_usage_error(tmp_path, capsys):
     )
     assert "is not a ranker model" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def _doc_code(marker: str) -> str:
+    """The ```python block of docs/export.md that contains `marker`."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    (block,) = [b for b in blocks if marker in b]
+    return block
+
+
+def test_the_colour_recipe_in_the_docs_is_the_packages():
+    """docs/export.md's `rebuild_rgb` (decoded RGB + the artifact's Y -> RGB) gives what
+    `cqrnet_jax.photo` gives before its chroma filter, for a restorer that changes Y."""
+    from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
+    from cqrnet_jax.photo import restore_y
+
+    class Brighter:  # stands in for the artifact / the Restorer: any change of Y will do
+        def restore_float(self, y):
+            return 0.9 * y + 0.08 + 0.02 * np.sin(20 * y)
+
+    rgb = skimage.data.astronaut()[100:148, 200:264]
+    space = {"np": np}
+    exec(_doc_code("def rebuild_rgb"), space)
+    y8 = np.round(rgb_to_ycbcr(rgb)[..., 0])  # the artifact's input, as `jpeg_y` makes it
+    got = space["rebuild_rgb"](rgb, Brighter().restore_float(y8 / 255))
+    ycbcr = rgb_to_ycbcr(rgb)
+    ycbcr[..., 0] = restore_y(Brighter(), ycbcr[..., 0])
+    expected = ycbcr_to_rgb(ycbcr)
+    assert got.dtype == np.uint8 and got.shape == rgb.shape
+    np.testing.assert_array_equal(got, expected)
+    assert np.abs(got.astype(int) - rgb).mean() > 5  # Y did change
+    unchanged = space["rebuild_rgb"](rgb, y8 / 255)  # Y as it was: the photo comes back
+    np.testing.assert_array_equal(unchanged, rgb)
