@@ -8,6 +8,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import jax
 import numpy as np
 import skimage.data
 from PIL import Image
@@ -71,3 +72,10 @@ def error_lines(err: str) -> list[str]:
     lines = [line.strip() for line in re.split(r"[\r\n]", err) if "error:" in line]
     assert all(line.startswith("error: ") for line in lines), lines  # not glued to the bar
     return lines
+
+
+def assert_trees_equal(a, b):
+    """Two pytrees of arrays with the same structure and bit-identical leaves."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

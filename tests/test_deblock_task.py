@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_trees_equal
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -109,12 +110,6 @@ def trained(setup):
     return dict(state=jax.device_get(state), history=history, ranker_before=ranker_before)
 
 
-def _assert_trees_equal(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 # --- the loss ----------------------------------------------------------------------------------
 
 
@@ -164,8 +159,8 @@ def test_ranker_variables_are_constants(setup, trained, ranker_prefix):
     after training; they are not part of the trained state at all."""
     task = setup["task"]
     saved, _ = pretrained.load_variables(ranker_prefix)
-    _assert_trees_equal(jax.device_get(task.ranker_variables), trained["ranker_before"])
-    _assert_trees_equal(jax.device_get(task.ranker_variables), saved)
+    assert_trees_equal(jax.device_get(task.ranker_variables), trained["ranker_before"])
+    assert_trees_equal(jax.device_get(task.ranker_variables), saved)
     state = trained["state"]
     assert jax.tree.leaves(state.batch_stats) == []
     groups = {"group_nl_low", "group_local0", "group_nl_high"}
@@ -177,7 +172,7 @@ def test_load_frozen_ranker_returns_the_saved_variables(ranker_prefix, ranker_co
     module, variables, prefix = load_frozen_ranker(setup["config"].loss)
     assert prefix == ranker_prefix
     assert module == ranker_from_config(ranker_config("smoke").model)
-    _assert_trees_equal(variables, pretrained.load_variables(ranker_prefix)[0])
+    assert_trees_equal(variables, pretrained.load_variables(ranker_prefix)[0])
 
 
 # --- ablations and errors -----------------------------------------------------------------------
@@ -235,7 +230,7 @@ def test_run_exports_deblock_params_and_resumes(deblock_config, ranker_prefix, t
         assert (tmp_path / "export" / f"deblock.{suffix}").is_file()
     variables, meta = pretrained.load_variables(tmp_path / "export" / "deblock")
     assert set(variables) == {"params"}
-    _assert_trees_equal(variables["params"], first.params)
+    assert_trees_equal(variables["params"], first.params)
     assert meta["kind"] == "deblock" and meta["step"] == 2
     assert meta["model"] == json.loads(config.model.to_json())
     assert meta["ranker"] == ranker_prefix
@@ -246,7 +241,7 @@ def test_run_exports_deblock_params_and_resumes(deblock_config, ranker_prefix, t
     assert int(resumed.step) == 4
     variables, meta = pretrained.load_variables(tmp_path / "export" / "deblock")
     assert meta["step"] == 4
-    _assert_trees_equal(variables["params"], resumed.params)
+    assert_trees_equal(variables["params"], resumed.params)
 
 
 @pytest.mark.slow  # three short runs
@@ -264,7 +259,7 @@ def test_resumed_run_equals_a_straight_run(deblock_config, ranker_prefix, tmp_pa
     resumed, out = _run(config, tmp_path / "resumed")
     assert "resuming at step 2 of 4" in out
     assert int(resumed.step) == int(straight.step) == 4
-    _assert_trees_equal((resumed.params, resumed.opt_state), (straight.params, straight.opt_state))
+    assert_trees_equal((resumed.params, resumed.opt_state), (straight.params, straight.opt_state))
     initial = jax.device_get(
         loop.create_state(DeblockTask(config), config, loop.make_mesh()).params
     )

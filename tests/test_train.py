@@ -23,6 +23,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from helpers import assert_trees_equal
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.pipeline import make_batches
@@ -63,12 +64,6 @@ def _logged_steps(workdir):
 
 def _variables(state):
     return {"params": state.params, "batch_stats": state.batch_stats}
-
-
-def _assert_trees_equal(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _max_abs_diff(a, b):
@@ -163,12 +158,12 @@ def test_export_holds_the_final_params_and_batch_stats_only(runs):
     """export/ranker.msgpack is the final state's params + BatchNorm stats; the JSON says how."""
     variables, meta = runs["export_first"]
     assert set(variables) == {"params", "batch_stats"}  # no optimizer state
-    _assert_trees_equal(variables, _variables(runs["first"]))
+    assert_trees_equal(variables, _variables(runs["first"]))
     assert meta["kind"] == "ranker" and meta["step"] == K
     assert meta["model"]["features"] == [8, 8, 16, 16, 16, 16, 16, 16, 16, 16]
     variables, meta = pretrained.load_variables(runs["dir_a"] / "export" / "ranker")
     assert meta["step"] == 2 * K  # the resumed run re-exported
-    _assert_trees_equal(variables, _variables(runs["resumed"]))
+    assert_trees_equal(variables, _variables(runs["resumed"]))
 
 
 def test_rerun_with_more_steps_resumes_where_it_stopped(runs):
@@ -176,9 +171,9 @@ def test_rerun_with_more_steps_resumes_where_it_stopped(runs):
     first_restore, second_restore = runs["restored"]
     assert int(first_restore.step) == 0  # nothing to restore on the first run
     assert int(second_restore.step) == K
-    _assert_trees_equal(second_restore.params, runs["first"].params)
-    _assert_trees_equal(second_restore.batch_stats, runs["first"].batch_stats)
-    _assert_trees_equal(second_restore.opt_state, runs["first"].opt_state)
+    assert_trees_equal(second_restore.params, runs["first"].params)
+    assert_trees_equal(second_restore.batch_stats, runs["first"].batch_stats)
+    assert_trees_equal(second_restore.opt_state, runs["first"].opt_state)
     assert f"resuming at step {K} of {2 * K}" in runs["out_resumed"]
     assert "starting step 0" in runs["out_first"]
     assert _logged_steps(runs["dir_a"]) == list(range(1, 2 * K + 1))  # K + 1 is the first after
@@ -203,7 +198,7 @@ def test_init_from_exported_params_continues_step_and_weights(runs, ranker_confi
         final, out = _run(config, tmp_path)
     assert f"initialised from {prefix} at step {meta['step']}" in out
     assert int(recorded[0].step) == meta["step"]
-    _assert_trees_equal(_variables(recorded[0]), exported)
+    assert_trees_equal(_variables(recorded[0]), exported)
     assert int(final.step) == meta["step"] + 2
     assert _logged_steps(tmp_path) == [meta["step"] + 1, meta["step"] + 2]
 
@@ -214,7 +209,7 @@ def test_resumed_run_equals_a_straight_run(runs):
     same compiled step runs on the same inputs."""
     resumed, straight = runs["resumed"], runs["straight"]
     assert int(resumed.step) == int(straight.step) == 2 * K
-    _assert_trees_equal(
+    assert_trees_equal(
         (resumed.params, resumed.batch_stats, resumed.opt_state),
         (straight.params, straight.batch_stats, straight.opt_state),
     )
@@ -247,11 +242,11 @@ def test_rerun_at_num_steps_only_reexports(runs, ranker_config):
     state, out = _run(config, runs["dir_a"])
     assert "already trained to step" in out
     assert int(state.step) == 2 * K
-    _assert_trees_equal(_variables(state), _variables(runs["resumed"]))
+    assert_trees_equal(_variables(state), _variables(runs["resumed"]))
     assert _logged_steps(runs["dir_a"]) == list(range(1, 2 * K + 1))
     variables, meta = pretrained.load_variables(runs["dir_a"] / "export" / "ranker")
     assert meta["step"] == 2 * K
-    _assert_trees_equal(variables, _variables(runs["resumed"]))
+    assert_trees_equal(variables, _variables(runs["resumed"]))
 
 
 # --- the non-finite guard ------------------------------------------------------------------------
@@ -331,7 +326,7 @@ def test_a_non_finite_step_is_skipped_and_training_goes_on(ranker_config, tmp_pa
     assert "done: 5 steps" in out and "1 skipped as non-finite" in out
     before, at, after = states[1:4]  # after steps 2, 3 and 4
     # step included: it counts the updates applied
-    _assert_trees_equal(*[(x.step, x.params, x.batch_stats, x.opt_state) for x in (at, before)])
+    assert_trees_equal(*[(x.step, x.params, x.batch_stats, x.opt_state) for x in (at, before)])
     assert int(at.step) == 2 and int(after.step) == 3 and int(final.step) == 4
     assert _max_abs_diff(after.params, at.params) > 0  # the next batch trains again
     assert _max_abs_diff(after.batch_stats, at.batch_stats) > 0
