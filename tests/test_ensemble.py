@@ -148,8 +148,6 @@ def test_tiles_of_a_real_model(tiny, photo):
     assert len(list(ens.tiles(*y.shape))) == 8 * 6
     expected = by_hand(restorer.restore_float, y)
     np.testing.assert_allclose(ens.restore_float(y), expected, atol=1e-6)
-    whole = by_hand(Restorer(*tiny).restore_float, y)
-    assert np.abs(expected - whole).max() * 255 <= 1  # tiles agree with whole images
 
 
 def test_canvases_of_a_real_model(tiny, photo):
