@@ -1,6 +1,10 @@
 """Training entry point: `python -m cqrnet_jax.main --config=configs/ranker.py:cpu --workdir=DIR`.
 
-Rerunning the same command on the same workdir resumes from its latest checkpoint. The user's
+Rerunning the same command on the same workdir resumes from its latest checkpoint. Several
+processes (hosts, or one per GPU) train together through `jax.distributed`: each runs the same
+command with `--distributed` (coordinator, process count and id detected on SLURM, Open MPI,
+Cloud TPU and Kubernetes) or with `--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I`; the workdir must be one folder all of them see. The user's
 errors (a bad config value, missing data or ranker, a run that diverged) print one line
 "error: ..." on stderr and exit 1; anything else is a bug and keeps its traceback.
 """
@@ -47,6 +51,17 @@ config_flags.DEFINE_config_file(
 FLAGS["config"].parser = _OneLineConfigErrors(FLAGS["config"].parser)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and exported params.")
 flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Join a multi-process run (jax.distributed.initialize); values not given by the flags below "
+    "are detected from the cluster (SLURM, Open MPI, Cloud TPU, Kubernetes).",
+)
+flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0's coordinator (implies --distributed)."
+)
+flags.DEFINE_integer("num_processes", None, "Processes in the run (implies --distributed).")
+flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1 (implies --distributed).")
 
 
 def main(argv):
@@ -57,6 +72,7 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
 
+    from cqrnet_jax.train import distributed
     from cqrnet_jax.train.guard import NonFiniteLossError
     from cqrnet_jax.train.loop import train_and_evaluate
     from cqrnet_jax.train.tasks import get_task
@@ -66,9 +82,14 @@ def main(argv):
             "jax_compilation_cache_dir", os.path.expanduser(FLAGS.config.compile_cache_dir)
         )
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    if os.environ.get("CQRNET_DISTRIBUTED"):  # multi-host: coordinator etc. from the environment
-        jax.distributed.initialize()
+    cluster = dict(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
     try:
+        if FLAGS.distributed or any(v is not None for v in cluster.values()):
+            distributed.join(**cluster)  # before anything touches a device
         train_and_evaluate(FLAGS.config, FLAGS.workdir, get_task(FLAGS.config))
     except (ConfigError, NonFiniteLossError) as err:  # the user's to fix: no traceback
         print(f"error: {err}", file=sys.stderr)

@@ -23,7 +23,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _main(monkeypatch, config, workdir) -> int:
-    monkeypatch.setattr(entry, "FLAGS", types.SimpleNamespace(config=config, workdir=str(workdir)))
+    flags = types.SimpleNamespace(
+        config=config,
+        workdir=str(workdir),
+        distributed=False,  # one process: main joins no distributed run
+        coordinator_address=None,
+        num_processes=None,
+        process_id=None,
+    )
+    monkeypatch.setattr(entry, "FLAGS", flags)
     return entry.main(["main"])
 
 

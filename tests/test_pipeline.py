@@ -28,15 +28,16 @@ def _images():
 IMAGES = _images()
 
 
-def _sampler(mode="ranker", *, seed=0, process_index=0, batch=4, patch=24):
+def _sampler(mode="ranker", *, seed=0, process_index=0, process_count=1, batch=4, patch=24):
     kw = dict(levels=LEVELS) if mode == "ranker" else dict(qualities=(10, 20, 30))
     return PlanSampler(
         IMAGES,
         patch_size=patch,
-        local_batch=batch,
+        global_batch=batch,
         seed=seed,
-        process_index=process_index,
         mode=mode,
+        process_index=process_index,
+        process_count=process_count,
         **kw,
     )
 
@@ -128,8 +129,8 @@ def test_dihedral_gives_the_eight_distinct_transforms():
     np.testing.assert_array_equal(outs[4], x[:, ::-1])
 
 
-def test_plans_are_deterministic_and_vary_with_step_process_and_seed():
-    """A plan depends only on (seed, process, step): equal when repeated, different otherwise."""
+def test_plans_are_deterministic_and_vary_with_step_and_seed():
+    """A plan depends only on (seed, step): equal when repeated, different otherwise."""
     a, b = _sampler(), _sampler()
     for step in (0, 1, 17):
         pa, pb = a.plan(step), b.plan(step)
@@ -141,7 +142,6 @@ def test_plans_are_deterministic_and_vary_with_step_process_and_seed():
 
     base = key(a.plan(3))
     assert key(a.plan(4)) != base
-    assert key(_sampler(process_index=1).plan(3)) != base
     assert key(_sampler(seed=1).plan(3)) != base
     assert len({key(a.plan(s)) for s in range(20)}) == 20
 
@@ -192,27 +192,39 @@ def test_resuming_at_step_s_gives_the_batches_of_a_run_from_zero(request, backen
             _assert_batches_equal(a, b)
 
 
-def test_processes_get_their_share_of_the_global_batch():
-    """With 2 processes each gets global/2 examples, and the two shares differ."""
+@pytest.mark.parametrize("mode", ["ranker", "deblock"])
+def test_process_shares_make_up_the_one_process_batch(mode):
+    """With 2 or 4 processes each gets global/N examples, different from the others', and the
+    shares in process order are the batch a one-process run gets at the same step: the global
+    batch does not depend on the process count (a multi-process run trains on a one-process
+    run's data)."""
     cfg = train_defaults().data
     cfg.backend, cfg.patch_size, cfg.prefetch = "numpy", 24, 1
-    shares = [
-        _take(
-            make_batches(
-                cfg,
-                IMAGES,
-                mode="ranker",
-                global_batch=8,
-                start_step=0,
-                process_index=i,
-                process_count=2,
-            ),
-            1,
-        )[0]
-        for i in range(2)
-    ]
-    assert all(s["degraded"].shape == (4, 2, 24, 24) for s in shares)
-    assert not np.array_equal(shares[0]["clean"], shares[1]["clean"])
+
+    def batches(index=0, count=1):
+        kw = dict(mode=mode, global_batch=8, start_step=5)
+        return _take(make_batches(cfg, IMAGES, process_index=index, process_count=count, **kw), 2)
+
+    whole = batches()
+    for count in (2, 4):
+        shares = [batches(i, count) for i in range(count)]
+        for step in range(2):
+            parts = [share[step] for share in shares]
+            assert all(p["degraded"].shape[0] == 8 // count for p in parts)
+            assert not np.array_equal(parts[0]["clean"], parts[1]["clean"])
+            joined = {k: np.concatenate([p[k] for p in parts]) for k in KEYS}
+            _assert_batches_equal(joined, whole[step])
+
+
+def test_one_process_plans_are_those_drawn_before_processes_shared_a_plan():
+    """The one-process batch is still drawn from default_rng([seed, 0, step]) over the whole batch,
+    as when each process drew its own plan: earlier runs resume on the same data."""
+    plan = _sampler(batch=6).plan(7)
+    rng = np.random.default_rng([0, 0, 7])
+    index = rng.integers(len(IMAGES), size=6)
+    np.testing.assert_array_equal(plan["index"], index)
+    shares = [_sampler(batch=6, process_index=i, process_count=3).plan(7) for i in range(3)]
+    np.testing.assert_array_equal(np.concatenate([s["index"] for s in shares]), index)
 
 
 def test_patch_bigger_than_an_image_raises():

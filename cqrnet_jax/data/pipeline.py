@@ -1,7 +1,9 @@
 """Training input pipeline, shared by both stages: the NumPy backend and the backend choice.
 
-Every step's batch is decided by a *plan* drawn from `np.random.default_rng([seed, process, step])`:
+Every step's batch is decided by a *plan* drawn from `np.random.default_rng([seed, 0, step])`:
 which image, where to crop, which of the 8 flips/rotations, which JPEG qualities (`plans.py`).
+The plan covers the global batch; each process executes its own rows of it, so the processes'
+shares, in process order, make up the batch a one-process run draws.
 Both backends execute the same plan (crop on the host; transform and JPEG in NumPy+PIL or inside
 the tf.data graph), so they produce identical batches, a run is deterministic for a seed, and
 resuming at step `s` needs no iterator state: the pipeline simply starts at plan `s`.
@@ -62,9 +64,8 @@ def make_batches(
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict]:
-    """This process's batches from `start_step` on, with the backend the config asks for."""
-    if global_batch % process_count:
-        raise ConfigError(f"batch size {global_batch} does not divide by {process_count} processes")
+    """This process's batches from `start_step` on, with the backend the config asks for: rows
+    `process_index * global_batch / process_count` on of each step's global batch."""
     levels = qualities = None
     if mode == "ranker":
         levels = quality_levels(*data_cfg.quality_range, data_cfg.num_levels)
@@ -73,10 +74,11 @@ def make_batches(
     sampler = PlanSampler(
         images,
         patch_size=data_cfg.patch_size,
-        local_batch=global_batch // process_count,
+        global_batch=global_batch,
         seed=data_cfg.seed,
-        process_index=process_index,
         mode=mode,
+        process_index=process_index,
+        process_count=process_count,
         levels=levels,
         qualities=qualities,
     )

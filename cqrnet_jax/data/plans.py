@@ -1,7 +1,11 @@
 """The per-step plans of the training input (`pipeline.py`): which image, where to crop, which of
-the 8 flips/rotations, which JPEG qualities, drawn from `np.random.default_rng([seed, process,
-step])`. Both input backends (NumPy and tf.data) execute these plans, so they agree batch for
-batch and a resumed run needs no iterator state."""
+the 8 flips/rotations, which JPEG qualities, drawn from `np.random.default_rng([seed, 0, step])`.
+Both input backends (NumPy and tf.data) execute these plans, so they agree batch for batch and a
+resumed run needs no iterator state.
+
+A plan is drawn for the whole global batch and each process executes its own rows of it (process
+i: rows i*B/N to (i+1)*B/N), so the global batch of a step depends on the seed and the step only,
+not on how many processes share it: N processes train on the batches of a one-process run."""
 
 from __future__ import annotations
 
@@ -19,8 +23,10 @@ def quality_levels(qmin: int, qmax: int, num_levels: int) -> list[tuple[int, int
     return [(int(c[0]), int(c[-1])) for c in np.array_split(np.arange(qmin, qmax + 1), num_levels)]
 
 
-def plan_rng(seed: int, process_index: int, step: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), int(process_index), int(step)])
+def plan_rng(seed: int, step: int) -> np.random.Generator:
+    # the 0 was the process index when each process drew its own plans: keeping it keeps the
+    # batches of every earlier one-process run
+    return np.random.default_rng([int(seed), 0, int(step)])
 
 
 def sample_crops(rng, shapes: Sequence[tuple[int, int]], batch: int, patch: int) -> dict:
@@ -59,17 +65,19 @@ def dihedral(patch: np.ndarray, transform: int) -> np.ndarray:
 
 
 class PlanSampler:
-    """Draws the per-step plans (crops + untransformed patches + qualities) for one process."""
+    """Draws the per-step plans of the global batch and keeps one process's rows of them (crops,
+    untransformed patches, qualities); `batch` is the number of rows this process executes."""
 
     def __init__(
         self,
         images,
         *,
         patch_size,
-        local_batch,
+        global_batch,
         seed,
-        process_index,
         mode,
+        process_index=0,
+        process_count=1,
         levels=None,
         qualities=None,
     ):
@@ -78,21 +86,29 @@ class PlanSampler:
             raise ConfigError(f"{len(small)} training image(s) smaller than patch {patch_size}")
         if mode not in ("ranker", "deblock"):
             raise ValueError(f"unknown pipeline mode {mode!r}")
+        if global_batch % process_count:
+            raise ConfigError(
+                f"batch size {global_batch} does not divide by {process_count} processes"
+            )
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
         self.images = images
         self.shapes = [im.shape for im in images]
-        self.patch, self.batch, self.mode = patch_size, local_batch, mode
-        self.seed, self.process_index = seed, process_index
+        self.patch, self.mode, self.seed = patch_size, mode, seed
+        self.global_batch = global_batch
+        self.batch = global_batch // process_count
+        self.rows = slice(process_index * self.batch, (process_index + 1) * self.batch)
         self.levels, self.qualities = levels, qualities
 
     def plan(self, step: int) -> dict:
-        rng = plan_rng(self.seed, self.process_index, step)
-        plan = sample_crops(rng, self.shapes, self.batch, self.patch)
+        rng = plan_rng(self.seed, step)
+        n = self.global_batch
+        plan = sample_crops(rng, self.shapes, n, self.patch)
         if self.mode == "ranker":
-            plan["quality"], plan["label"] = sample_ranker_qualities(rng, self.batch, self.levels)
+            plan["quality"], plan["label"] = sample_ranker_qualities(rng, n, self.levels)
         else:
-            plan["quality"], plan["label"] = sample_deblock_qualities(
-                rng, self.batch, self.qualities
-            )
+            plan["quality"], plan["label"] = sample_deblock_qualities(rng, n, self.qualities)
+        plan = {k: v[self.rows] for k, v in plan.items()}  # this process's share
         p = self.patch
         plan["patch"] = np.stack(
             [

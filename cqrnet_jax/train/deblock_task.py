@@ -119,7 +119,9 @@ class DeblockTask:
             images = load_eval_set(self.config.eval_set, self.config.data.data_dir)
             self._eval_cache = restorer, images
         restorer, images = self._eval_cache
-        restorer.variables = self.variables(state)
+        # host copies: the state's arrays span every process's devices, and only process 0
+        # evaluates, on its own device
+        restorer.variables = jax.device_get(self.variables(state))
         out = {}
         for q in self.config.data.qualities:
             gains = []

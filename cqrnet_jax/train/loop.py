@@ -3,6 +3,11 @@
 Data parallelism is `jax.jit` over a one-axis `Mesh` named `data`: the batch is split across all
 devices (of all processes), the state is replicated. A task (see `tasks.py`) supplies the model's
 variables, the loss, the pipeline mode and an optional host-side evaluation.
+
+With several processes (`distributed.py`) every process runs this loop: each builds its own rows
+of every global batch and all of them save and restore the checkpoints together (orbax
+coordinates them; the workdir must be shared); only process 0 prints, writes logs, the config
+and timing, evaluates and exports.
 """
 
 from __future__ import annotations
@@ -57,7 +62,16 @@ def train_step(state: TrainState, batch, frozen=None, *, loss_fn, seed: int = 0)
 
 
 def make_mesh() -> Mesh:
-    return Mesh(np.array(jax.devices()), ("data",))
+    """All devices of all processes on the `data` axis, process by process: process i's devices
+    hold rows i*B/N to (i+1)*B/N of the global batch, the rows its input pipeline builds."""
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    return Mesh(np.array(devices), ("data",))
+
+
+def report(message: str):
+    """Prints a progress line on process 0 only (the others would repeat it)."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
 
 
 def check_batch_divisible(global_batch: int, mesh: Mesh):
@@ -162,7 +176,7 @@ def _start_state(task, config, mesh: Mesh, manager) -> tuple[TrainState, int]:
     state = create_state(task, config, mesh)
     if manager.latest_step() is None and config.get("init_from"):
         state = init_from_params(state, config.init_from)
-        print(f"initialised from {config.init_from} at step {int(state.step)}", flush=True)
+        report(f"initialised from {config.init_from} at step {int(state.step)}")
     state = restore_or_keep(manager, state)
     start = manager.latest_step()
     return state, int(state.step) if start is None else start
@@ -176,13 +190,13 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     manager = checkpoint_manager(workdir, config)
     state, start = _start_state(task, config, mesh, manager)
     if start >= config.num_steps:
-        print(f"{workdir}: already trained to step {start} (num_steps={config.num_steps})")
+        report(f"{workdir}: already trained to step {start} (num_steps={config.num_steps})")
         task.finalize(state, workdir)
         return state
-    print(
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    report(
         f"{'resuming at' if start else 'starting'} step {start} of {config.num_steps} "
-        f"on {mesh.devices.size} device(s), batch {config.batch_size}",
-        flush=True,
+        f"on {mesh.devices.size} device(s){processes}, batch {config.batch_size}"
     )
 
     replicated = NamedSharding(mesh, P())
@@ -192,11 +206,12 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     first = next(batches)
     step_fn, timing = compile_step(task, config, mesh, state, first, frozen)
     batches = itertools.chain([first], batches)
-    writer = MetricWriter(os.path.join(workdir, "logs"), enabled=jax.process_index() == 0)
+    main_process = jax.process_index() == 0
+    writer = MetricWriter(os.path.join(workdir, "logs"), enabled=main_process)
     budget = float(config.get("train_seconds", 0) or 0)
     progress = Progress(start, config.num_steps, t0 + budget if budget else None)
     guard = NonFiniteGuard(
-        config.get("max_nonfinite_steps", 20), start - int(state.step), jax.process_index() == 0
+        config.get("max_nonfinite_steps", 20), start - int(state.step), main_process
     )
     steady_from = start + max(config.get("log_first_steps", 0), 1)  # past compile and synced steps
     pending, step, t_steady, waited = [], start, None, 0.0
@@ -211,14 +226,14 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
             last = step == config.num_steps or _out_of_time(t0, budget, step, config.log_every)
             due = _due(config, step, start, last)
             guard.settle(lag=0 if due else 1)  # a step is read before it is saved or shown
-            extra = task.evaluate(state) if "eval" in due else {}
+            extra = task.evaluate(state) if "eval" in due and main_process else {}
             if "log" in due or extra:
                 _flush_metrics(pending, step, writer, progress, extra, guard.skipped)
                 pending = []
             if step == steady_from:
                 jax.block_until_ready(state)
                 t_steady = (time.perf_counter(), step)
-            if "save" in due:
+            if "save" in due:  # every process: orbax writes the shards and syncs them
                 manager.save(step, args=ocp.args.StandardSave(state))
             if "export" in due:
                 task.finalize(state, workdir)
@@ -236,7 +251,7 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     write_timing(workdir, timing)
     why = "" if step == config.num_steps else f" (train_seconds={budget:g} reached)"
     why += f", {guard.skipped} skipped as non-finite" if guard.skipped else ""
-    print(f"done: {step - start} steps in {seconds:.0f} s, at step {step}{why}", flush=True)
+    report(f"done: {step - start} steps in {seconds:.0f} s, at step {step}{why}")
     task.finalize(state, workdir)
     return state
 
@@ -304,7 +319,7 @@ def compile_step(task, config, mesh: Mesh, state, batch, frozen):
         timing["flops_per_step"] = float(cost["flops"]) * jax.process_count()
     except Exception:  # noqa: BLE001 - cost analysis is best-effort on some backends
         pass
-    print(f"compiled the train step in {timing['compile_s']:.1f} s", flush=True)
+    report(f"compiled the train step in {timing['compile_s']:.1f} s")
     return compiled, timing
 
 
