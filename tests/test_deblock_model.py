@@ -1,6 +1,7 @@
 """The de-blocking network M (SPEC §2) and its layers: any input size, identity groups at
-initialisation, the windowed non-local block against a NumPy embedded-Gaussian non-local, the
-sub-pixel shuffle, and the no-DC ablation's parameters.
+initialisation, the no-DC ablation's parameters and receptive fields, the trunk·mask + trunk
+modulation, the windowed non-local block against a NumPy embedded-Gaussian non-local, and the
+sub-pixel shuffle (padding in the non-local block: tests/test_nonlocal_mask.py).
 
 The module turns on JAX's persistent compilation cache (in a temporary folder), as test_train.py.
 """
