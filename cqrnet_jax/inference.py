@@ -204,15 +204,14 @@ def load_restorer(
     spec: str = "default", *, tile: int = 0, canvas: int = 0, max_batch: int = 8
 ) -> tuple[Restorer, dict]:
     """A Restorer for 'default', a training workdir or a params prefix, and the model's meta."""
-    from cqrnet_jax.models.build import deblock_from_config
+    from cqrnet_jax.models.build import load_deblock_model
 
     prefix = resolve_model_prefix(spec)
     try:
-        variables, meta = pretrained.load_variables(prefix)
+        # float32 and chunked attention whatever the model was trained with (bfloat16 and
+        # all-window attention suit a training batch, not a whole photo); params are float32
+        model, variables, meta = load_deblock_model(prefix, dtype="float32", attention="chunked")
     except FileNotFoundError:
         where = "the package's shipped model" if spec == "default" else os.fspath(prefix)
         raise FileNotFoundError(f"no de-blocking model found at {where}") from None
-    # float32 and chunked attention whatever the model was trained with (bfloat16 and all-window
-    # attention suit a training batch, not a whole photo on any device); the params are float32
-    model = deblock_from_config(meta["model"], dtype="float32", attention="chunked")
     return Restorer(model, variables, tile=tile, canvas=canvas, max_batch=max_batch), meta

@@ -81,8 +81,10 @@ def load_ranker_model(prefix: str | os.PathLike):
     return ranker_from_config(meta["model"]), variables, meta
 
 
-def load_deblock_model(prefix: str | os.PathLike, dtype: str | None = None):
+def load_deblock_model(
+    prefix: str | os.PathLike, dtype: str | None = None, attention: str | None = None
+):
     """(module, variables, meta) of a de-blocker written by `save_variables`, computing in
-    `dtype` (default: as it was trained); errors as `load_ranker_model`."""
+    `dtype` with `attention` (default: as it was trained); errors as `load_ranker_model`."""
     variables, meta = _load(prefix, "deblock")
-    return deblock_from_config(meta["model"], dtype=dtype), variables, meta
+    return deblock_from_config(meta["model"], dtype, attention), variables, meta

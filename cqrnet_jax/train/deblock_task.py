@@ -31,6 +31,9 @@ class DeblockTask:
         self.config = config
         self.model = deblock_from_config(config.model)
         loss = config.loss
+        self.pixel_loss = loss.get("pixel", "mae")
+        if self.pixel_loss not in ("mae", "mse"):
+            raise ConfigError(f"loss.pixel: 'mae' or 'mse', not {self.pixel_loss!r}")
         self.uses_ranker = bool(loss.alpha or loss.beta)
         self.ranker = self.ranker_variables = None
         self.ranker_prefix = None
@@ -64,9 +67,7 @@ class DeblockTask:
     def terms(self, restored, y, frozen=None) -> dict:
         """Unweighted terms {l_mae or l_mse[, l_q, l_f]} of `restored` against y, in [0, 1];
         `frozen`: the ranker's variables (default: the task's own, as constants)."""
-        pixel = self.config.loss.get("pixel", "mae")
-        if pixel not in ("mae", "mse"):
-            raise ConfigError(f"loss.pixel: 'mae' or 'mse', not {pixel!r}")
+        pixel = self.pixel_loss
         terms = {f"l_{pixel}": (mae_loss if pixel == "mae" else mse_loss)(restored, y)}
         if self.uses_ranker:
             frozen = self.ranker_variables if frozen is None else frozen
