@@ -54,6 +54,7 @@ def _args(tmp_path, **kw):
     rows = ["full", "no_cqr", "no_dc", "no_lq", "no_lf", "jpeg", "arcnn", "dncnn"]
     base = dict(scale="cpu", seeds=2, rows=rows, workdir=str(tmp_path / "runs"), data_dir="DATA")
     base["suffix"] = ""
+    base["train_only"] = False
 
     return argparse.Namespace(**{**base, **kw})
 
@@ -95,6 +96,17 @@ def test_a_rerun_keeps_finished_rows_and_continues_after_an_interruption(tables,
     tables.calls.clear()
     tables.run(_args(tmp_path), log=lambda *_: None)
     assert tables.calls == []  # everything done: nothing trained or scored again
+
+
+def test_train_only_trains_every_missing_row_and_scores_none(tables, tmp_path):
+    tables.run(_args(tmp_path, train_only=True), log=lambda *_: None)
+    assert {c[0] for c in tables.calls} == {"train"} and len(tables.calls) == 7 * 2
+    assert not (tmp_path / "results" / "table1.json").exists() or not json.loads(
+        (tmp_path / "results" / "table1.json").read_text()
+    )["rows"]
+    tables.calls.clear()
+    tables.run(_args(tmp_path), log=lambda *_: None)  # the later run scores every row
+    assert sum(c[0] == "evaluate" for c in tables.calls) == 1 + 7 * 2
 
 
 def test_verdicts_call_differences_within_the_seed_spread_ties(tables):
