@@ -47,17 +47,16 @@ def identity(y_uint8: np.ndarray) -> np.ndarray:
     return y_uint8
 
 
-def get_restorer(
-    model: str, tile: int = 0, canvas: int = 0, max_batch: int = 8
-) -> tuple[str, Restorer]:
+def get_restorer(model: str, **how) -> tuple[str, Restorer]:
     """(name, restorer) for a `--model` value: "jpeg" (the decoded JPEG itself), "default" (the
-    shipped de-blocking model), or a training workdir / exported params prefix. `tile`, `canvas`
-    and `max_batch` choose how a model runs (`inference.Restorer`); "jpeg" ignores them."""
+    shipped de-blocking model), or a training workdir / exported params prefix. `how` (tile,
+    canvas, max_batch, exact_group, devices) chooses how a model runs (`inference.Restorer`);
+    "jpeg" ignores it."""
     if model == "jpeg":
         return "jpeg", identity
     from cqrnet_jax.inference import load_restorer
 
-    restorer, _ = load_restorer(model, tile=tile, canvas=canvas, max_batch=max_batch)
+    restorer, _ = load_restorer(model, **how)
     return model, restorer
 
 

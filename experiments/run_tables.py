@@ -275,6 +275,8 @@ def run(args, log=print) -> None:
             if (not in1 or done(1, row, seed)) and (not in2 or done(2, row, seed)):
                 continue
             workdir = work / f"{row}_s{seed}"
+            if args.score_only and _export_step(workdir) != SCALES[scale]["num_steps"]:
+                continue  # not trained yet (perhaps training now, in another process)
             wall = train(row, seed, scale, workdir, log)
             if args.train_only:
                 continue
@@ -423,7 +425,15 @@ def main(argv=None) -> int:
         action="store_true",
         help="train the missing rows and score none (a later run without it scores them)",
     )
+    p.add_argument(
+        "--score-only",
+        action="store_true",
+        help="score the rows whose training has finished and train none (beside a --train-only "
+        "run in the background)",
+    )
     args = p.parse_args(argv)
+    if args.train_only and args.score_only:
+        p.error("--train-only and --score-only exclude each other")
     if args.render:
         print(render(args.suffix))
         return 0

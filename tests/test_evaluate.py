@@ -11,6 +11,7 @@ import math
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -201,6 +202,32 @@ def test_cli_canvas_and_whole_image_reports(data_dir, tiny_model_prefix, tmp_pat
     assert [r["results"][0]["n_images"] for r in reports] == [2, 2]
 
 
+@pytest.mark.slow
+def test_cli_splits_the_cpu_into_devices_and_scores_the_same(data_dir, tiny_model_prefix, tmp_path):
+    """In a fresh process on a CPU of 2+ cores, `evaluate` runs on one device per core (up to
+    4; --parallel 1: one) and scores exactly what one device does."""
+    import os
+    import subprocess
+    import sys
+
+    from cqrnet_jax.devices import MAX_HOST_DEVICES, host_cores
+
+    if jax.default_backend() != "cpu" or host_cores() < 2:
+        pytest.skip("needs a CPU of 2 or more cores")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    reports = []
+    for parallel in ([], ["--parallel", "1"]):
+        out = tmp_path / f"eval{len(reports)}.json"
+        argv = [sys.executable, "-m", "cqrnet_jax", "evaluate", "--model", tiny_model_prefix]
+        argv += ["--data-dir", str(data_dir), "--datasets", "Classic5", "--qualities", "10"]
+        argv += ["--json", str(out), "--no-progress", *parallel]
+        subprocess.run(argv, check=True, env=env, capture_output=True)
+        reports.append(json.loads(out.read_text()))
+    assert reports[0]["inference"]["devices"] == min(host_cores(), MAX_HOST_DEVICES)
+    assert reports[1]["inference"]["devices"] == 1
+    assert reports[0]["per_image"] == reports[1]["per_image"]
+
+
 def test_cli_without_data_dir_uses_builtin_photos(monkeypatch, capsys):
     monkeypatch.delenv(datasets.DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(datasets, "builtin_photos", lambda: IMAGES)  # fast stand-in
@@ -243,7 +270,14 @@ def test_cli_ensemble_scores_the_self_ensemble(data_dir, tiny_model_prefix, tmp_
     argv += ["--datasets", "Classic5", "--qualities", "10", "--ensemble"]
     report = _report(argv, tmp_path / "ens.json")
     capsys.readouterr()
-    assert report["inference"] == {"canvas": 48, "max_batch": 1, "tile": 0, "ensemble": 8}
+    assert report["inference"] == {
+        "canvas": 48,
+        "max_batch": 1,
+        "tile": 0,
+        "exact_group": 8,
+        "devices": len(jax.devices()),
+        "ensemble": 8,
+    }
     assert [r["model"] for r in report["results"]] == [f"{tiny_model_prefix}+ensemble"]
     _, restorer = get_restorer(tiny_model_prefix, canvas=48, max_batch=1)
     sets = [("Classic5", IMAGES)]

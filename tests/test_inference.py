@@ -258,15 +258,53 @@ def test_balanced_batches():
 
 def test_restorer_options(tiny):
     """Canvas steps round up to the model's alignment; tiles and canvases exclude each other;
-    the variables live on the device (not re-uploaded per call)."""
+    the variables go to each device once (not re-uploaded per call)."""
     assert Restorer(*tiny, canvas=20).canvas == 32
     with pytest.raises(ValueError, match="exclude each other"):
         Restorer(*tiny, tile=64, canvas=32)
     with pytest.raises(ValueError, match="max_batch"):
         Restorer(*tiny, canvas=32, max_batch=0)
     restorer = Restorer(*tiny)
-    assert all(isinstance(a, jax.Array) for a in jax.tree.leaves(restorer.variables))
+    assert restorer.devices == [jax.devices()[0]]
+    on_device = restorer._variables_on(restorer.devices[0])
+    assert all(isinstance(a, jax.Array) for a in jax.tree.leaves(on_device))
+    assert restorer._variables_on(restorer.devices[0]) is on_device
+    restorer.variables = tiny[1]  # new variables (training's evaluation): uploaded anew
+    assert restorer._variables_on(restorer.devices[0]) is not on_device
     assert Restorer(tiny[0], None).variables is None
+
+
+def test_sizes_many_images_share_get_programs_of_their_own(tiny, photos, whole_restorations):
+    """With exact_group=2, a size two images share runs at exactly that size (so equal to the
+    whole image to float rounding, no canvas padding), the others on their canvases; one program
+    per group."""
+    restorer = Restorer(*tiny, canvas=32, exact_group=2)
+    shapes = [photos[0].shape, photos[1].shape, photos[0].shape, photos[2].shape]
+    assert restorer.canvas_groups(shapes) == {(181, 243): [0, 2], (192, 256): [1], (128, 160): [3]}
+    canvases = {(192, 256): [0, 1, 2], (128, 160): [3]}
+    assert Restorer(*tiny, canvas=32).canvas_groups(shapes) == canvases
+    images = [photos[0], photos[1], photos[0], photos[2]]
+    got = restorer.restore_float_batch([y / 255.0 for y in images])
+    assert restorer.traces == 3
+    for i in (0, 2):
+        np.testing.assert_allclose(got[i], whole_restorations[0], atol=1e-6)
+    canvas = Restorer(*tiny, canvas=32).restore_float_batch([photos[1] / 255.0, photos[2] / 255.0])
+    np.testing.assert_array_equal(got[1], canvas[0])
+    np.testing.assert_array_equal(got[3], canvas[1])
+
+
+@pytest.mark.parametrize("mode", [dict(), dict(tile=64, margin=16), dict(canvas=32, max_batch=2)])
+def test_several_devices_give_each_image_its_own_result_in_order(tiny, photos, mode):
+    """Jobs spread over several devices (here the one CPU device listed three times: the
+    dispatch-ahead and collection order are what is tested) give every image, tile and batch
+    the result one device gives, in order."""
+    images = [photos[0], photos[2], photos[1], photos[0], photos[2]]
+    device = jax.devices()[0]
+    one = Restorer(*tiny, **mode).restore_batch(images)
+    many = Restorer(*tiny, **mode, devices=[device] * 3)
+    for got, expected in zip(many.restore_batch(images), one, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(many(photos[1]), one[2])  # one image alone
 
 
 # --- loading -------------------------------------------------------------------------------------

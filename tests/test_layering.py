@@ -23,6 +23,7 @@ LAYERS = {  # module or package (dotted, below cqrnet_jax) -> layer
     "config_base": 0,
     "errors": 0,
     "pretrained": 0,
+    "devices": 0,
     "models": 1,
     "inference": 2,
     "photo": 2,

@@ -54,7 +54,7 @@ def _args(tmp_path, **kw):
     rows = ["full", "no_cqr", "no_dc", "no_lq", "no_lf", "jpeg", "arcnn", "dncnn"]
     base = dict(scale="cpu", seeds=2, rows=rows, workdir=str(tmp_path / "runs"), data_dir="DATA")
     base["suffix"] = ""
-    base["train_only"] = False
+    base["train_only"] = base["score_only"] = False
 
     return argparse.Namespace(**{**base, **kw})
 
@@ -101,12 +101,28 @@ def test_a_rerun_keeps_finished_rows_and_continues_after_an_interruption(tables,
 def test_train_only_trains_every_missing_row_and_scores_none(tables, tmp_path):
     tables.run(_args(tmp_path, train_only=True), log=lambda *_: None)
     assert {c[0] for c in tables.calls} == {"train"} and len(tables.calls) == 7 * 2
-    assert not (tmp_path / "results" / "table1.json").exists() or not json.loads(
-        (tmp_path / "results" / "table1.json").read_text()
-    )["rows"]
+    assert (
+        not (tmp_path / "results" / "table1.json").exists()
+        or not json.loads((tmp_path / "results" / "table1.json").read_text())["rows"]
+    )
     tables.calls.clear()
     tables.run(_args(tmp_path), log=lambda *_: None)  # the later run scores every row
     assert sum(c[0] == "evaluate" for c in tables.calls) == 1 + 7 * 2
+
+
+def test_score_only_scores_the_finished_rows_and_trains_none(tables, tmp_path):
+    """Beside a --train-only run: rows whose workdir holds the final export are scored (their
+    training run returns at once), the others are left to the trainer."""
+    steps = tables.SCALES["cpu"]["num_steps"]
+    for name in ("full_s0", "no_dc_s1"):
+        meta = tmp_path / "runs" / "cpu" / name / "export" / "deblock.json"
+        meta.parent.mkdir(parents=True)
+        meta.write_text(json.dumps({"step": steps}))
+    tables.run(_args(tmp_path, score_only=True), log=lambda *_: None)
+    scored = sorted(c[1] for c in tables.calls if c[0] == "evaluate")
+    assert scored == ["full_s0", "jpeg", "no_dc_s1"]
+    t1 = json.loads((tmp_path / "results" / "table1.json").read_text())
+    assert {(r["model"], r["seed"]) for r in t1["rows"]} == {("full", 0), ("no_dc", 1)}
 
 
 def test_verdicts_call_differences_within_the_seed_spread_ties(tables):
