@@ -2,9 +2,11 @@
 
 XLA:CPU runs one program on all cores, but a de-blocking network's convolutions scale poorly over
 them: on 2 cores two one-image programs, one per core, restore ~1.2x more images a second than
-one program at a time (benchmarks/inference.py). `split_host_cores` makes the CPU platform one
-device per core before JAX starts; `inference_devices` lists the devices `inference.Restorer`
-spreads its images (or tiles, or canvas batches) over: the CPU's, or all local accelerators.
+one program at a time, and training data-parallel over two devices takes ~1.4x the steps a
+second of one device (benchmarks/bench.py, experiments/results/bench_cpu.json). `split_host_cores`
+makes the CPU platform one device per core before JAX starts (the trainer and `evaluate` call
+it); `inference_devices` lists the devices `inference.Restorer` spreads its images (or tiles,
+or canvas batches) over: the CPU's, or all local accelerators.
 """
 
 from __future__ import annotations
@@ -24,12 +26,22 @@ def host_cores() -> int:
         return os.cpu_count() or 1
 
 
-def split_host_cores(max_devices: int = MAX_HOST_DEVICES) -> int:
-    """Makes XLA's CPU platform min(cores, `max_devices`) devices; returns that count, or 0 when
-    nothing changed: XLA_FLAGS already sets a count, there is one core, or JAX has already
-    started its backends (the flag is read once, then). Call it before anything runs on JAX."""
+def host_device_count(cores: int, max_devices: int, divides: int | None = None) -> int:
+    """min(cores, max_devices), lowered to the largest count that divides `divides` if given."""
+    count = max(1, min(cores, max_devices))
+    while divides and count > 1 and divides % count:
+        count -= 1
+    return count
+
+
+def split_host_cores(max_devices: int = MAX_HOST_DEVICES, divides: int | None = None) -> int:
+    """Makes XLA's CPU platform min(cores, `max_devices`) devices (the most of them that divides
+    `divides`, a global batch, when given); returns that count, or 0 when nothing changed:
+    XLA_FLAGS already sets a count, there is one core, or JAX has already started its backends
+    (the flag is read once, then). Call it before anything runs on JAX. Harmless with an
+    accelerator, whose devices JAX uses instead."""
     flags = os.environ.get("XLA_FLAGS", "")
-    count = min(host_cores(), max_devices)
+    count = host_device_count(host_cores(), max_devices, divides)
     if _FLAG in flags or count < 2:
         return 0
     if "jax" in sys.modules:

@@ -64,6 +64,17 @@ flags.DEFINE_integer("num_processes", None, "Processes in the run (implies --dis
 flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1 (implies --distributed).")
 
 
+def _split_host_cores(config) -> None:
+    """config.host_devices: the CPU as that many devices (0: auto), before JAX starts."""
+    from cqrnet_jax.devices import MAX_HOST_DEVICES, split_host_cores
+
+    wanted = config.get("host_devices", 0)
+    if wanted < 0:
+        raise ConfigError(f"host_devices must be 0 (auto) or more, got {wanted}")
+    if wanted != 1:
+        split_host_cores(wanted or MAX_HOST_DEVICES, divides=config.batch_size)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -90,6 +101,8 @@ def main(argv):
     try:
         if FLAGS.distributed or any(v is not None for v in cluster.values()):
             distributed.join(**cluster)  # before anything touches a device
+        else:
+            _split_host_cores(FLAGS.config)
         train_and_evaluate(FLAGS.config, FLAGS.workdir, get_task(FLAGS.config))
     except (ConfigError, NonFiniteLossError) as err:  # the user's to fix: no traceback
         print(f"error: {err}", file=sys.stderr)

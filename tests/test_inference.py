@@ -363,3 +363,12 @@ def test_shipped_model_beats_jpeg_on_a_photo():
     before, after = image_metrics(jpeg, clean), image_metrics(restorer(jpeg), clean)
     assert after["psnr"] > before["psnr"] + 0.2
     assert after["psnr_b"] > before["psnr_b"] + 1.0
+
+
+def test_host_device_count():
+    """One device per core, at most the maximum, and a count that divides the batch."""
+    from cqrnet_jax.devices import host_device_count
+
+    assert host_device_count(2, 4) == 2 and host_device_count(16, 4) == 4
+    assert host_device_count(1, 4) == 1 and host_device_count(8, 4, divides=6) == 3
+    assert host_device_count(4, 4, divides=7) == 1 and host_device_count(2, 4, divides=16) == 2

@@ -536,6 +536,12 @@ def test_main_trains_the_smoke_preset_and_prints_progress(tmp_path, compile_cach
     assert progress[-1][2] == "0m00s"
     assert "done: 20 steps" in proc.stdout
     assert (tmp_path / "export" / "ranker.msgpack").is_file()
+    # on a CPU the trainer splits the cores into devices and trains data-parallel over them
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    if jax.default_backend() == "cpu" and "device_count" not in env.get("XLA_FLAGS", ""):
+        from cqrnet_jax.devices import MAX_HOST_DEVICES, host_cores, host_device_count
+
+        assert timing["devices"] == host_device_count(host_cores(), MAX_HOST_DEVICES, 4)
 
 
 def test_blind_preset_adds_the_cross_image_term(ranker_config):

@@ -258,6 +258,9 @@ def _check_tile(args, restorer) -> None:
 
 def run_deblock(args) -> int:
     """Runs `deblock` for parsed args; returns the exit status (0, or 1 if any file failed)."""
+    from cqrnet_jax.devices import inference_devices, split_host_cores
+
+    split_host_cores()  # before JAX starts: a large photo's tiles run on all cores at once
     from tqdm import tqdm
 
     from cqrnet_jax.apps.input_quality import trained_qualities
@@ -266,7 +269,7 @@ def run_deblock(args) -> int:
     from cqrnet_jax.inference import load_restorer
 
     outdir = _output_folder(args.output)
-    restorer, meta = load_restorer(args.model, tile=args.tile)
+    restorer, meta = load_restorer(args.model, tile=args.tile, devices=inference_devices())
     _check_tile(args, restorer)
     trained = trained_qualities(meta)
     if args.ensemble:

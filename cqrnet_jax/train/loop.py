@@ -316,7 +316,8 @@ def compile_step(task, config, mesh: Mesh, state, batch, frozen):
     try:
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list | tuple) else cost
-        timing["flops_per_step"] = float(cost["flops"]) * jax.process_count()
+        # the partitioned program's cost is one device's: the step's is that times the devices
+        timing["flops_per_step"] = float(cost["flops"]) * mesh.devices.size
     except Exception:  # noqa: BLE001 - cost analysis is best-effort on some backends
         pass
     report(f"compiled the train step in {timing['compile_s']:.1f} s")
