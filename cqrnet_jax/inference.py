@@ -17,6 +17,7 @@ within 0.0023 dB PSNR of whole images (benchmarks/canvas_eval.py).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -117,17 +118,19 @@ class Restorer:
     def devices(self, value):
         self._devices = list(value)
         self._on_device = {}
+        self._turn = itertools.count()  # jobs go to the devices in turn, across calls and threads
 
     def _run(self, jobs):
         """Runs `jobs`, an iterable of (x (N, H, W) float32, valid (N, 2) int32, done), on the
         devices in turn, each dispatched while earlier ones run; `done(result)` receives each
-        job's numpy output, in job order. With several devices (e.g. the CPU split into one
-        device per core, `use_host_cores`), as many programs run at once: on 2 CPU cores two
-        one-image programs restore ~1.2x more images a second than one program on both cores
-        (benchmarks/inference.py)."""
+        job's numpy output, in job order. Calls from several threads share the devices (deblock
+        restores one file per device at a time). With several devices (the CPU split into one
+        device per core, `devices.split_host_cores`), as many programs run at once: on 2 CPU
+        cores two one-image programs restore ~1.2x the images a second of one program on both
+        (benchmarks/bench.py)."""
         pending: list = []
-        for k, (x, valid, done) in enumerate(jobs):
-            device = self.devices[k % len(self.devices)]
+        for x, valid, done in jobs:
+            device = self.devices[next(self._turn) % len(self.devices)]
             x, valid = jax.device_put((x, valid), device)
             pending.append((self._apply(self._variables_on(device), x, valid), done))
             if len(pending) > len(self.devices):  # the oldest has had its turn: collect it

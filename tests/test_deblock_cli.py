@@ -394,3 +394,38 @@ def test_ensemble_restores_the_8_transforms_in_tiles(
     expected = SelfEnsemble(tiny_restorer)(y)
     np.testing.assert_array_equal(load_image(out / "grey.png").pixels, expected)
     assert np.any(expected != tiny_restorer(y))
+
+
+@pytest.mark.slow
+def test_files_restored_on_several_devices_at_once_equal_one_at_a_time(
+    tiny_model_prefix, three, tmp_path
+):
+    """In a fresh process on a CPU of 2+ cores, deblock splits the cores into devices and
+    restores files concurrently: the same bytes as --parallel 1, every file, and of two inputs
+    of one name the first in input order is written and the second refused, as one at a time."""
+    import os
+    import subprocess
+    import sys
+
+    from cqrnet_jax.devices import host_cores
+
+    if host_cores() < 2:
+        pytest.skip("needs a CPU of 2 or more cores")
+    twin = Path(three[0]).with_suffix(".png")  # grey.png: the same output name as grey.jpg
+    Image.open(three[1]).save(twin)
+    inputs = [*three, twin]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    outputs = {}
+    for parallel in ("2", "1"):
+        out = tmp_path / f"out{parallel}"
+        cmd = [sys.executable, "-m", "cqrnet_jax", "deblock", *map(str, inputs), "-o", str(out)]
+        cmd += ["--model", tiny_model_prefix, "--no-progress", "--parallel", parallel]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert error_lines(proc.stderr) == [
+            f"error: {twin}: {out / 'grey.png'} was already written from {three[0]} (same name): "
+            "restore one of them into another folder"
+        ]
+        outputs[parallel] = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(outputs["2"]) == ["colour.png", "grey.png", "rgba.png"]
+    assert outputs["2"] == outputs["1"]

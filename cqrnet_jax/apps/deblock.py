@@ -27,6 +27,8 @@ How grey and colour pixels are restored is `photo.restore_image`'s business; alp
 from __future__ import annotations
 
 import argparse
+import collections
+import concurrent.futures
 import os
 import sys
 from pathlib import Path
@@ -110,6 +112,13 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
         help=f"refuse larger images (decompression bombs; default {DEFAULT_MAX_PIXELS})",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--parallel",
+        type=int_in_range(1),
+        metavar="N",
+        help="restore N files at once, one per device: on a CPU its cores split into N devices "
+        "(default: min(cores, 4)), on GPUs one per GPU",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     return p
 
@@ -200,11 +209,11 @@ class _Skipped(Exception):
     """An input left alone on purpose (--skip-above); the message says why, one line."""
 
 
-def _restore_file(restorer, path: str, target: Path, args, trained, warn) -> None:
-    """Restores `path` into `target`, creating its folder; `warn(line)` tells what the user
-    should know (`trained`: the model's training qualities). Raises _FileError on failure,
-    _Skipped for a file --skip-above leaves alone."""
-    from cqrnet_jax.data.io import ImageLoadError, load_image, save_image
+def _restore_file(restorer, path: str, args, trained, warn, show_tiles: bool):
+    """Restores `path`: (pixels, PIL save options, warning or None) to write (`_write`);
+    `warn(line)` tells what the user should know (`trained`: the model's training qualities).
+    Raises _FileError on failure, _Skipped for a file --skip-above leaves alone."""
+    from cqrnet_jax.data.io import ImageLoadError, load_image
 
     try:
         loaded = load_image(path, max_pixels=args.max_pixels)
@@ -216,22 +225,26 @@ def _restore_file(restorer, path: str, target: Path, args, trained, warn) -> Non
     if warning := quality_warning(found, trained):
         warn(warning)  # before the restoration, which takes a while
     try:
-        out = _restore_with_progress(restorer, loaded, Path(path).name, not args.no_progress)
+        out = _restore_with_progress(restorer, loaded, Path(path).name, show_tiles)
     except ImageLoadError as err:
         raise _FileError(err.reason) from None
     except MemoryError:
         raise _FileError("not enough memory (try a smaller --tile)") from None
     except (RuntimeError, ValueError) as err:  # e.g. XLA's RESOURCE_EXHAUSTED
         raise _FileError(f"cannot restore: {_one_line(err)}") from None
-    out, options, warning = _save_options(out, loaded, args.format, args.quality)
+    return _save_options(out, loaded, args.format, args.quality)
+
+
+def _write(target: Path, out: np.ndarray, options: dict) -> None:
+    """Writes a restored image, creating the output folder with the first file."""
+    from cqrnet_jax.data.io import save_image
+
     try:
         target.parent.mkdir(parents=True, exist_ok=True)  # with the first file written
         save_image(target, out, **options)
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else _one_line(err)
         raise _FileError(f"cannot write {target}: {reason}") from None
-    if warning:
-        warn(warning)
 
 
 def _output_folder(text: str) -> Path:
@@ -258,9 +271,10 @@ def _check_tile(args, restorer) -> None:
 
 def run_deblock(args) -> int:
     """Runs `deblock` for parsed args; returns the exit status (0, or 1 if any file failed)."""
-    from cqrnet_jax.devices import inference_devices, split_host_cores
+    from cqrnet_jax.devices import MAX_HOST_DEVICES, inference_devices, split_host_cores
 
-    split_host_cores()  # before JAX starts: a large photo's tiles run on all cores at once
+    # before JAX starts: files (and a large photo's tiles) run on all cores at once
+    split_host_cores(args.parallel or MAX_HOST_DEVICES)
     from tqdm import tqdm
 
     from cqrnet_jax.apps.input_quality import trained_qualities
@@ -269,7 +283,8 @@ def run_deblock(args) -> int:
     from cqrnet_jax.inference import load_restorer
 
     outdir = _output_folder(args.output)
-    restorer, meta = load_restorer(args.model, tile=args.tile, devices=inference_devices())
+    devices = inference_devices(args.parallel)
+    restorer, meta = load_restorer(args.model, tile=args.tile, devices=devices)
     _check_tile(args, restorer)
     trained = trained_qualities(meta)
     if args.ensemble:
@@ -278,25 +293,61 @@ def run_deblock(args) -> int:
     inputs = {_file_key(p) for p, error in items if error is None} - {None}
     written: dict[tuple[int, int], str] = {}
     failed = skipped = 0
-    bar = tqdm(items, desc="deblock", unit="file", file=sys.stderr, disable=args.no_progress)
-    for path, error in bar:
-        target = outdir / (Path(path).stem + FORMATS[args.format])
+    bar = tqdm(
+        total=len(items), desc="deblock", unit="file", file=sys.stderr, disable=args.no_progress
+    )
+    # As many files in flight as devices (one restorer: its programs are compiled once and its
+    # jobs go to the devices in turn); each is checked and written here, in input order, so two
+    # inputs of one name never race for one output. Tile bars only when one file runs at a time.
+    workers = len(devices)
+    show_tiles = not args.no_progress and workers == 1
+    pending: collections.deque = collections.deque()
 
-        def warn(line: str, path=path) -> None:
+    def warn_for(path):
+        def warn(line: str) -> None:
             tqdm.write(f"warning: {path}: {line}", file=sys.stderr)  # not glued to the bar
 
+        return warn
+
+    def finish(path, target, future) -> None:  # target: the input's error when future is None
+        nonlocal failed, skipped
         try:
-            if error is not None:
-                raise _FileError(error)
+            if future is None:
+                raise _FileError(target)
+            out, options, warning = future.result()
             _check_target(target, path, inputs, written, args.overwrite)
-            _restore_file(restorer, path, target, args, trained, warn)
+            _write(target, out, options)
             written[_file_key(target)] = path
+            if warning:
+                warn_for(path)(warning)
         except _Skipped as why:
-            warn(str(why))
+            warn_for(path)(str(why))
             skipped += 1
         except _FileError as err:
             tqdm.write(f"error: {path}: {err}", file=sys.stderr)
             failed += 1
+        bar.update(1)
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for path, error in items:
+            target = outdir / (Path(path).stem + FORMATS[args.format])
+            if error is not None:
+                pending.append((path, error, None))
+            else:
+                try:  # refused now, not after a restoration (checked again before writing)
+                    _check_target(target, path, inputs, written, args.overwrite)
+                except _FileError as err:
+                    future = concurrent.futures.Future()
+                    future.set_exception(err)
+                else:
+                    future = pool.submit(
+                        _restore_file, restorer, path, args, trained, warn_for(path), show_tiles
+                    )
+                pending.append((path, target, future))
+            while len(pending) > workers or (pending and pending[0][2] is None):
+                finish(*pending.popleft())
+        while pending:
+            finish(*pending.popleft())
     bar.close()
     counts = [f"{len(written)} written to {outdir}", f"{skipped} skipped" * bool(skipped)]
     summary = ", ".join(c for c in [*counts, f"{failed} failed"] if c)
