@@ -141,7 +141,9 @@ def _shown(cmd: list[str]) -> str:
     return shlex.join(out)
 
 
-def hardware() -> str:
+def hardware(devices: int | None = None) -> str:
+    """The backend, the devices (`devices`: those a row trained on, from its timing.json; the
+    CPU split into one device per core counts each), and the host's CPU."""
     import jax
 
     cpu = platform.processor() or platform.machine()
@@ -155,7 +157,8 @@ def hardware() -> str:
     dev = jax.devices()[0]
     kind = getattr(dev, "device_kind", dev.platform)
     backend = jax.default_backend()
-    return f"{backend}: {jax.device_count()} x {kind}; host {cpu}, {os.cpu_count()} cores"
+    count = devices or jax.device_count()
+    return f"{backend}: {count} x {kind}; host {cpu}, {os.cpu_count()} cores"
 
 
 def _load(path: Path) -> dict:
@@ -291,7 +294,7 @@ def run(args, log=print) -> None:
                 + _shown(eval_command("WORKDIR", sets, Path("OUT"), "DATA")),
                 steps=SCALES[scale]["num_steps"],
                 wall_time_s=round(wall, 1),
-                hardware=hardware(),
+                hardware=hardware(_load(workdir / "timing.json").get("devices")),
             )
             rows = _rows_of(report, row, seed, extra)
             if in1 and not done(1, row, seed):

@@ -43,7 +43,7 @@ def tables(tmp_path, monkeypatch):
 
     monkeypatch.setattr(module, "train", fake_train)
     monkeypatch.setattr(module, "evaluate", fake_evaluate)
-    monkeypatch.setattr(module, "hardware", lambda: "test machine")
+    monkeypatch.setattr(module, "hardware", lambda devices=None: "test machine")
     module.calls, module.fake_train = calls, fake_train
     return module
 
