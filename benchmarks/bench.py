@@ -236,7 +236,9 @@ def versus_torch(quick: bool) -> dict:
         import torch
     except ImportError:
         return {"torch_train_ratio": None, "torch_inference_ratio": None, "torch": None}
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    from cqrnet_jax.devices import host_cores
+
+    torch.set_num_threads(host_cores())
     import optax
 
     sys.path.insert(0, str(REPO / "benchmarks"))

@@ -1,9 +1,9 @@
 """Restoring on several devices at once: on a CPU, one XLA device per core.
 
 XLA:CPU runs one program on all cores, but a de-blocking network's convolutions scale poorly over
-them: on 2 cores two one-image programs, one per core, restore ~1.2x more images a second than
-one program at a time, and training data-parallel over two devices takes ~1.4x the steps a
-second of one device (benchmarks/bench.py, experiments/results/bench_cpu.json). `split_host_cores`
+them: on 2 cores two one-image programs, one per core, took 1.43 s an image against 1.55 s for
+one program at a time, and training data-parallel over two devices 0.73 steps/s against 0.52 on
+one device (benchmarks/bench.py, experiments/results/bench_cpu.json). `split_host_cores`
 makes the CPU platform one device per core before JAX starts (the trainer and `evaluate` call
 it); `inference_devices` lists the devices `inference.Restorer` spreads its images (or tiles,
 or canvas batches) over: the CPU's, or all local accelerators.

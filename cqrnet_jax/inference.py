@@ -17,6 +17,7 @@ within 0.0023 dB PSNR of whole images (benchmarks/canvas_eval.py).
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import os
@@ -126,8 +127,7 @@ class Restorer:
         job's numpy output, in job order. Calls from several threads share the devices (deblock
         restores one file per device at a time). With several devices (the CPU split into one
         device per core, `devices.split_host_cores`), as many programs run at once: on 2 CPU
-        cores two one-image programs restore ~1.2x the images a second of one program on both
-        (benchmarks/bench.py)."""
+        cores 1.43 s an image against 1.55 s for one program on both (benchmarks/bench.py)."""
         pending: list = []
         for x, valid, done in jobs:
             device = self.devices[next(self._turn) % len(self.devices)]
@@ -214,9 +214,7 @@ class Restorer:
         images (0: never) gets a program of its own, of exactly that size, as whole images do:
         no padding to restore when a set has few sizes (BSDS500 test: two, 15% fewer pixels
         than on canvases of 48) at the cost of one more compile."""
-        sizes: dict[tuple[int, int], int] = {}
-        for hw in shapes:
-            sizes[hw] = sizes.get(hw, 0) + 1
+        sizes = collections.Counter(shapes)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, hw in enumerate(shapes):
             exact = self.exact_group and sizes[hw] >= self.exact_group

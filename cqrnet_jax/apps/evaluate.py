@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from cqrnet_jax.apps.common import UsageError, environment
+from cqrnet_jax.apps.common import UsageError, environment, int_in_range
 from cqrnet_jax.data.datasets import DATA_DIR_ENV
 
 BUILTIN = "builtin"  # dataset name of the photos bundled with scikit-image
@@ -61,11 +61,10 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--parallel",
-        type=int,
+        type=int_in_range(1),
         metavar="N",
         help="run the model on N devices at once: on a CPU its cores split into that many "
-        "devices (default: min(cores, 4); on 2 cores ~1.2x the images a second of 1), on GPUs "
-        "all of them",
+        "devices (default: min(cores, 4)), on GPUs all of them",
     )
     p.add_argument(
         "--batch",
@@ -191,10 +190,7 @@ def _write_json(path: Path, report: dict) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from cqrnet_jax.devices import MAX_HOST_DEVICES, inference_devices, split_host_cores
 
-    if args.parallel is not None and args.parallel < 1:
-        raise UsageError("--parallel takes 1 or more")
-    # before anything starts JAX
-    split_host_cores(args.parallel if args.parallel is not None else MAX_HOST_DEVICES)
+    split_host_cores(args.parallel or MAX_HOST_DEVICES)  # before anything starts JAX
     from cqrnet_jax.data.datasets import resolve_data_dir
     from cqrnet_jax.ensemble import SelfEnsemble
     from cqrnet_jax.evaluate import (
