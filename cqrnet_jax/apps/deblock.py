@@ -298,9 +298,11 @@ def run_deblock(args) -> int:
     )
     # As many files in flight as devices (one restorer: its programs are compiled once and its
     # jobs go to the devices in turn); each is checked and written here, in input order, so two
-    # inputs of one name never race for one output. Tile bars only when one file runs at a time.
+    # inputs of one name never race for one output. Tile bars only when one file runs at a time
+    # (one device, or one file to restore: its tiles then go to the devices in turn).
     workers = len(devices)
-    show_tiles = not args.no_progress and workers == 1
+    one_at_a_time = workers == 1 or sum(error is None for _, error in items) == 1
+    show_tiles = not args.no_progress and one_at_a_time
     pending: collections.deque = collections.deque()
 
     def warn_for(path):
