@@ -3,7 +3,9 @@
 XLA:CPU runs one program on all cores, but a de-blocking network's convolutions scale poorly over
 them: on 2 cores two one-image programs, one per core, took 1.43 s an image against 1.55 s for
 one program at a time, and training data-parallel over two devices 0.73 steps/s against 0.52 on
-one device (benchmarks/bench.py, experiments/results/bench_cpu.json). `split_host_cores`
+one device (benchmarks/bench.py on an AVX2 host, experiments/results/bench_cpu_avx2.json); on an
+AVX-512 host with `CPU_COMPILER_OPTIONS` below, 0.97 s against 1.26 s an image and 0.95 against
+0.85 steps/s (experiments/results/bench_cpu.json). `split_host_cores`
 makes the CPU platform one device per core before JAX starts (the trainer and `evaluate` call
 it); `inference_devices` lists the devices `inference.Restorer` spreads its images (or tiles,
 or canvas batches) over: the CPU's, or all local accelerators.
@@ -16,6 +18,28 @@ import sys
 
 MAX_HOST_DEVICES = 4  # on bigger CPUs each device keeps several cores; bounds the memory in flight
 _FLAG = "--xla_force_host_platform_device_count"
+
+# XLA:CPU options per program (`jax.jit(..., compiler_options=)`), chosen by measurement on 2
+# cores with jax 0.10.2 (benchmarks/cpu_compiler_options.py, its JSON in experiments/results/):
+# - training: jaxlib runs convolutions and their gradients through YNNPACK by default; with YNNPACK
+#   kept for its other fusions (products, elementwise, reductions) and the convolutions left to
+#   XLA's own (Eigen) kernels, the `:cpu` de-blocker's train step is much faster;
+# - inference: LLVM at -O1 compiles the de-blocker's program faster than the default and runs it
+#   as fast (its convolutions and products are library calls; `deblock` compiles one program per
+#   image size, so a folder of photos of many sizes spends much of its time compiling).
+# Options a jaxlib does not know fail the compile: the trainer then compiles without them.
+_YNN_ALL_BUT_CONVOLUTIONS = ",".join(
+    f"LIBRARY_FUSION_TYPE_{kind}" for kind in ("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT")
+)
+CPU_COMPILER_OPTIONS = {
+    "train": {"xla_cpu_experimental_ynn_fusion_type": _YNN_ALL_BUT_CONVOLUTIONS},
+    "inference": {"xla_backend_optimization_level": 1},
+}
+
+
+def compiler_options(kind: str, devices) -> dict | None:
+    """`CPU_COMPILER_OPTIONS[kind]` when every one of `devices` is a CPU, else None."""
+    return CPU_COMPILER_OPTIONS[kind] if all(d.platform == "cpu" for d in devices) else None
 
 
 def host_cores() -> int:

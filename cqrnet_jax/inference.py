@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from cqrnet_jax import pretrained
+from cqrnet_jax.devices import compiler_options
 
 # Bottom/right padding of an image to its canvas (numpy.pad mode: mirrored, edge pixel repeated).
 # Of reflect / symmetric / edge / constant, the closest to whole-image scores (Classic5 QF 10-30,
@@ -94,7 +95,8 @@ class Restorer:
         self.devices = list(devices) if devices else [jax.devices()[0]]
         self.progress = None  # tqdm-like, `update(n)` per n tiles or images when a call gives none
         self.traces = 0  # programs traced (each compiled once): one per distinct input shape
-        self._apply = jax.jit(self._forward)
+        options = compiler_options("inference", self.devices)  # on a CPU: faster compiles
+        self._apply = jax.jit(self._forward, compiler_options=options)
 
     @property
     def variables(self):

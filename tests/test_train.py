@@ -507,6 +507,57 @@ def test_one_and_several_devices_make_the_same_updates(ranker_config, monkeypatc
     assert _max_abs_diff(many[-1].batch_stats, initial.batch_stats) > 0.1
 
 
+def _one_step(task, config, batch, train_options):
+    """(state after one step, its metrics, compile_step's timing, what it printed) with
+    `devices.CPU_COMPILER_OPTIONS["train"]` set to `train_options` on one device."""
+    from cqrnet_jax import devices
+
+    saved = devices.CPU_COMPILER_OPTIONS["train"]
+    devices.CPU_COMPILER_OPTIONS["train"] = train_options
+    try:
+        mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+        state = loop.create_state(task, config, mesh)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            step, timing = loop.compile_step(task, config, mesh, state, batch, None)
+        state, metrics = step(state, batch, None)
+    finally:
+        devices.CPU_COMPILER_OPTIONS["train"] = saved
+    return jax.device_get(state), jax.device_get(metrics), timing, printed.getvalue()
+
+
+def test_cpu_train_options_change_the_kernels_not_the_step(ranker_config, monkeypatch):
+    """On a CPU the train step compiles with `devices.CPU_COMPILER_OPTIONS["train"]` (YNNPACK's
+    convolutions off: benchmarks/cpu_compiler_options.py), recorded in timing.json's record; its
+    step equals the one compiled without options to float rounding (SGD, as in the test above:
+    Adam would turn the rounding noise of exactly-zero gradients into +-lr steps); options this
+    jaxlib rejects (an unknown fusion kind) make it compile without them, saying so."""
+    from cqrnet_jax import devices
+
+    if jax.devices()[0].platform != "cpu":
+        pytest.skip("CPU compiler options")
+    sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=0.01)
+    monkeypatch.setattr(loop, "create_optimizer", lambda optim_cfg: sgd)
+    config = _smoke(ranker_config)
+    task = RankerTask(config)
+    images = load_training_images(config.data)
+    source = make_batches(config.data, images, mode="ranker", global_batch=4, start_step=0)
+    batch = next(source)
+    source.close()
+    chosen = devices.CPU_COMPILER_OPTIONS["train"]
+    ours, ours_metrics, timing, _ = _one_step(task, config, batch, chosen)
+    assert timing["compiler_options"] == chosen and chosen
+    plain, plain_metrics, timing, _ = _one_step(task, config, batch, {})
+    assert timing["compiler_options"] == {}
+    np.testing.assert_allclose(float(ours_metrics["loss"]), float(plain_metrics["loss"]), rtol=1e-5)
+    assert _max_abs_diff(ours.params, plain.params) <= 1e-5
+    bogus = {"xla_cpu_experimental_ynn_fusion_type": "NOT_A_FUSION_KIND"}
+    fallback, _, timing, printed = _one_step(task, config, batch, bogus)
+    assert timing["compiler_options"] == {}
+    assert "compiling without ['xla_cpu_experimental_ynn_fusion_type']" in printed
+    assert _max_abs_diff(fallback.params, plain.params) == 0.0
+
+
 # --- the command line -----------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 from cqrnet_jax.data.pipeline import make_batches
 from cqrnet_jax.data.sources import load_training_images
+from cqrnet_jax.devices import compiler_options
 from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.train.guard import NonFiniteGuard, all_finite
 from cqrnet_jax.train.logging import MetricWriter, Progress
@@ -306,9 +307,18 @@ def compile_step(task, config, mesh: Mesh, state, batch, frozen):
         donate_argnums=0,
     )
     t = time.perf_counter()
-    compiled = jitted.lower(state, batch, frozen).compile()
+    lowered = jitted.lower(state, batch, frozen)
+    options = compiler_options("train", mesh.devices.flat)  # on a CPU: convolutions off YNNPACK
+    try:
+        compiled = lowered.compile(options)
+    except jax.errors.JaxRuntimeError as err:  # a jaxlib that does not know these options
+        if not options or "option" not in str(err):
+            raise
+        report(f"compiling without {sorted(options)}: {str(err).splitlines()[0]}")
+        compiled, options = lowered.compile(), None
     timing = dict(
         compile_s=time.perf_counter() - t,
+        compiler_options=options or {},
         batch_size=config.batch_size,
         devices=mesh.devices.size,
         platform=jax.devices()[0].platform,
