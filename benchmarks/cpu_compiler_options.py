@@ -7,8 +7,9 @@ the choice. Leave the cores idle while it runs (~5 minutes on 2 cores).
 
 - train: the `:cpu` de-blocker's full train step (MAE + ranker losses, Adam; batch 16 of 48 x 48)
   on one device (all cores) and data-parallel on the CPU split into one device per core, as the
-  trainer runs it; with jaxlib's default YNNPACK fusions, YNNPACK off, and YNNPACK for all but
-  the convolutions (the package's choice). Best of 4 steps after the first.
+  trainer runs it, and the ranker's (configs/ranker.py: 32 pairs of 128 x 128, BatchNorm) on
+  the split; with jaxlib's default YNNPACK fusions, YNNPACK off, and YNNPACK for all but the
+  convolutions (the package's choice). Best of 4 steps after the first.
 - inference: the shipped model's program on photo sizes, on one device (one core, as `deblock`
   runs a file): trace-and-lower, compile and best-of-3 run seconds per option set, and the
   largest output difference from the default. A first program compiled and run before the
@@ -63,60 +64,82 @@ def _best(fn, repeats: int) -> float:
     return min(times)
 
 
-def train_rows(repeats: int) -> list[dict]:
+def _programs():
+    """(name, task, config, batch, device lists) of the train steps measured."""
     from deblock_step import load_config
 
+    from cqrnet_jax.config_base import load_config_file
+    from cqrnet_jax.data.pipeline import make_batches
+    from cqrnet_jax.data.sources import load_training_images
     from cqrnet_jax.train.deblock_task import DeblockTask
-    from cqrnet_jax.train.loop import train_step
-    from cqrnet_jax.train.state import TrainState, create_optimizer
+    from cqrnet_jax.train.ranker_task import RankerTask
 
     config = load_config("cpu")
-    task = DeblockTask(config)
-    variables = task.init_variables(jax.random.key(0))
     rng = np.random.default_rng(0)
     p = config.data.patch_size
     batch = dict(
         degraded=rng.integers(0, 255, (config.batch_size, 1, p, p), dtype=np.uint8),
         clean=rng.integers(0, 255, (config.batch_size, p, p), dtype=np.uint8),
     )
+    splits = (jax.devices()[:1], jax.devices())
+    yield "train_step:deblock:cpu", DeblockTask(config), config, batch, splits
+    config = load_config_file(str(REPO / "configs" / "ranker.py"), "")
+    config.data.source = "builtin"
+    source = make_batches(
+        config.data,
+        load_training_images(config.data),
+        mode="ranker",
+        global_batch=config.batch_size,
+        start_step=0,
+    )
+    batch = next(source)
+    source.close()
+    yield "train_step:ranker", RankerTask(config), config, batch, splits[1:]
+
+
+def train_rows(repeats: int) -> list[dict]:
     rows = []
-    for devices in (jax.devices()[:1], jax.devices()):
-        mesh = Mesh(np.array(devices), ("data",))
-        rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-        for name, options in TRAIN_OPTIONS.items():
-            state = TrainState.create(
-                apply_fn=None,
-                params=variables["params"],
-                batch_stats={},
-                tx=create_optimizer(config.optim),
-            )
-            state = jax.device_put(state, rep)
-            placed = jax.device_put(batch, data)
-            step = jax.jit(
-                functools.partial(train_step, loss_fn=task.loss_fn),
-                in_shardings=(rep, data),
-                out_shardings=(rep, rep),
-                compiler_options=options or None,
-            )
-            start = time.perf_counter()
-            compiled = step.lower(state, placed).compile()
-            compile_s = time.perf_counter() - start
-            box = [state]
+    for program, task, config, batch, splits in _programs():
+        for devices in splits:
+            mesh = Mesh(np.array(devices), ("data",))
+            rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+            rows += _train_rows(program, task, config, batch, mesh, rep, data, repeats)
+    return rows
 
-            def run(compiled=compiled, box=box, placed=placed):
-                box[0], metrics = compiled(box[0], placed)
-                jax.block_until_ready(metrics)
 
-            run()
-            row = {
-                "program": "train_step:cpu",
-                "devices": len(devices),
-                "options": name,
-                "compile_s": compile_s,
-                "step_s": _best(run, repeats),
-            }
-            print(row, flush=True)
-            rows.append(row)
+def _train_rows(program, task, config, batch, mesh, rep, data, repeats) -> list[dict]:
+    from cqrnet_jax.train.loop import create_state, train_step
+
+    rows = []
+    for name, options in TRAIN_OPTIONS.items():
+        state = create_state(task, config, mesh)
+        placed = jax.device_put(batch, data)
+        step = jax.jit(
+            functools.partial(train_step, loss_fn=task.loss_fn),
+            in_shardings=(rep, data, rep),
+            out_shardings=(rep, rep),
+            compiler_options=options or None,
+        )
+        frozen = task.frozen if task.frozen is None else jax.device_put(task.frozen, rep)
+        start = time.perf_counter()
+        compiled = step.lower(state, placed, frozen).compile()
+        compile_s = time.perf_counter() - start
+        box = [state]
+
+        def run(compiled=compiled, box=box, placed=placed, frozen=frozen):
+            box[0], metrics = compiled(box[0], placed, frozen)
+            jax.block_until_ready(metrics)
+
+        run()
+        row = {
+            "program": program,
+            "devices": mesh.devices.size,
+            "options": name,
+            "compile_s": compile_s,
+            "step_s": _best(run, repeats),
+        }
+        print(row, flush=True)
+        rows.append(row)
     return rows
 
 
