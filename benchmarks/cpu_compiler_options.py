@@ -35,6 +35,7 @@ split_host_cores()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from bench import _best, cpu_description  # noqa: E402  (bench's timing and machine record)
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
@@ -53,15 +54,6 @@ INFERENCE_OPTIONS = {
     "ynn_but_convolutions": CPU_COMPILER_OPTIONS["train"],
 }
 SIZES = [(321, 481), (333, 500), (400, 600), (512, 512)]
-
-
-def _best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _programs():
@@ -193,8 +185,6 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer repeats")
     p.add_argument("--json", metavar="OUT", help="write the rows as JSON to OUT")
     args = p.parse_args(argv)
-    from bench import cpu_description
-
     rows = train_rows(2 if args.quick else 4) + inference_rows(2 if args.quick else 3)
     sums = {}
     for name in INFERENCE_OPTIONS:

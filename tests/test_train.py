@@ -452,6 +452,18 @@ def test_batch_is_sharded_on_the_data_axis(ranker_config, tmp_path, monkeypatch)
         assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == n
 
 
+def _sgd_ranker_batches(ranker_config, monkeypatch, n: int):
+    """(task, config, n global batches of 4) of the smoke ranker, trained with SGD (see below)."""
+    sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=0.01)
+    monkeypatch.setattr(loop, "create_optimizer", lambda optim_cfg: sgd)
+    config = _smoke(ranker_config)
+    images = load_training_images(config.data)
+    source = make_batches(config.data, images, mode="ranker", global_batch=4, start_step=0)
+    batches = [next(source) for _ in range(n)]
+    source.close()
+    return RankerTask(config), config, batches
+
+
 def _train_on_mesh(task, config, devices, batches):
     """Host copies of the state after each train_step over `batches` on a mesh of `devices`, and
     each step's metrics, compiled as train_and_evaluate compiles them."""
@@ -485,14 +497,7 @@ def test_one_and_several_devices_make_the_same_updates(ranker_config, monkeypatc
     gradient of exactly 0 in exact arithmetic, and Adam turns its rounding noise into ±lr steps."""
     if jax.device_count() == 1:
         pytest.skip("needs several devices (XLA_FLAGS=--xla_force_host_platform_device_count=2)")
-    sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=0.01)
-    monkeypatch.setattr(loop, "create_optimizer", lambda optim_cfg: sgd)
-    config = _smoke(ranker_config)
-    task = RankerTask(config)
-    images = load_training_images(config.data)
-    source = make_batches(config.data, images, mode="ranker", global_batch=4, start_step=0)
-    batches = [next(source) for _ in range(3)]
-    source.close()
+    task, config, batches = _sgd_ranker_batches(ranker_config, monkeypatch, 3)
     one, one_metrics = _train_on_mesh(task, config, jax.devices()[:1], batches)
     many, many_metrics = _train_on_mesh(task, config, jax.devices(), batches)
 
@@ -536,14 +541,7 @@ def test_cpu_train_options_change_the_kernels_not_the_step(ranker_config, monkey
 
     if jax.devices()[0].platform != "cpu":
         pytest.skip("CPU compiler options")
-    sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=0.01)
-    monkeypatch.setattr(loop, "create_optimizer", lambda optim_cfg: sgd)
-    config = _smoke(ranker_config)
-    task = RankerTask(config)
-    images = load_training_images(config.data)
-    source = make_batches(config.data, images, mode="ranker", global_batch=4, start_step=0)
-    batch = next(source)
-    source.close()
+    task, config, (batch,) = _sgd_ranker_batches(ranker_config, monkeypatch, 1)
     chosen = devices.CPU_COMPILER_OPTIONS["train"]
     ours, ours_metrics, timing, _ = _one_step(task, config, batch, chosen)
     assert timing["compiler_options"] == chosen and chosen
