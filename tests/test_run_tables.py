@@ -138,3 +138,11 @@ def test_render_shows_both_tables_with_the_papers_differences(tables, tmp_path):
     assert "| no_dc | 2 |" in text and "| cqr | 10 |" in text  # Table 1 row, verdict row
     assert "| Classic5 | 10 |" in text  # Table 2
     assert "+0.21 | +0.20 |" in text  # the paper's w/o CQR at QF 10: 29.42 - 29.21, 29.01 - 28.81
+    assert "| full, paper | – | 29.42 0.807 29.01 |" in text  # the paper's row beside ours
+    # Table 2's comparison: the fakes put full 0.2 dB above arcnn and 0.3 dB below dncnn, both
+    # seeds alike (no spread); the paper's Classic5 QF 10: 29.92 - 29.03 and 29.71 - 28.76
+    assert (
+        "| arcnn | Classic5 | 10 | +0.20 dB: full ahead | +0.20 dB: full ahead | +0.89 | +0.95 |"
+        in text
+    )
+    assert "| dncnn | LIVE1 | 30 | -0.30 dB: dncnn ahead |" in text
