@@ -66,6 +66,17 @@ def build_config(args):
     return config
 
 
+def plan_decay(optim_cfg, end_a: int, steps_left: int, min_decay_steps: int) -> tuple[int, int]:
+    """Phase B's (decay_begin, decay_steps) for a phase A that ended at step `end_a` with time for
+    about `steps_left` more steps. The cosine starts at end_a, or at the warm-up's end when phase A
+    stopped inside the warm-up (a slow compile on a busy machine): the schedule never decays
+    before its warm-up is over, so phase B first finishes the warm-up, then decays to 0 by its
+    last step."""
+    warmup_end = optim_cfg.get("warmup_begin", 0) + optim_cfg.warmup_steps
+    decay_begin = max(end_a, warmup_end)
+    return decay_begin, max(min_decay_steps, steps_left - (decay_begin - end_a))
+
+
 def train(config, args) -> tuple[dict, dict]:
     """Phase A (warm-up + flat rate) until its share of the budget, then phase B (cosine to 0 over
     as many steps as the rest of the budget holds at phase A's speed). Returns both timings."""
@@ -78,17 +89,22 @@ def train(config, args) -> tuple[dict, dict]:
     timing_a = json.loads(Path(workdir, "timing.json").read_text())
     rest = args.budget_s - args.eval_reserve_s - elapsed()
     rate = timing_a.get("steps_per_s") or timing_a["steps"] / timing_a["seconds"]
-    decay_steps = max(args.min_decay_steps, int(rate * max(0.0, rest - timing_a["compile_s"])))
     end_a = timing_a["end_step"]
-    config.optim.decay_begin = end_a
+    decay_begin, decay_steps = plan_decay(
+        config.optim,
+        end_a,
+        int(rate * max(0.0, rest - timing_a["compile_s"])),
+        args.min_decay_steps,
+    )
+    config.optim.decay_begin = decay_begin
     config.optim.decay_steps = decay_steps
-    config.num_steps = end_a + decay_steps
+    config.num_steps = decay_begin + decay_steps
     # the decay ends by its step count; this is only a safety net against a much slower phase B
     # (it compiles again first); the device command's own time limit is the hard one
     config.train_seconds = 2 * max(rest, 1.0) + timing_a["compile_s"] + 30
     if args.smoke:  # a CPU shared with other jobs can run phase B far slower than phase A: the
         config.train_seconds = 0.0  # smoke run always finishes its (few) decay steps
-    print(f"decay: steps {end_a}-{end_a + decay_steps} to rate 0", flush=True)
+    print(f"decay: steps {decay_begin}-{config.num_steps} to rate 0", flush=True)
     loop.train_and_evaluate(config, workdir, DeblockTask(config))
     timing_b = json.loads(Path(workdir, "timing.json").read_text())
     return timing_a, timing_b

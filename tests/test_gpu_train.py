@@ -49,3 +49,35 @@ def test_gpu_script_smoke_run_trains_decays_exports_and_evaluates(tmp_path):
     ]
     assert rates[-1] < 0.2 * max(rates)
     assert len(list(out.iterdir())) <= 8  # the device tool brings back at most 8 files
+
+
+@pytest.mark.parametrize(
+    "end_a, steps_left, expect",
+    [
+        (800, 300, (800, 300)),  # phase A passed the warm-up: the cosine starts where it stopped
+        (1, 0, (5, 10)),  # stopped inside the warm-up, no time left: finish it, then the minimum
+        (2, 20, (5, 17)),  # inside the warm-up: its 3 remaining steps come out of phase B's share
+    ],
+)
+def test_phase_b_decays_to_zero_even_when_phase_a_stopped_inside_the_warm_up(
+    deblock_config, end_a, steps_left, expect
+):
+    """A busy CPU once ended the smoke run's phase A at step 1 of a 5-step warm-up; phase B then
+    decayed from the warm-up's end, not from step 1, and stopped at half the peak rate."""
+    import importlib.util
+
+    from cqrnet_jax.train.state import learning_rate_schedule
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_train", REPO / "experiments" / "gpu_train.py"
+    )
+    gpu_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_train)
+    optim = deblock_config("paper,gpu,smoke").optim
+    optim.warmup_steps = 5
+    begin, steps = gpu_train.plan_decay(optim, end_a, steps_left, min_decay_steps=10)
+    assert (begin, steps) == expect
+    optim.decay_begin, optim.decay_steps = begin, steps
+    rate = learning_rate_schedule(optim)
+    assert float(rate(begin + steps)) < 1e-3 * optim.learning_rate
+    assert float(rate(max(begin - 1, 0))) > 0.5 * optim.learning_rate
