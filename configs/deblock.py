@@ -147,6 +147,7 @@ def get_config(arg=None):
         scan_groups=False,  # local groups as one nn.scan: compiles once, stacked params
         remat=False,  # recompute each group's activations in the backward pass
         depth=20,  # dncnn only: its number of convolutions
+        residual_init="zeros",  # dncnn only: its last conv's kernel, zeros (starts at x) | he
     )
     c.loss = dict(
         pixel="mae",  # the pixel loss: mae (the paper's L_MAE) | mse (the baselines')

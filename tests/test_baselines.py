@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.models.baselines import ARCNN, DnCNN
 from cqrnet_jax.models.build import deblock_from_config
 
@@ -57,7 +58,7 @@ def test_dncnn_subtracts_its_output_from_the_input():
 def test_dncnn_batchnorm_uses_batch_statistics_only_in_training():
     """In training each image's output depends on the others in the batch and the running
     statistics move; in inference an image's output is the same alone or in a batch."""
-    model = DnCNN(depth=4, features=8)
+    model = DnCNN(depth=4, features=8, residual_init="he")  # a zero last conv hides the middle
     x = jax.random.uniform(jax.random.key(5), (3, 16, 16))
     variables = model.init(jax.random.key(6), x)
     alone = model.apply(variables, x[:1])
@@ -70,6 +71,23 @@ def test_dncnn_batchnorm_uses_batch_statistics_only_in_training():
         lambda a, b: float(jnp.abs(a - b).max()), updates["batch_stats"], variables["batch_stats"]
     )
     assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_dncnn_starts_at_the_identity_unless_asked_for_the_papers_he_start(deblock_config):
+    """Its last conv starts at zero, so the untrained net returns its input (an identity start;
+    the paper's He start predicts a ~unit-RMS residual that 1 200 steps spend unlearning)."""
+    x = jax.random.uniform(jax.random.key(7), (2, 24, 24))
+    config = deblock_config("dncnn")
+    for start, identity in (("zeros", True), ("he", False)):
+        config.model.residual_init = start
+        model = deblock_from_config(config.model)
+        out = model.apply(model.init(jax.random.key(8), x), x)
+        assert np.array_equal(np.asarray(out), np.asarray(x)) == identity
+        if not identity:
+            assert float(jnp.sqrt(jnp.mean((out - x) ** 2))) > 0.1
+    config.model.residual_init = "ones"
+    with pytest.raises(ConfigError, match="model.residual_init: zeros or he, not 'ones'"):
+        deblock_from_config(config.model)
 
 
 @pytest.mark.parametrize("arch", ["arcnn", "dncnn"])

@@ -7,6 +7,10 @@
 - `DnCNN` (Zhang et al., TIP 2017, "Beyond a Gaussian Denoiser"; DnCNN-3 is the 20-layer blind
   model for noise, super-resolution and JPEG): conv 3x3x64 + ReLU, 18 x (conv 3x3x64 without bias +
   BatchNorm + ReLU), conv 3x3x1; it predicts the residual, which is subtracted from the input.
+  One deviation, by default: its last conv starts at zero (`residual_init="zeros"`), so training
+  starts from the identity. The paper's He start (`"he"`) predicts a residual of ~unit RMS at
+  step 0, and at our 1 200-step table budget the net spent its steps unlearning it and ended
+  below the decoded JPEG (experiments/README.md, Table 2).
 
 Both take (N, H, W) or (N, H, W, 1) Y in [0, 1] and return the restored Y in the same shape,
 unclipped, like `DeblockNet`. Convolutions keep the size ("same" zero padding: ARCNN's paper
@@ -46,10 +50,12 @@ class ARCNN(nn.Module):
 class DnCNN(nn.Module):
     """DnCNN: `depth` 3x3 convs of `features` channels, BatchNorm in the middle ones, residual
     output (x minus the predicted artifacts). `train` uses batch statistics and updates the
-    running ones (apply with `mutable=["batch_stats"]`)."""
+    running ones (apply with `mutable=["batch_stats"]`). `residual_init`: the last conv's kernel
+    at init, "zeros" (an identity start, the default) or "he" (the paper's, like the others)."""
 
     depth: int = 20
     features: int = 64
+    residual_init: str = "zeros"  # the last conv's kernel: "zeros" (start at x) | "he"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -68,6 +74,8 @@ class DnCNN(nn.Module):
                 name=f"bn{i}",
             )(y)
             y = nn.relu(y)
+        if self.residual_init == "zeros":
+            conv["kernel_init"] = nn.initializers.zeros
         residual = nn.Conv(1, name=f"conv{self.depth - 1}", **conv)(y).astype(jnp.float32)
         out = x - residual
         return out[..., 0] if squeeze else out

@@ -30,8 +30,13 @@ def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | No
     if arch == "arcnn":
         return ARCNN(dtype=compute)
     if arch == "dncnn":
+        if (start := model_cfg.get("residual_init", "zeros")) not in ("zeros", "he"):
+            raise ConfigError(f"model.residual_init: zeros or he, not {start!r}")
         return DnCNN(
-            depth=model_cfg.get("depth", 20), features=model_cfg["features"], dtype=compute
+            depth=model_cfg.get("depth", 20),
+            features=model_cfg["features"],
+            residual_init=start,
+            dtype=compute,
         )
     if arch != "cqr":
         raise ConfigError(f"model.arch: one of {', '.join(ARCHITECTURES)}, not {arch!r}")
