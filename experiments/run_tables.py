@@ -364,6 +364,11 @@ def run(args, log=print) -> None:
 # --------------------------------------------------------------------------- summary
 
 
+def _signed(x: float) -> str:
+    """A difference to 0.01 with its sign; one that rounds to zero is +0.00, never -0.00."""
+    return f"{round(x, 2) + 0.0:+.2f}"
+
+
 def summarize(rows: list[dict]) -> dict:
     """{(model, dataset, quality): {metric: (mean, spread, n)}}; spread = max - min over seeds."""
     groups: dict = {}
@@ -444,10 +449,11 @@ def render(suffix: str = "") -> str:
                     pf, pa = PAPER_TABLE1["full"][q], PAPER_TABLE1[model][q]
                     lines.append(
                         f"| {model[3:]} | {q} | "
-                        f"{a['psnr'][0] - b['psnr'][0]:+.2f} dB: {verdict(a['psnr'], b['psnr'])} | "
-                        f"{a['psnr_b'][0] - b['psnr_b'][0]:+.2f} dB: "
+                        f"{_signed(a['psnr'][0] - b['psnr'][0])} dB: "
+                        f"{verdict(a['psnr'], b['psnr'])} | "
+                        f"{_signed(a['psnr_b'][0] - b['psnr_b'][0])} dB: "
                         f"{verdict(a['psnr_b'], b['psnr_b'])} | "
-                        f"{pf[0] - pa[0]:+.2f} | {pf[2] - pa[2]:+.2f} |"
+                        f"{_signed(pf[0] - pa[0])} | {_signed(pf[2] - pa[2])} |"
                     )
     t2 = _load(RESULTS / f"table2_baselines{suffix}.json")
     if t2.get("rows"):
@@ -503,11 +509,11 @@ def render(suffix: str = "") -> str:
                     pf, pb = PAPER_TABLE2["full"][ds][q], PAPER_TABLE2[model][ds][q]
                     lines.append(
                         f"| {model} | {ds} | {q} | "
-                        f"{a['psnr'][0] - b['psnr'][0]:+.2f} dB: "
+                        f"{_signed(a['psnr'][0] - b['psnr'][0])} dB: "
                         f"{verdict(a['psnr'], b['psnr'], words)} | "
-                        f"{a['psnr_b'][0] - b['psnr_b'][0]:+.2f} dB: "
+                        f"{_signed(a['psnr_b'][0] - b['psnr_b'][0])} dB: "
                         f"{verdict(a['psnr_b'], b['psnr_b'], words)} | "
-                        f"{pf[0] - pb[0]:+.2f} | {pf[2] - pb[2]:+.2f} |"
+                        f"{_signed(pf[0] - pb[0])} | {_signed(pf[2] - pb[2])} |"
                     )
     return "\n".join(lines)
 

@@ -132,6 +132,12 @@ def test_verdicts_call_differences_within_the_seed_spread_ties(tables):
     assert tables.verdict((29.30, 0.0, 1), (29.20, 0.0, 1)) == "one seed: no verdict"
 
 
+def test_differences_that_round_to_zero_print_without_a_minus_sign(tables):
+    assert [tables._signed(d) for d in (-0.004, 0.0, -0.006, 0.456)] == [
+        "+0.00", "+0.00", "-0.01", "+0.46"
+    ]  # fmt: skip
+
+
 def test_render_shows_both_tables_with_the_papers_differences(tables, tmp_path):
     tables.run(_args(tmp_path), log=lambda *_: None)
     text = tables.render()
