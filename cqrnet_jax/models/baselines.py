@@ -8,7 +8,7 @@
   model for noise, super-resolution and JPEG): conv 3x3x64 + ReLU, 18 x (conv 3x3x64 without bias +
   BatchNorm + ReLU), conv 3x3x1; it predicts the residual, which is subtracted from the input.
   One deviation, by default: its last conv starts at zero (`residual_init="zeros"`), so training
-  starts from the identity. The paper's He start (`"he"`) predicts a residual of ~unit RMS at
+  starts from the identity. The paper's He start (`"he"`) predicts a large random residual at
   step 0, and at our 1 200-step table budget the net spent its steps unlearning it and ended
   below the decoded JPEG (experiments/README.md, Table 2).
 
@@ -74,8 +74,8 @@ class DnCNN(nn.Module):
                 name=f"bn{i}",
             )(y)
             y = nn.relu(y)
-        if self.residual_init == "zeros":
-            conv["kernel_init"] = nn.initializers.zeros
-        residual = nn.Conv(1, name=f"conv{self.depth - 1}", **conv)(y).astype(jnp.float32)
+        zero = self.residual_init == "zeros"
+        last = dict(conv, kernel_init=nn.initializers.zeros) if zero else conv
+        residual = nn.Conv(1, name=f"conv{self.depth - 1}", **last)(y).astype(jnp.float32)
         out = x - residual
         return out[..., 0] if squeeze else out
