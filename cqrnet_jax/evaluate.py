@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -99,16 +100,26 @@ def _restore_all(restorer: Restorer, degraded: list[np.ndarray], bar: tqdm) -> l
     return outputs
 
 
-def _score(restorer: Restorer, images, quality: int, bar: tqdm) -> list[dict]:
-    """Per-image rows {"image", "psnr", "ssim", "psnr_b"} of one set at one quality."""
+def _score(restorer: Restorer, images, quality: int, bar: tqdm) -> tuple[list[dict], dict]:
+    """Per-image rows {"image", "psnr", "ssim", "psnr_b"} of one set at one quality, and the
+    seconds each phase took: {"jpeg_s", "restore_s", "metrics_s"} (wall time; compiles of new
+    shapes fall in the phase that meets them)."""
+    start = time.perf_counter()
     clean = [np.asarray(y) for _, y in images]
     degraded = [jpeg_degrade(y, quality) for y in clean]
+    jpeg_done = time.perf_counter()
     restored = _restore_all(restorer, degraded, bar)
+    restore_done = time.perf_counter()
     rows = []
     for (image_name, _), y, d, out in zip(images, clean, degraded, restored):
         scores = image_metrics(_check(out, d, image_name), y)
         rows.append({"image": image_name, **{m: scores[m] for m in METRICS}})
-    return rows
+    seconds = {
+        "jpeg_s": jpeg_done - start,
+        "restore_s": restore_done - jpeg_done,
+        "metrics_s": time.perf_counter() - restore_done,
+    }
+    return rows, seconds
 
 
 def evaluate_sets(
@@ -121,24 +132,38 @@ def evaluate_sets(
     """Scores `restorer` on every image of every set at every JPEG quality.
 
     Returns {"results": one row per (set, quality) with the means and n_images,
-    "per_image": one row per (set, quality, image)}. Metric values are Python floats; PSNR is
-    inf for a perfect restoration (see `json_safe`).
+    "per_image": one row per (set, quality, image), "timing": one row per (set, quality) with
+    the seconds of its phases (`_score`)}. Metric values are Python floats; PSNR is inf for a
+    perfect restoration (see `json_safe`).
     """
     qualities = [check_quality(q) for q in qualities]
     total = sum(len(images) for _, images in sets) * len(qualities)
-    results, per_image = [], []
+    results, per_image, timing = [], [], []
     with _progress(total, model_name, progress) as bar:
         for set_name, images in sets:
             for q in qualities:
                 bar.set_description_str(f"{model_name} {set_name} q{q}", refresh=False)
-                rows = _score(restorer, images, q, bar)
+                rows, seconds = _score(restorer, images, q, bar)
                 key = {"model": model_name, "dataset": set_name, "quality": q}
+                timing.append({**key, "n_images": len(rows), **seconds})
                 per_image.extend({**key, **r} for r in rows)
                 means = {
                     m: float(np.mean([r[m] for r in rows])) if rows else math.nan for m in METRICS
                 }
                 results.append({**key, **means, "n_images": len(rows)})
-    return {"results": results, "per_image": per_image}
+    return {"results": results, "per_image": per_image, "timing": timing}
+
+
+def format_timing(timing: Sequence[dict]) -> str:
+    """One line: how many restorations took how long, and where the time went."""
+    n = sum(t["n_images"] for t in timing)
+    phases = {p: sum(t[p] for t in timing) for p in ("restore_s", "jpeg_s", "metrics_s")}
+    total = sum(phases.values())
+    each = f" ({phases['restore_s'] / n:.2f} s each)" if n else ""
+    return (
+        f"scored {n} restorations in {total:.0f} s: restoring {phases['restore_s']:.0f} s{each}, "
+        f"metrics {phases['metrics_s']:.0f} s, JPEG {phases['jpeg_s']:.0f} s"
+    )
 
 
 def compare_published(results: Sequence[dict]) -> list[dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import jax
@@ -23,6 +24,7 @@ from cqrnet_jax.evaluate import (
     compare_published,
     evaluate_sets,
     format_table,
+    format_timing,
     get_restorer,
     identity,
     json_safe,
@@ -118,7 +120,29 @@ def test_batch_restorers_get_a_whole_set_at_once():
     per_image = evaluate_sets(
         lambda y: oracle.restore_batch([y])[0], "b", [("synth", IMAGES)], [10, 30], progress=False
     )
-    assert out == per_image
+    assert (out["results"], out["per_image"]) == (per_image["results"], per_image["per_image"])
+
+
+def test_timing_splits_each_set_and_quality_into_its_phases():
+    """Every (set, quality) gets the seconds of its JPEG, restoring and metrics phases; a
+    restorer's own time lands in "restore_s", and the one-line summary adds them up."""
+
+    def slow(y):
+        time.sleep(0.15)
+        return y
+
+    out = evaluate_sets(slow, "slow", [("synth", IMAGES)], [10, 30], progress=False)
+    timing = out["timing"]
+    assert [(t["dataset"], t["quality"], t["n_images"]) for t in timing] == [
+        ("synth", 10, 2),
+        ("synth", 30, 2),
+    ]
+    for t in timing:
+        assert t["restore_s"] >= 0.3 and t["jpeg_s"] >= 0 and t["metrics_s"] >= 0
+    line = format_timing(timing)
+    restore = sum(t["restore_s"] for t in timing)
+    assert line.startswith("scored 4 restorations in ")
+    assert f"restoring {restore:.0f} s ({restore / 4:.2f} s each)" in line
 
 
 def test_batch_restorer_must_return_one_image_per_input():
@@ -168,7 +192,9 @@ def test_cli_writes_json_report(data_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "| jpeg  | Classic5 | 10 |      2 |" in captured.out and "| a " in captured.out
     report = json.loads(out.read_text())
-    assert {"command", "versions", "results", "per_image"} <= report.keys()
+    assert {"command", "versions", "results", "per_image", "timing"} <= report.keys()
+    assert [(t["quality"], t["n_images"]) for t in report["timing"]] == [(10, 2), (30, 2)]
+    assert "scored 4 restorations in " in captured.err
     # the program name depends on how Python was started (console script or `python -m`)
     assert report["command"].endswith(" ".join(argv))
     assert report["command"].split(" evaluate ")[0] in ("cqrnet-jax", "python -m cqrnet_jax")
@@ -234,7 +260,8 @@ def test_cli_without_data_dir_uses_builtin_photos(monkeypatch, capsys):
     assert cli.main(["evaluate", "--model", "jpeg", "--qualities", "20", "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "| jpeg  | builtin | 20 |      2 |" in captured.out
-    assert "built-in photos" in captured.err and len(captured.err.strip().splitlines()) == 1
+    notice, timing = captured.err.strip().splitlines()
+    assert "built-in photos" in notice and timing.startswith("scored 2 restorations in ")
 
 
 def _report(argv: list[str], out: Path) -> dict:

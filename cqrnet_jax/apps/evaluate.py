@@ -199,6 +199,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         evaluate_sets,
         format_per_image,
         format_table,
+        format_timing,
         get_restorer,
         published_rows,
     )
@@ -232,6 +233,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     sets = _load_sets(names, data_dir)
     scores = evaluate_sets(restorer, model_name, sets, qualities, progress=not args.no_progress)
     results = compare_published(scores["results"])
+    print(format_timing(scores["timing"]), file=sys.stderr)
     print(format_table(results))
     if args.per_image:
         print()
@@ -244,6 +246,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "inference": _inference_mode(restorer),
             "results": results,
             "per_image": scores["per_image"],
+            "timing": scores["timing"],
         }
         if any("published" in r for r in results):
             pub = published_rows(model_name)
