@@ -7,6 +7,9 @@ Presets compose left to right with commas (e.g. `:cpu,no_dc`):
   gpu     `paper,gpu`: the short-allocation GPU recipe of experiments/gpu_train.sh (bfloat16,
           scanned groups, batch 128, warm-up then a flat rate that the script decays at the end)
   cpu     the shipped model, sized for 2 CPU cores
+  unet    the multi-scale CPU de-blocker (models/unet.py), MAE only, 96x96 patches
+  allqf   blind to quality: QFs drawn over 5-95, mostly low
+  holdout validate on BSDS500 val, trained without it
   smoke   under a minute on 2 CPU cores, built-in photos (tests and CI)
   no_cqr, no_dc, no_lq, no_lf   the paper's Table 1 ablations
   arcnn, dncnn   Table 2's learned baselines (models/baselines.py), their papers' networks and
@@ -35,6 +38,45 @@ def cpu(c):
     c.checkpoint_every = 250
     c.eval_every = 2000
     c.eval_set = "Classic5"  # monitoring only; the shipped model is the last step
+
+
+def unet(c):
+    # The multi-scale CPU de-blocker (models/unet.py): ~0.17 MFLOP a pixel against cpu's 1.5;
+    # MAE only (the ranker's losses did not pay at CPU budgets: experiments/README.md)
+    c.model.arch = "unet"
+    c.model.widths = (16, 32, 64, 128)
+    c.model.blocks = (2, 2, 2, 2)
+    c.model.nl_inner = 64
+    c.model.nl_window = 16  # bottleneck pixels: 128 input pixels
+    c.loss.alpha = 0.0
+    c.loss.beta = 0.0
+    c.data.patch_size = 96
+    # warm-up then a flat rate, for as many resumed pieces as it keeps improving; the final
+    # decay is set when it ends: --config.optim.decay_begin=S --config.optim.decay_steps=D
+    # --config.num_steps=S+D (experiments/README.md, "The CPU de-blocker")
+    c.num_steps = 10**9
+    c.optim.learning_rate = 2e-4
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 300
+    c.optim.decay_begin = 10**9
+    c.optim.decay_steps = 1
+    c.checkpoint_every = 250
+    c.eval_every = 1000
+
+
+def allqf(c):
+    # Blind to quality over QF 5-95: 3 examples in 4 from QF 5-60, the rest from 5-95
+    c.data.quality_ranges = ((5, 60), (5, 95))
+    c.data.quality_weights = (0.75, 0.25)
+    c.eval_qualities = (10, 30, 50, 70, 90)
+
+
+def holdout(c):
+    # Validate on 20 BSDS500 val images, held out of training (choose models by this, never by
+    # the test sets)
+    c.data.train_sets = ("BSDS500/train", "Urban100_gray")
+    c.eval_set = "BSDS500val"
+    c.eval_max_images = 20
 
 
 def gpu(c):
@@ -111,6 +153,9 @@ PRESETS = {
     "gpu": gpu,
     "cpu": cpu,
     "smoke": smoke,
+    "unet": unet,
+    "allqf": allqf,
+    "holdout": holdout,
     "no_cqr": no_cqr,
     "no_dc": no_dc,
     "no_lq": no_lq,
@@ -134,7 +179,7 @@ def get_config(arg=None):
     c.data.patch_size = 48
     c.data.qualities = (10, 20, 30)
     c.model = dict(
-        arch="cqr",  # cqr (DeblockNet) | arcnn | dncnn (Table 2's baselines)
+        arch="cqr",  # cqr (DeblockNet) | unet (UNetDeblocker) | arcnn | dncnn (Table 2's)
         features=64,
         num_local_groups=8,
         dilations=(1, 2, 4),
@@ -146,6 +191,8 @@ def get_config(arg=None):
         dtype="float32",  # compute dtype: float32 | bfloat16 (params and losses stay float32)
         scan_groups=False,  # local groups as one nn.scan: compiles once, stacked params
         remat=False,  # recompute each group's activations in the backward pass
+        widths=(16, 32, 64, 128),  # unet only: channels at scales 1, 1/2, 1/4, 1/8
+        blocks=(2, 2, 2, 2),  # unet only: residual blocks a side at each scale
         depth=20,  # dncnn only: its number of convolutions
         residual_init="zeros",  # dncnn only: its last conv's kernel, zeros (starts at x) | he
     )
@@ -158,5 +205,7 @@ def get_config(arg=None):
     )
     c.eval_set = ""
     c.eval_tile = 0  # 0: whole images
+    c.eval_qualities = ()  # QFs of the periodic evaluation (default: data.qualities)
+    c.eval_max_images = 0  # the evaluation set's first N images (0: all)
     paper(c)
     return apply_presets(c, arg, PRESETS)

@@ -69,7 +69,14 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.data.prefetch = 4
     c.data.quality_range = (1, 30)  # ranker: QFs drawn from this range ...
     c.data.num_levels = 3  # ... split into this many levels
-    c.data.qualities = (10, 20, 30)  # de-blocker: QFs mixed in every batch
+    c.data.qualities = (10, 20, 30)  # de-blocker: QFs mixed in every batch ...
+    # ... unless ranges are given: each example's QF drawn uniformly from one of these (lo, hi)
+    # ranges, picked with these weights (e.g. ((5, 60), (5, 95)) and (0.75, 0.25))
+    c.data.quality_ranges = ()
+    c.data.quality_weights = ()
+    # source=shared: the folders (under the data directory) trained on; a run validating on
+    # BSDS500 val (eval_set="BSDS500val") leaves BSDS500/val out
+    c.data.train_sets = ("BSDS500/train", "BSDS500/val", "Urban100_gray")
     return c
 
 

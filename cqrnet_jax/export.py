@@ -16,7 +16,6 @@ records the format, input shape, model and how to call it.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import tempfile
@@ -66,7 +65,9 @@ def load_model(what: str, spec: str):
 def size_multiple(what: str, model) -> int:
     """What a symbolic height/width must be a multiple of: the de-blocker's windows are anchored
     at the top-left corner and its mask branch halves the size (see models/layers.py)."""
-    return math.lcm(model.nl_window, 2) if what == "deblock" else 1
+    from cqrnet_jax.models.build import size_alignment
+
+    return size_alignment(model) if what == "deblock" else 1
 
 
 def input_shape(what, model, fmt, batch, height, width) -> tuple:

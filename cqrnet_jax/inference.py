@@ -29,16 +29,12 @@ import numpy as np
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.devices import compiler_options
+from cqrnet_jax.models.build import size_alignment
 
 # Bottom/right padding of an image to its canvas (numpy.pad mode: mirrored, edge pixel repeated).
 # Of reflect / symmetric / edge / constant, the closest to whole-image scores (Classic5 QF 10-30,
 # LIVE1 QF 10: mean PSNR within 0.0023 dB; zeros: 0.061), experiments/results/canvas_pad_modes.json.
 CANVAS_PAD = "symmetric"
-
-
-def _align(model) -> int:
-    window = getattr(model, "nl_window", 1)
-    return window * 2 // math.gcd(window, 2)  # whole windows, and even for the stride-2 mask
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -85,7 +81,7 @@ class Restorer:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.model, self.variables = model, variables
-        align = _align(model)
+        align = size_alignment(model)
         self.step = align  # tiles, margins and canvases are rounded up to multiples of this
         self.tile = _round_up(tile, align) if tile else 0
         self.margin = _round_up(margin, align)

@@ -28,6 +28,10 @@ INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".jpe", ".jfif", ".gif", ".pgm", ".ppm", ".pn
 # and used as it is; LIVE1 (the colour BMPs) and BSDS500 test (RGB JPEGs) go through `rgb_to_y`.
 _EVAL_FOLDERS = {"Classic5": "Classic5", "LIVE1": "LIVE1_color", "BSDS500": "BSDS500/test"}
 EVAL_SETS = tuple(_EVAL_FOLDERS)
+# Held-apart validation images, for choosing models (never the test sets): a run that validates
+# on one trains without it (data.train_sets).
+_VALIDATION_FOLDERS = {"BSDS500val": "BSDS500/val"}
+VALIDATION_SETS = tuple(_VALIDATION_FOLDERS)
 TRAIN_SETS = ("BSDS500/train", "BSDS500/val", "Urban100_gray")
 # Folders holding test images (LIVE1_gray is LIVE1's Y): never allowed in a training list.
 _TEST_FOLDERS = (*_EVAL_FOLDERS.values(), "LIVE1_gray")
@@ -83,16 +87,17 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def canonical_eval_name(name: str) -> str:
-    """'classic5' -> 'Classic5' etc.; ValueError listing the known sets otherwise."""
-    for known in EVAL_SETS:
+    """'classic5' -> 'Classic5' etc. (test and validation sets); ConfigError otherwise."""
+    for known in (*EVAL_SETS, *VALIDATION_SETS):
         if str(name).lower() == known.lower():
             return known
-    raise ConfigError(f"unknown evaluation set {name!r}; known sets: {', '.join(EVAL_SETS)}")
+    known = ", ".join((*EVAL_SETS, *VALIDATION_SETS))
+    raise ConfigError(f"unknown evaluation set {name!r}; known sets: {known}")
 
 
 def list_eval_images(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Sorted image files of evaluation set `name` (see EVAL_SETS)."""
-    folder = _EVAL_FOLDERS[canonical_eval_name(name)]
+    """Sorted image files of evaluation set `name` (EVAL_SETS or VALIDATION_SETS)."""
+    folder = {**_EVAL_FOLDERS, **_VALIDATION_FOLDERS}[canonical_eval_name(name)]
     return list_images(resolve_data_dir(data_dir) / folder)
 
 

@@ -81,6 +81,8 @@ def make_batches(
         process_count=process_count,
         levels=levels,
         qualities=qualities,
+        quality_ranges=tuple(tuple(r) for r in data_cfg.quality_ranges) if qualities else (),
+        quality_weights=tuple(data_cfg.quality_weights) if qualities else (),
     )
     backend = data_cfg.backend
     if backend == "auto":

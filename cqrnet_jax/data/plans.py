@@ -58,6 +58,32 @@ def sample_deblock_qualities(rng, batch: int, qualities: Sequence[int]):
     return quality.astype(np.int32), np.zeros_like(quality, np.int32)
 
 
+def sample_quality_mix(rng, batch: int, ranges, weights):
+    """One quality per example: a range drawn with probabilities `weights`, then a QF uniformly
+    within it (inclusive), e.g. ranges ((5, 60), (5, 95)) weights (0.75, 0.25): most examples at
+    the low qualities where artifacts are worst, every quality up to 95 seen."""
+    p = np.asarray(weights, np.float64)
+    which = rng.choice(len(ranges), size=batch, p=p / p.sum())
+    lo = np.array([r[0] for r in ranges])[which]
+    hi = np.array([r[1] for r in ranges])[which]
+    quality = rng.integers(lo, hi + 1)[:, None]
+    return quality.astype(np.int32), np.zeros_like(quality, np.int32)
+
+
+def check_quality_mix(ranges, weights) -> None:
+    """ConfigError unless `ranges` are (lo, hi) QF pairs in [1, 100] with one positive weight each."""
+    if len(ranges) != len(weights):
+        raise ConfigError(
+            f"data.quality_ranges has {len(ranges)} ranges but data.quality_weights "
+            f"{len(weights)} weights"
+        )
+    for r in ranges:
+        if len(r) != 2 or not 1 <= r[0] <= r[1] <= 100:
+            raise ConfigError(f"data.quality_ranges: {tuple(r)} is not a (low, high) QF range")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"data.quality_weights {tuple(weights)}: non-negative, not all zero")
+
+
 def dihedral(patch: np.ndarray, transform: int) -> np.ndarray:
     """Transform 0..7: rotate 90° counter-clockwise `transform % 4` times, then mirror if >= 4."""
     out = np.rot90(patch, int(transform) % 4)
@@ -80,6 +106,8 @@ class PlanSampler:
         process_count=1,
         levels=None,
         qualities=None,
+        quality_ranges=(),
+        quality_weights=(),
     ):
         small = [i for i, im in enumerate(images) if min(im.shape) < patch_size]
         if small:
@@ -99,6 +127,9 @@ class PlanSampler:
         self.batch = global_batch // process_count
         self.rows = slice(process_index * self.batch, (process_index + 1) * self.batch)
         self.levels, self.qualities = levels, qualities
+        if quality_ranges:
+            check_quality_mix(quality_ranges, quality_weights)
+        self.quality_mix = (tuple(quality_ranges), tuple(quality_weights))
 
     def plan(self, step: int) -> dict:
         rng = plan_rng(self.seed, step)
@@ -106,6 +137,8 @@ class PlanSampler:
         plan = sample_crops(rng, self.shapes, n, self.patch)
         if self.mode == "ranker":
             plan["quality"], plan["label"] = sample_ranker_qualities(rng, n, self.levels)
+        elif self.quality_mix[0]:
+            plan["quality"], plan["label"] = sample_quality_mix(rng, n, *self.quality_mix)
         else:
             plan["quality"], plan["label"] = sample_deblock_qualities(rng, n, self.qualities)
         plan = {k: v[self.rows] for k, v in plan.items()}  # this process's share

@@ -46,7 +46,8 @@ def load_training_images(data_cfg) -> list[np.ndarray]:
     """Loads the images named by the config's `data` block (source, data_dir, files)."""
     source = data_cfg.source
     if source == "shared":
-        paths = datasets.list_train_images(datasets.resolve_data_dir(data_cfg.data_dir))
+        root = datasets.resolve_data_dir(data_cfg.data_dir)
+        paths = datasets.list_train_images(root, tuple(data_cfg.train_sets))
     elif source == "folder":
         paths = _expand(data_cfg.files)
     elif source == "div2k":

@@ -7,6 +7,7 @@ Inference, export, evaluation and training all build their networks here.
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax.numpy as jnp
@@ -16,8 +17,9 @@ from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.models.baselines import ARCNN, DnCNN
 from cqrnet_jax.models.deblock import DeblockNet
 from cqrnet_jax.models.ranker import QualityRanker
+from cqrnet_jax.models.unet import UNetDeblocker
 
-ARCHITECTURES = ("cqr", "arcnn", "dncnn")  # model.arch of a de-blocker config
+ARCHITECTURES = ("cqr", "unet", "arcnn", "dncnn")  # model.arch of a de-blocker config
 
 
 def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | None = None):
@@ -38,6 +40,16 @@ def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | No
             residual_init=start,
             dtype=compute,
         )
+    if arch == "unet":
+        return UNetDeblocker(
+            features=tuple(model_cfg["widths"]),
+            blocks=tuple(model_cfg["blocks"]),
+            dilations=tuple(model_cfg["dilations"]),
+            nl_inner=model_cfg["nl_inner"],
+            nl_window=model_cfg["nl_window"],
+            nl_chunk=model_cfg.get("nl_chunk", 16),
+            dtype=compute,
+        )
     if arch != "cqr":
         raise ConfigError(f"model.arch: one of {', '.join(ARCHITECTURES)}, not {arch!r}")
     return DeblockNet(
@@ -53,6 +65,15 @@ def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | No
         scan_groups=model_cfg.get("scan_groups", False),
         remat=model_cfg.get("remat", False),
     )
+
+
+def size_alignment(model) -> int:
+    """What image sides (and tile origins) must be multiples of for a de-blocker to see the same
+    attention windows as the whole image: 1 for the networks without attention."""
+    if hasattr(model, "alignment"):
+        return model.alignment
+    window = getattr(model, "nl_window", None)
+    return math.lcm(window, 2) if window else 1  # whole windows, even for the stride-2 mask
 
 
 def ranker_from_config(model_cfg) -> QualityRanker:

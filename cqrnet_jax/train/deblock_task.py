@@ -118,17 +118,21 @@ class DeblockTask:
         if self._eval_cache is None:  # compile and read the images once per run, not per eval
             restorer = Restorer(self.model, None, tile=self.config.eval_tile)
             images = load_eval_set(self.config.eval_set, self.config.data.data_dir)
+            if self.config.eval_max_images:
+                images = images[: self.config.eval_max_images]
             self._eval_cache = restorer, images
         restorer, images = self._eval_cache
         # host copies: the state's arrays span every process's devices, and only process 0
         # evaluates, on its own device
         restorer.variables = jax.device_get(self.variables(state))
         out = {}
-        for q in self.config.data.qualities:
-            gains = []
+        for q in self.config.eval_qualities or self.config.data.qualities:
+            scores, gains = [], []
             for _, y in images:
                 jpeg = jpeg_degrade(y, q)
-                gains.append(float(psnr(restorer(jpeg), y)) - float(psnr(jpeg, y)))
+                scores.append(float(psnr(restorer(jpeg), y)))
+                gains.append(scores[-1] - float(psnr(jpeg, y)))
+            out[f"eval/{self.config.eval_set}_q{q}_psnr"] = float(np.mean(scores))
             out[f"eval/{self.config.eval_set}_q{q}_psnr_gain"] = float(np.mean(gains))
         return out
 

@@ -1,0 +1,97 @@
+"""A multi-scale de-blocker for the CPU: a U-Net whose coarsest scale carries the paper's
+multi-scale dilated convolutions and a non-local block (docs/method.md, "The CPU de-blocker").
+
+Most of the arithmetic runs at 1/4 to 1/64 of the pixels, where it is cheap and reaches far: with
+three halvings and a 16-wide attention window, the bottleneck sees 128x128 pixels at once, and the
+8x8 JPEG grid is a single coarse pixel. Each level: residual blocks, a 2x2 stride-2 conv down; on the
+way up a 1x1 conv and a sub-pixel shuffle, the encoder's features added back, residual blocks. The
+last conv starts at zero, so training starts from the identity (output = input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from cqrnet_jax.models.layers import (
+    MultiScaleDilatedConv,
+    ResBlock,
+    WindowedNonLocal,
+    conv3x3,
+    depth_to_space,
+    pad_to_multiple,
+    torch_init,
+)
+
+
+class UNetDeblocker(nn.Module):
+    """(N, H, W) or (N, H, W, 1) JPEG-decoded Y in [0, 1] -> restored Y, same shape, unclipped.
+
+    `features[i]` channels and `blocks[i]` residual blocks (each side) at scale 1/2^i; the last
+    scale is the bottleneck: blocks, a non-local block over `nl_window`-wide windows of that
+    scale, the dilated unit, blocks. `valid` (int (N, 2), real extents) keeps padding out of the
+    attention, as in `DeblockNet`.
+    """
+
+    features: Sequence[int] = (16, 32, 64, 128)
+    blocks: Sequence[int] = (2, 2, 2, 2)
+    dilations: Sequence[int] = (1, 2, 4)
+    nl_inner: int = 64
+    nl_window: int = 16  # in bottleneck pixels
+    nl_chunk: int = 16
+    dtype: Any = jnp.float32
+
+    @property
+    def scale(self) -> int:
+        """Input pixels per bottleneck pixel along a side."""
+        return 2 ** (len(self.features) - 1)
+
+    @property
+    def alignment(self) -> int:
+        """Tile origins on multiples of this see the attention windows of the whole image."""
+        return self.scale * self.nl_window
+
+    @nn.compact
+    def __call__(self, x, valid=None):
+        squeeze = x.ndim == 3
+        if squeeze:
+            x = x[..., None]
+        x = x.astype(jnp.float32)
+        dt, feats, levels = self.dtype, tuple(self.features), len(self.features)
+        padded, (h, w) = pad_to_multiple(x, self.scale)
+
+        y = conv3x3(feats[0], "head", dtype=dt)(padded)
+        skips = []
+        for i in range(levels - 1):
+            for b in range(self.blocks[i]):
+                y = ResBlock(feats[i], dt, name=f"enc{i}_rb{b}")(y)
+            skips.append(y)
+            y = nn.Conv(
+                feats[i + 1], (2, 2), strides=2, padding="VALID", kernel_init=torch_init,
+                dtype=dt, name=f"down{i}",
+            )(y)
+
+        last = levels - 1
+        coarse_valid = None if valid is None else -(-jnp.asarray(valid) // self.scale)
+        for b in range(self.blocks[last]):
+            y = ResBlock(feats[last], dt, name=f"mid_rb{b}")(y)
+        y = WindowedNonLocal(
+            self.nl_inner, self.nl_window, chunk=self.nl_chunk, dtype=dt, name="non_local"
+        )(y, coarse_valid)
+        y = y + MultiScaleDilatedConv(feats[last], tuple(self.dilations), dt, name="dilated")(y)
+        for b in range(self.blocks[last]):
+            y = ResBlock(feats[last], dt, name=f"mid_rb{self.blocks[last] + b}")(y)
+
+        for i in reversed(range(levels - 1)):
+            up = nn.Conv(4 * feats[i], (1, 1), kernel_init=torch_init, dtype=dt, name=f"up{i}")
+            y = depth_to_space(up(y)) + skips[i]
+            for b in range(self.blocks[i]):
+                y = ResBlock(feats[i], dt, name=f"dec{i}_rb{b}")(y)
+
+        tail = nn.Conv(1, (3, 3), padding=1, kernel_init=nn.initializers.zeros, dtype=dt,
+                       name="tail")
+        out = x + tail(y).astype(jnp.float32)[:, :h, :w]
+        return out[..., 0] if squeeze else out
