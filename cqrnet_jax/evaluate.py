@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -128,8 +128,10 @@ def evaluate_sets(
     sets: Sequence[ImageSet],
     qualities: Sequence[int],
     progress: bool = True,
+    left_alone: Collection[int] = (),
 ) -> dict[str, list[dict]]:
-    """Scores `restorer` on every image of every set at every JPEG quality.
+    """Scores `restorer` on every image of every set at every JPEG quality; at the qualities in
+    `left_alone` the decoded JPEG itself is scored (rows marked "left_alone": true).
 
     Returns {"results": one row per (set, quality) with the means and n_images,
     "per_image": one row per (set, quality, image), "timing": one row per (set, quality) with
@@ -143,8 +145,10 @@ def evaluate_sets(
         for set_name, images in sets:
             for q in qualities:
                 bar.set_description_str(f"{model_name} {set_name} q{q}", refresh=False)
-                rows, seconds = _score(restorer, images, q, bar)
+                rows, seconds = _score(identity if q in left_alone else restorer, images, q, bar)
                 key = {"model": model_name, "dataset": set_name, "quality": q}
+                if q in left_alone:
+                    key["left_alone"] = True
                 timing.append({**key, "n_images": len(rows), **seconds})
                 per_image.extend({**key, **r} for r in rows)
                 means = {
@@ -240,16 +244,21 @@ def format_table(results: Sequence[dict]) -> str:
     """Markdown table, one line per (model, dataset, QF): PSNR | SSIM | PSNR-B and image count."""
     header = ["model", "dataset", "QF", "images", "PSNR", "SSIM", "PSNR-B"]
     rows = [
-        [r["model"], r["dataset"], str(r["quality"]), str(r["n_images"]), *_scores(r)]
+        [_model_cell(r), r["dataset"], str(r["quality"]), str(r["n_images"]), *_scores(r)]
         for r in results
     ]
     return _markdown(header, rows, right={2, 3, 4, 5, 6})
+
+
+def _model_cell(row: dict) -> str:
+    return f"{row['model']} (left alone: JPEG)" if row.get("left_alone") else row["model"]
 
 
 def format_per_image(per_image: Sequence[dict]) -> str:
     """Markdown table, one line per (model, dataset, QF, image)."""
     header = ["model", "dataset", "QF", "image", "PSNR", "SSIM", "PSNR-B"]
     rows = [
-        [r["model"], r["dataset"], str(r["quality"]), r["image"], *_scores(r)] for r in per_image
+        [_model_cell(r), r["dataset"], str(r["quality"]), r["image"], *_scores(r)]
+        for r in per_image
     ]
     return _markdown(header, rows, right={2, 4, 5, 6})

@@ -297,4 +297,5 @@ def load_restorer(
         exact_group=exact_group,
         devices=devices,
     )
+    restorer.meta = meta  # what it was trained on (e.g. the qualities it restores by default)
     return restorer, meta

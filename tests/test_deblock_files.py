@@ -80,7 +80,7 @@ def test_every_kind_of_file_is_restored_upright(capsys, tiny_model_prefix, tiny_
     suffix = dict(palette=".png", anim=".gif", deep=".png", la=".png", bits=".png")
     files = {k: make(src / f"{k}{suffix.get(k, '.jpg')}") for k, make in makers.items()}
     out = tmp_path / "out"
-    code, err = deblock(capsys, tiny_model_prefix, src, "-o", out)
+    code, err = deblock(capsys, tiny_model_prefix, src, "-o", out, "--force")  # all qualities
     assert code == 0 and not error_lines(err), err
     for name, path in files.items():
         loaded, result = load_image(path), load_image(out / f"{name}.png")
@@ -173,48 +173,77 @@ def qualities(tmp_path):
     return files
 
 
-def test_files_above_the_trained_qualities_are_restored_with_a_warning(
+def test_jpegs_above_the_models_limit_are_left_alone_by_default(
     capsys, tiny_model_prefix, qualities, tmp_path
 ):
-    """By default every file is restored; one warning line each for the JPEGs above QF 30 (the
-    quality read from the table, exactly or as the nearest IJG one) and for the PNG; none for
-    the QF 20 JPEG; exit 0."""
+    """By default the JPEGs above the model's limit (trained on QF 10-30, no measured limit: 30)
+    get one 'left alone' line each, in input order, and no output; the QF 20 JPEG is restored
+    quietly, the PNG with a warning; exit 0; the summary counts the skipped."""
     out = tmp_path / "out"
     code, err = deblock(capsys, tiny_model_prefix, *qualities.values(), "-o", out)
     assert code == 0 and not error_lines(err), err
-    assert sorted(p.name for p in out.iterdir()) == ["png.png", "q20.png", "q40.png", "web.png"]
-    above = "is above the model's training range 10-30: it may gain little or lose detail "
-    above += "(restored anyway; --skip-above 30 skips such files)"
+    assert sorted(p.name for p in out.iterdir()) == ["png.png", "q20.png"]
+    limit = "is above 30, the highest this model is known to improve (--force restores it)"
     assert _warnings(err) == [
-        f"warning: {qualities['q40']}: JPEG quality 40 (from its quantization table) {above}",
-        f"warning: {qualities['web']}: JPEG quality ~86 (nearest IJG quality to its own "
-        f"quantization table) {above}",
+        f"warning: {qualities['q40']}: left alone: JPEG quality 40 (from its quantization "
+        f"table) {limit}",
+        f"warning: {qualities['web']}: left alone: JPEG quality ~86 (nearest IJG quality to its "
+        f"own quantization table) {limit}",
         f"warning: {qualities['png']}: not a JPEG (PNG): quality unknown; the model removes the "
         "artifacts of JPEG quality 10-30 and only smooths an image that has none (restored "
         "anyway)",
     ]
-
-
-def test_skip_above_leaves_better_jpegs_alone(capsys, tiny_model_prefix, qualities, tmp_path):
-    """--skip-above 30: the QF 40 and ~86 JPEGs get one 'skipped' warning and no output; the QF 20
-    JPEG and the PNG (quality unknown) are restored; exit 0; the summary counts the skipped."""
-    out = tmp_path / "out"
-    files = qualities.values()
-    code, err = deblock(capsys, tiny_model_prefix, *files, "-o", out, "--skip-above", "30")
-    assert code == 0 and not error_lines(err), err
-    assert sorted(p.name for p in out.iterdir()) == ["png.png", "q20.png"]
-    skipped = [line for line in _warnings(err) if "skipped" in line]
-    assert skipped == [
-        f"warning: {qualities['q40']}: skipped: JPEG quality 40 (from its quantization table) "
-        "is above --skip-above 30",
-        f"warning: {qualities['web']}: skipped: JPEG quality ~86 (nearest IJG quality to its own "
-        "quantization table) is above --skip-above 30",
-    ]
     assert err.strip().endswith(f"deblock: 2 written to {out}, 2 skipped, 0 failed")
+
+
+def test_force_restores_every_file_with_a_warning_above_the_limit(
+    capsys, tiny_model_prefix, qualities, tmp_path
+):
+    """--force restores all four files; the two above the limit get a warning saying so."""
+    out = tmp_path / "out"
+    code, err = deblock(capsys, tiny_model_prefix, *qualities.values(), "-o", out, "--force")
+    assert code == 0 and not error_lines(err), err
+    assert sorted(p.name for p in out.iterdir()) == ["png.png", "q20.png", "q40.png", "web.png"]
+    forced = [line for line in _warnings(err) if "--force" in line]
+    assert forced == [
+        f"warning: {qualities['q40']}: JPEG quality 40 (from its quantization table) is above "
+        "30, the highest this model is known to improve: it may lose detail (restored because "
+        "of --force)",
+        f"warning: {qualities['web']}: JPEG quality ~86 (nearest IJG quality to its own "
+        "quantization table) is above 30, the highest this model is known to improve: it may "
+        "lose detail (restored because of --force)",
+    ]
+
+
+def test_skip_above_moves_the_limit(capsys, tiny_model_prefix, qualities, tmp_path):
+    """--skip-above 50 restores the QF 40 JPEG and leaves the ~86 one; 90 restores all four."""
+    files = qualities.values()
+    out = tmp_path / "out"
+    code, err = deblock(capsys, tiny_model_prefix, *files, "-o", out, "--skip-above", "50")
+    assert code == 0 and not error_lines(err), err
+    assert sorted(p.name for p in out.iterdir()) == ["png.png", "q20.png", "q40.png"]
+    assert [line for line in _warnings(err) if "left alone" in line] == [
+        f"warning: {qualities['web']}: left alone: JPEG quality ~86 (nearest IJG quality to its "
+        "own quantization table) is above 50, the highest this model is known to improve "
+        "(--force restores it)"
+    ]
     code, err = deblock(
         capsys, tiny_model_prefix, *files, "-o", tmp_path / "all", "--skip-above", 90
     )
     assert code == 0 and len(list((tmp_path / "all").iterdir())) == 4
+
+
+def test_restore_limit_is_the_measured_one_else_the_top_of_training():
+    """The shipped model records its measured limit (50); a model trained on QF ranges restores
+    up to their top, one trained on fixed QFs up to the highest."""
+    from cqrnet_jax import pretrained
+    from cqrnet_jax.apps.input_quality import restore_limit, trained_qualities
+
+    _, meta = pretrained.load_variables(pretrained.shipped("deblock"))
+    assert restore_limit(meta) == 50
+    ranges = {"config": {"data": {"quality_ranges": [[5, 60], [5, 95]], "qualities": [10]}}}
+    assert trained_qualities(ranges) == (5, 95) and restore_limit(ranges) == 95
+    assert restore_limit({"config": {"data": {"qualities": [10, 20, 30]}}}) == 30
 
 
 def test_nearest_ijg_quality_of_ijg_and_other_tables():

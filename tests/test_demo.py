@@ -125,3 +125,18 @@ def test_bad_arguments_are_one_line_errors(capsys, tmp_path, monkeypatch, args, 
     code, _, err = _demo(capsys, *args)
     assert code == 2 and err.startswith("error: ") and message in err, err
     assert err.count("\n") == 1
+
+
+def test_a_quality_above_the_models_limit_is_shown_unrestored_unless_forced(
+    capsys, tiny_model_prefix, tmp_path
+):
+    """The tiny model (trained on QF 10-30) at QF 60: one line says so, the 'restored' panel is
+    the JPEG itself (gain 0); --force restores it."""
+    args = ["--photo", "camera", "--quality", "60", "--model", tiny_model_prefix]
+    code, stdout, err = _demo(capsys, *args, "-o", tmp_path / "a.png")
+    assert code == 0, err
+    assert "JPEG quality 60 is above 30, the highest this model is known to improve" in err
+    assert _row(stdout, "restored") == _row(stdout, "JPEG") and "left alone" in stdout
+    code, stdout, err = _demo(capsys, *args, "--force", "-o", tmp_path / "b.png")
+    assert code == 0 and "above 30" not in err
+    assert _row(stdout, "restored") != _row(stdout, "JPEG")

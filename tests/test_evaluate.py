@@ -228,6 +228,34 @@ def test_cli_canvas_and_whole_image_reports(data_dir, tiny_model_prefix, tmp_pat
     assert [r["results"][0]["n_images"] for r in reports] == [2, 2]
 
 
+def test_cli_scores_qualities_above_the_models_limit_as_the_jpeg(
+    data_dir, tiny_model_prefix, tmp_path, capsys
+):
+    """The tiny model (trained on QF 10-30) at QF 20 and 40: QF 40 is scored as the decoded JPEG
+    (as deblock leaves such files), marked left_alone, with one stderr line; --force scores the
+    model there."""
+    argv = ["evaluate", "--model", tiny_model_prefix, "--data-dir", str(data_dir)]
+    argv += ["--datasets", "Classic5", "--qualities", "20,40", "--no-progress"]
+    reports = []
+    for extra in ([], ["--force"]):
+        out = tmp_path / f"eval{len(reports)}.json"
+        assert cli.main([*argv, "--json", str(out), *extra]) == 0
+        reports.append((json.loads(out.read_text()), capsys.readouterr()))
+    (default, seen), (forced, _) = reports
+    line = "QF 40: above 30, the highest this model is known to improve: scored as the JPEG"
+    assert line in seen.err
+    images = datasets.load_eval_set("Classic5", data_dir)
+    jpeg = {name: image_metrics(jpeg_degrade(y, 40), y)["psnr"] for name, y in images}
+    q40 = [r for r in default["per_image"] if r["quality"] == 40]
+    assert all(r["left_alone"] for r in q40)
+    assert [r["psnr"] for r in q40] == pytest.approx([jpeg[r["image"]] for r in q40], abs=1e-9)
+    assert "left_alone" not in default["results"][0]  # QF 20: the model
+    assert not any("left_alone" in r for r in forced["results"])
+    forced40 = [r["psnr"] for r in forced["per_image"] if r["quality"] == 40]
+    assert forced40 != pytest.approx([r["psnr"] for r in q40], abs=1e-6)  # the model's own
+    assert "(left alone: JPEG)" in seen.out
+
+
 @pytest.mark.slow
 def test_cli_splits_the_cpu_into_devices_and_scores_the_same(data_dir, tiny_model_prefix, tmp_path):
     """In a fresh process on a CPU of 2+ cores, `evaluate` runs on one device per core (up to

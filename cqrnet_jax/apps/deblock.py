@@ -12,10 +12,11 @@ whole results agree within one grey level (tests/test_inference.py). A tile is r
 whole non-local windows (48 pixels for the shipped model); a tile below one window is refused,
 not silently enlarged: it would not bound memory as asked.
 
-Files the model was not trained for (JPEGs above its training qualities, images that are not
-JPEGs) are restored with one `warning: FILE: ...` line each (`input_quality`); `--skip-above QF`
-leaves JPEGs above QF alone (a warning, nothing written for them). `--ensemble` restores the 8
-flips and rotations of each image and averages them (`cqrnet_jax.ensemble`): 8 times the time.
+JPEGs above the quality the model is known to improve (`input_quality.restore_limit`, 50 for
+the shipped one) are left alone with one line each and nothing written, unless `--force`;
+`--skip-above QF` moves that limit. Images that are not JPEGs are restored with a warning.
+`--ensemble` restores the 8 flips and rotations of each image and averages them
+(`cqrnet_jax.ensemble`): 8 times the time.
 
 Each bad file gets one `error: FILE: reason` line on stderr and the batch goes on; the exit
 status is 0 when every file was written or skipped, 1 when any failed, 2 for usage errors. The
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from cqrnet_jax.apps.common import UsageError, int_in_range
-from cqrnet_jax.apps.input_quality import file_quality, quality_warning, skip_reason
+from cqrnet_jax.apps.input_quality import peek_quality, quality_warning, skip_reason
 from cqrnet_jax.photo import restore_image
 
 # --format -> file suffix; PIL picks the writer from the suffix.
@@ -95,9 +96,14 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
         type=int_in_range(1, 100),
         metavar="QF",
         help="leave JPEGs whose quality (read from their quantization table) is above QF alone: "
-        "a warning, nothing written. Without it, such files (and files that are not JPEGs) are "
-        "restored with a warning: the model is trained for QF 10-30 and above that may lose "
-        "detail",
+        "a line each, nothing written (default: the highest quality the model is known to "
+        "improve, 50 for the shipped one)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="restore every file whatever its JPEG quality (above the model's limit it may "
+        "lose detail)",
     )
     p.add_argument(
         "--ensemble",
@@ -206,25 +212,16 @@ def _restore_with_progress(restorer, loaded, label: str, show: bool) -> np.ndarr
 
 
 class _Skipped(Exception):
-    """An input left alone on purpose (--skip-above); the message says why, one line."""
+    """An input left alone on purpose (above the model's limit); the message says why."""
 
 
-def _restore_file(restorer, path: str, args, trained, warn, show_tiles: bool):
-    """Restores `path`: (pixels, PIL save options, warning or None) to write (`_write`);
-    `warn(line)` tells what the user should know (`trained`: the model's training qualities).
-    Raises _FileError on failure, _Skipped for a file --skip-above leaves alone."""
+def _restore_file(restorer, path: str, args, show_tiles: bool):
+    """Restores `path`: (pixels, PIL save options, warning or None) to write (`_write`).
+    Raises _FileError on failure."""
     from cqrnet_jax.data.io import ImageLoadError, load_image
 
     try:
         loaded = load_image(path, max_pixels=args.max_pixels)
-    except ImageLoadError as err:
-        raise _FileError(err.reason) from None
-    found = file_quality(loaded)
-    if skipped := skip_reason(found, args.skip_above):
-        raise _Skipped(skipped)
-    if warning := quality_warning(found, trained):
-        warn(warning)  # before the restoration, which takes a while
-    try:
         out = _restore_with_progress(restorer, loaded, Path(path).name, show_tiles)
     except ImageLoadError as err:
         raise _FileError(err.reason) from None
@@ -277,7 +274,7 @@ def run_deblock(args) -> int:
     split_host_cores(args.parallel or MAX_HOST_DEVICES)
     from tqdm import tqdm
 
-    from cqrnet_jax.apps.input_quality import trained_qualities
+    from cqrnet_jax.apps.input_quality import restore_limit, trained_qualities
     from cqrnet_jax.data.datasets import expand_inputs
     from cqrnet_jax.ensemble import SelfEnsemble
     from cqrnet_jax.inference import load_restorer
@@ -287,6 +284,7 @@ def run_deblock(args) -> int:
     restorer, meta = load_restorer(args.model, tile=args.tile, devices=devices)
     _check_tile(args, restorer)
     trained = trained_qualities(meta)
+    limit = args.skip_above if args.skip_above is not None else restore_limit(meta)
     if args.ensemble:
         restorer = SelfEnsemble(restorer)
     items = expand_inputs(args.inputs)
@@ -311,8 +309,10 @@ def run_deblock(args) -> int:
 
         return warn
 
-    def finish(path, target, future) -> None:  # target: the input's error when future is None
+    def finish(path, target, future, note=None) -> None:  # target: the error if no future
         nonlocal failed, skipped
+        if note:  # a warning known before the restoration, shown in input order
+            warn_for(path)(note)
         try:
             if future is None:
                 raise _FileError(target)
@@ -334,18 +334,21 @@ def run_deblock(args) -> int:
         for path, error in items:
             target = outdir / (Path(path).stem + FORMATS[args.format])
             if error is not None:
-                pending.append((path, error, None))
+                pending.append((path, error, None, None))
             else:
+                note = None
                 try:  # refused now, not after a restoration (checked again before writing)
                     _check_target(target, path, inputs, written, args.overwrite)
-                except _FileError as err:
+                    found = peek_quality(path)  # None: unreadable, its loading says why
+                    if found and not args.force and (why := skip_reason(found, limit)):
+                        raise _Skipped(why)
+                except (_FileError, _Skipped) as err:
                     future = concurrent.futures.Future()
                     future.set_exception(err)
                 else:
-                    future = pool.submit(
-                        _restore_file, restorer, path, args, trained, warn_for(path), show_tiles
-                    )
-                pending.append((path, target, future))
+                    future = pool.submit(_restore_file, restorer, path, args, show_tiles)
+                    note = quality_warning(found, trained, limit) if found else None
+                pending.append((path, target, future, note))
             while len(pending) > workers or (pending and pending[0][2] is None):
                 finish(*pending.popleft())
         while pending:

@@ -44,6 +44,12 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quality", type=int, default=10, help="JPEG quality (default: 10)")
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="restore even above the highest quality the model is known to improve (50 for "
+        "the shipped one); without it such a JPEG is shown unrestored",
+    )
+    p.add_argument(
         "--model",
         default="default",
         help="'default' (shipped), a training workdir or a params prefix",
@@ -252,6 +258,7 @@ def _summary(name, original, quality, label, seconds, s_jpeg, s_out) -> str:
 
 
 def run_demo(args) -> int:
+    from cqrnet_jax.apps.input_quality import restore_limit
     from cqrnet_jax.data.io import save_image
     from cqrnet_jax.inference import load_restorer
 
@@ -265,9 +272,18 @@ def run_demo(args) -> int:
     restorer, meta = load_restorer(args.model)
     label = _model_label(args.model, meta)
     jpeg = compress(original, args.quality)
-    print(f"restoring {args.photo} with the {label} ...", file=sys.stderr, flush=True)
+    limit = restore_limit(meta)
     t0 = time.perf_counter()
-    restored = restore(restorer, jpeg)
+    if args.quality > limit and not args.force:
+        print(
+            f"JPEG quality {args.quality} is above {limit}, the highest this model is known to "
+            "improve: shown unrestored (--force restores it)",
+            file=sys.stderr,
+        )
+        restored, label = jpeg, f"{label} (left alone)"
+    else:
+        print(f"restoring {args.photo} with the {label} ...", file=sys.stderr, flush=True)
+        restored = restore(restorer, jpeg)
     seconds = time.perf_counter() - t0
     s_jpeg, s_out = scores(jpeg, original, detail), scores(restored, original, detail)
     panels = [

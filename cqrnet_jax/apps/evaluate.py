@@ -85,6 +85,12 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
         "(default: all three with a data directory, else builtin)",
     )
     p.add_argument("--qualities", default="10,20,30", help="JPEG qualities (default: 10,20,30)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="score the model at every quality; without it, qualities above the highest the "
+        "model is known to improve are scored as the JPEG itself, as deblock leaves such files",
+    )
     p.add_argument("--json", metavar="OUT", help="also write results as JSON to OUT")
     p.add_argument("--per-image", action="store_true", help="also print one row per image")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -187,6 +193,26 @@ def _write_json(path: Path, report: dict) -> None:
     os.replace(tmp, path)
 
 
+def _left_alone(restorer, qualities: list[int], force: bool) -> set[int]:
+    """The qualities above the model's limit, scored as the JPEG itself (as `deblock` leaves
+    such files) unless `force`; one line on stderr says so."""
+    meta = getattr(getattr(restorer, "restorer", restorer), "meta", None)  # ensembles wrap it
+    if force or meta is None:  # "jpeg" is the identity anyway
+        return set()
+    from cqrnet_jax.apps.input_quality import restore_limit
+
+    limit = restore_limit(meta)
+    above = {q for q in qualities if q > limit}
+    if above:
+        listed = ",".join(str(q) for q in sorted(above))
+        print(
+            f"QF {listed}: above {limit}, the highest this model is known to improve: scored "
+            "as the JPEG itself, as deblock leaves such files (--force scores the model)",
+            file=sys.stderr,
+        )
+    return above
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from cqrnet_jax.devices import MAX_HOST_DEVICES, inference_devices, split_host_cores
 
@@ -231,7 +257,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     sets = _load_sets(names, data_dir)
-    scores = evaluate_sets(restorer, model_name, sets, qualities, progress=not args.no_progress)
+    left_alone = _left_alone(restorer, qualities, args.force)
+    scores = evaluate_sets(
+        restorer, model_name, sets, qualities, progress=not args.no_progress, left_alone=left_alone
+    )
     results = compare_published(scores["results"])
     print(format_timing(scores["timing"]), file=sys.stderr)
     print(format_table(results))

@@ -1,9 +1,9 @@
 """Whether a file is the kind of image the de-blocker was trained for, from its own header.
 
-The model learned to undo JPEG at the qualities it was trained on (the shipped one: QF 10, 20
-and 30). Above them it gains less and loses on some photos (README "Using it" has the numbers),
-and an image that never was a JPEG has nothing for it to undo. `deblock` warns about such
-files, and skips JPEGs above `--skip-above`. The quality is read from the file's luma
+The model learned to undo JPEG at the qualities it was trained on. Above the quality where it is
+known to gain (`restore_limit`) it may lose detail, and an image that never was a JPEG has
+nothing for it to undo. `deblock`, `demo` and `evaluate` leave JPEGs above the limit alone unless
+forced, and warn about files that are not JPEGs. The quality is read from the file's luma
 quantization table: exactly when it is one of IJG's (libjpeg's, what most software writes),
 else the IJG quality whose table is nearest in log scale (cameras and Photoshop write their own
 tables; Pillow's "web_high" preset, Photoshop's "high" tables, reads as ~86). Nothing is
@@ -34,14 +34,24 @@ class FileQuality:
 
 
 def trained_qualities(meta: dict) -> tuple[int, int]:
-    """(lowest, highest) JPEG quality a de-blocker was trained on, from its saved config; the
-    training defaults for params saved without one."""
-    qualities = meta.get("config", {}).get("data", {}).get("qualities")
+    """(lowest, highest) JPEG quality a de-blocker was trained on, from its saved config (its QF
+    ranges, else its fixed QFs); the training defaults for params saved without one."""
+    data = meta.get("config", {}).get("data", {})
+    if ranges := data.get("quality_ranges"):
+        return min(r[0] for r in ranges), max(r[1] for r in ranges)
+    qualities = data.get("qualities")
     if not qualities:
         from cqrnet_jax.config_base import train_defaults
 
         qualities = train_defaults().data.qualities
     return min(qualities), max(qualities)
+
+
+def restore_limit(meta: dict) -> int:
+    """The highest JPEG quality a de-blocker restores by default: what its metadata records as
+    measured (`restores_up_to`: every test image gains up to there), else the top of its
+    training qualities. Files above it are left alone unless asked (`--force`)."""
+    return int(meta.get("restores_up_to") or trained_qualities(meta)[1])
 
 
 def nearest_ijg_quality(table) -> int:
@@ -66,8 +76,27 @@ def file_quality(loaded) -> FileQuality:
     return FileQuality(loaded.format, nearest_ijg_quality(tables[0]), False)
 
 
-def quality_warning(found: FileQuality, trained: tuple[int, int]) -> str | None:
-    """One line for a file the model was not trained for, or None."""
+def peek_quality(path) -> FileQuality | None:
+    """What a file's header says of its JPEG quality, read without decoding its pixels (so the
+    decision to restore comes before the restoration); None when PIL cannot open it: its
+    loading then reports why."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            quant = getattr(im, "quantization", None) if fmt == "JPEG" else None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    tables = {int(k): list(v) for k, v in quant.items()} if quant else None
+    return file_quality(SimpleNamespace(format=fmt, quantization=tables))
+
+
+def quality_warning(found: FileQuality, trained: tuple[int, int], limit: int) -> str | None:
+    """One line for a file restored although the model may not help it, or None: an image that
+    is not a JPEG, or (restored because forced) a JPEG above `limit`."""
     low, high = trained
     if found.quality is None:
         kind = f"not a JPEG ({found.format})" if found.format != "JPEG" else "a JPEG without tables"
@@ -75,16 +104,19 @@ def quality_warning(found: FileQuality, trained: tuple[int, int]) -> str | None:
             f"{kind}: quality unknown; the model removes the artifacts of JPEG quality "
             f"{low}-{high} and only smooths an image that has none (restored anyway)"
         )
-    if found.quality > high:
+    if found.quality > limit:
         return (
-            f"{found.describe()} is above the model's training range {low}-{high}: it may gain "
-            f"little or lose detail (restored anyway; --skip-above {high} skips such files)"
+            f"{found.describe()} is above {limit}, the highest this model is known to improve: "
+            "it may lose detail (restored because of --force)"
         )
     return None
 
 
-def skip_reason(found: FileQuality, skip_above: int | None) -> str | None:
-    """Why a file is skipped under `--skip-above`, or None: only JPEGs above it are."""
-    if skip_above is None or found.quality is None or found.quality <= skip_above:
+def skip_reason(found: FileQuality, limit: int) -> str | None:
+    """Why a JPEG above `limit` is left alone, or None (not a JPEG, or within the limit)."""
+    if found.quality is None or found.quality <= limit:
         return None
-    return f"skipped: {found.describe()} is above --skip-above {skip_above}"
+    return (
+        f"left alone: {found.describe()} is above {limit}, the highest this model is known to "
+        "improve (--force restores it)"
+    )

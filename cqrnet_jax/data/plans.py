@@ -71,7 +71,7 @@ def sample_quality_mix(rng, batch: int, ranges, weights):
 
 
 def check_quality_mix(ranges, weights) -> None:
-    """ConfigError unless `ranges` are (lo, hi) QF pairs in [1, 100] with one positive weight each."""
+    """ConfigError unless `ranges` are (lo, hi) QF pairs in [1, 100], one weight each."""
     if len(ranges) != len(weights):
         raise ConfigError(
             f"data.quality_ranges has {len(ranges)} ranges but data.quality_weights "

@@ -1,11 +1,11 @@
 """A multi-scale de-blocker for the CPU: a U-Net whose coarsest scale carries the paper's
 multi-scale dilated convolutions and a non-local block (docs/method.md, "The CPU de-blocker").
 
-Most of the arithmetic runs at 1/4 to 1/64 of the pixels, where it is cheap and reaches far: with
-three halvings and a 16-wide attention window, the bottleneck sees 128x128 pixels at once, and the
-8x8 JPEG grid is a single coarse pixel. Each level: residual blocks, a 2x2 stride-2 conv down; on the
-way up a 1x1 conv and a sub-pixel shuffle, the encoder's features added back, residual blocks. The
-last conv starts at zero, so training starts from the identity (output = input).
+Most of the arithmetic runs at 1/4 to 1/64 of the pixels, where it is cheap and reaches far:
+with three halvings and a 16-wide attention window, the bottleneck sees 128x128 pixels at once,
+and an 8x8 JPEG block is one coarse pixel. Each level: residual blocks, then a 2x2 stride-2 conv
+down; on the way up a 1x1 conv and a sub-pixel shuffle, the encoder's features added back,
+residual blocks. The last conv starts at zero: training starts from the identity.
 """
 
 from __future__ import annotations
@@ -70,8 +70,13 @@ class UNetDeblocker(nn.Module):
                 y = ResBlock(feats[i], dt, name=f"enc{i}_rb{b}")(y)
             skips.append(y)
             y = nn.Conv(
-                feats[i + 1], (2, 2), strides=2, padding="VALID", kernel_init=torch_init,
-                dtype=dt, name=f"down{i}",
+                feats[i + 1],
+                (2, 2),
+                strides=2,
+                padding="VALID",
+                kernel_init=torch_init,
+                dtype=dt,
+                name=f"down{i}",
             )(y)
 
         last = levels - 1
@@ -91,7 +96,8 @@ class UNetDeblocker(nn.Module):
             for b in range(self.blocks[i]):
                 y = ResBlock(feats[i], dt, name=f"dec{i}_rb{b}")(y)
 
-        tail = nn.Conv(1, (3, 3), padding=1, kernel_init=nn.initializers.zeros, dtype=dt,
-                       name="tail")
+        tail = nn.Conv(
+            1, (3, 3), padding=1, kernel_init=nn.initializers.zeros, dtype=dt, name="tail"
+        )
         out = x + tail(y).astype(jnp.float32)[:, :h, :w]
         return out[..., 0] if squeeze else out
