@@ -1,7 +1,8 @@
 """The training entry point tells the user's errors from bugs: a bad config value, missing data
 or a missing ranker is one line "error: ..." on stderr and exit status 1; any other exception (a
-shape error from JAX) propagates with its traceback. `main.main` runs in-process with its flags
-replaced, so a test can break something deep inside; the flag-parsing cases run the command."""
+shape error from JAX) propagates with its traceback. The data (training and evaluation sets) are
+checked before the train step compiles. `main.main` runs in-process with its flags replaced, so a
+test can break something deep inside; the flag-parsing cases run the command."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import types
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from PIL import Image
 
 from cqrnet_jax import main as entry
+from cqrnet_jax.data.datasets import DATA_DIR_ENV
 from cqrnet_jax.errors import ConfigError
-from cqrnet_jax.train import tasks
+from cqrnet_jax.train import loop, tasks
 from cqrnet_jax.train.ranker_task import RankerTask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,6 +61,14 @@ def _missing_data_dir(config, tmp_path):
     return f"data directory {tmp_path / 'nowhere'} (given) does not exist"
 
 
+def _unreadable_training_file(config, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "broken.png").write_bytes(b"not a png")
+    config.data.source = "folder"
+    config.data.files = str(tmp_path / "photos")
+    return f"{tmp_path / 'photos' / 'broken.png'}: "
+
+
 def _batch_not_divisible(config, tmp_path):
     if jax.device_count() == 1:
         pytest.skip("needs several devices (XLA_FLAGS=--xla_force_host_platform_device_count=2)")
@@ -65,7 +77,14 @@ def _batch_not_divisible(config, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "break_config", [_unknown_task, _unknown_schedule, _missing_data_dir, _batch_not_divisible]
+    "break_config",
+    [
+        _unknown_task,
+        _unknown_schedule,
+        _missing_data_dir,
+        _unreadable_training_file,
+        _batch_not_divisible,
+    ],
 )
 def test_a_user_error_is_one_line_and_exit_status_1(
     break_config, ranker_config, tmp_path, monkeypatch, capsys
@@ -76,6 +95,72 @@ def test_a_user_error_is_one_line_and_exit_status_1(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_no_data_directory_names_the_training_flag(ranker_config, tmp_path, monkeypatch, capsys):
+    """`python -m cqrnet_jax.main` takes the data directory as a config field, not --data-dir."""
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    config = _smoke(ranker_config)
+    config.data.source = "shared"
+    assert _main(monkeypatch, config, tmp_path / "run") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no data directory: pass --config.data.data_dir=DIR or set ")
+    assert f"{DATA_DIR_ENV}=DIR" in err and "--data-dir" not in err, err
+
+
+def _deblock_with_eval(deblock_config, monkeypatch):
+    """The deblock smoke preset monitoring on Classic5, with compiling the train step replaced by
+    an error: these runs must have decided about the evaluation set before compiling."""
+    config = deblock_config("smoke")
+    config.data.backend = "numpy"
+    config.eval_set = "Classic5"
+    config.eval_every = 1
+
+    def no_compile(*args, **kwargs):
+        raise ConfigError("stopped before compiling")
+
+    monkeypatch.setattr(loop, "compile_step", no_compile)
+    return config
+
+
+def test_evaluation_is_off_without_a_data_directory(deblock_config, tmp_path, monkeypatch, capsys):
+    """Training on one's own photos with no data directory at all: evaluation (monitoring only)
+    is turned off with one line, before compiling, and the run goes on."""
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(tmp_path / "photos" / "grey.png")
+    config = _deblock_with_eval(deblock_config, monkeypatch)
+    config.data.source = "folder"
+    config.data.files = str(tmp_path / "photos")
+    assert _main(monkeypatch, config, tmp_path / "run") == 1
+    out, err = capsys.readouterr()
+    assert (
+        "no data directory for the evaluation set 'Classic5' (--config.data.data_dir=DIR or "
+        f"${DATA_DIR_ENV}): evaluation, which only monitors training, is off\n" in out
+    ), out
+    assert err == "error: stopped before compiling\n"
+
+
+@pytest.mark.parametrize("how", ["config", "env", "no_set"])
+def test_an_evaluation_set_that_cannot_be_read_fails_before_compiling(
+    how, deblock_config, tmp_path, monkeypatch, capsys
+):
+    """A data directory named (config or environment) but missing, or one without the set."""
+    config = _deblock_with_eval(deblock_config, monkeypatch)
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    missing = tmp_path / "nowhere"
+    if how == "config":
+        config.data.data_dir = str(missing)
+        expected = f"error: data directory {missing} (given) does not exist\n"
+    elif how == "env":
+        monkeypatch.setenv(DATA_DIR_ENV, str(missing))
+        expected = f"error: data directory {missing} (from ${DATA_DIR_ENV}) does not exist\n"
+    else:
+        (tmp_path / "data").mkdir()
+        config.data.data_dir = str(tmp_path / "data")
+        expected = f"error: image folder {tmp_path / 'data' / 'Classic5'} does not exist\n"
+    assert _main(monkeypatch, config, tmp_path / "run") == 1
+    assert capsys.readouterr().err == expected
 
 
 def test_a_missing_ranker_is_one_line_and_exit_status_1(

@@ -26,8 +26,9 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from cqrnet_jax.data.datasets import CONFIG_FLAG, DATA_DIR_ENV, NoDataDirError
 from cqrnet_jax.data.pipeline import make_batches
-from cqrnet_jax.data.sources import load_training_images
+from cqrnet_jax.data.sources import load_training_images, training_files
 from cqrnet_jax.devices import compiler_options
 from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.train.guard import NonFiniteGuard, all_finite
@@ -183,10 +184,33 @@ def _start_state(task, config, mesh: Mesh, manager) -> tuple[TrainState, int]:
     return state, int(state.step) if start is None else start
 
 
+def _evaluation_every(config, task) -> int:
+    """config.eval_every, once the task's evaluation data is read (before anything compiles, so a
+    set that cannot be read stops the run at once, with one line); 0 when no data directory is
+    named at all: evaluation only monitors training, so the run goes on without it, saying so."""
+    every = config.get("eval_every", 0)
+    load = getattr(task, "load_evaluation", None)
+    if not every or load is None or jax.process_index() != 0:  # only process 0 evaluates
+        return every
+    try:
+        load()
+    except NoDataDirError:
+        report(
+            f"no data directory for the evaluation set {config.get('eval_set')!r} "
+            f"({CONFIG_FLAG} or ${DATA_DIR_ENV}): evaluation, which only monitors "
+            "training, is off"
+        )
+        return 0
+    return every
+
+
 def train_and_evaluate(config, workdir: str, task) -> TrainState:
-    """Trains `task` per `config`, resuming from the latest checkpoint in `workdir`."""
+    """Trains `task` per `config`, resuming from the latest checkpoint in `workdir`. The data are
+    checked first, before anything is written or compiled."""
     mesh = make_mesh()
     check_batch_divisible(config.batch_size, mesh)
+    training_files(config.data)  # listed, not read: a missing folder or file fails here
+    eval_every = _evaluation_every(config, task)
     save_config(workdir, config)
     manager = checkpoint_manager(workdir, config)
     state, start = _start_state(task, config, mesh, manager)
@@ -225,7 +249,7 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
             guard.push(step, metrics["finite"])
             pending.append(metrics)
             last = step == config.num_steps or _out_of_time(t0, budget, step, config.log_every)
-            due = _due(config, step, start, last)
+            due = _due(config, step, start, last, eval_every)
             guard.settle(lag=0 if due else 1)  # a step is read before it is saved or shown
             extra = task.evaluate(state) if "eval" in due and main_process else {}
             if "log" in due or extra:
@@ -257,15 +281,17 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     return state
 
 
-def _due(config, step: int, start: int, last: bool) -> set[str]:
-    """What step `step` does besides its update: "log", "eval", "save" (a checkpoint), "export"."""
+def _due(config, step: int, start: int, last: bool, eval_every: int | None = None) -> set[str]:
+    """What step `step` does besides its update: "log", "eval", "save" (a checkpoint), "export".
+    `eval_every`: config.eval_every unless given (0 when the evaluation data are missing)."""
     due = set()
     if step % config.checkpoint_every == 0 or last:
         due.add("save")
     # log_first_steps: the first steps shown at once (a broken run fails within a minute)
     if due or step % config.log_every == 0 or step <= start + config.get("log_first_steps", 0):
         due.add("log")
-    if config.eval_every and (step % config.eval_every == 0 or last):
+    eval_every = config.eval_every if eval_every is None else eval_every
+    if eval_every and (step % eval_every == 0 or last):
         due.add("eval")
     export_every = config.get("export_every", 0)
     if export_every and step % export_every == 0 and not last:
