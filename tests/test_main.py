@@ -1,8 +1,9 @@
 """The training entry point tells the user's errors from bugs: a bad config value, missing data
 or a missing ranker is one line "error: ..." on stderr and exit status 1; any other exception (a
-shape error from JAX) propagates with its traceback. The data (training and evaluation sets) are
-checked before the train step compiles. `main.main` runs in-process with its flags replaced, so a
-test can break something deep inside; the flag-parsing cases run the command."""
+shape error from JAX) propagates with its traceback. A run that fails before it has anything to
+keep removes the workdir it created; the data (training and evaluation sets) are checked before
+the train step compiles. `main.main` runs in-process with its flags replaced, so a test can break
+something deep inside; the flag-parsing cases run the command."""
 
 from __future__ import annotations
 
@@ -86,15 +87,41 @@ def _batch_not_divisible(config, tmp_path):
         _batch_not_divisible,
     ],
 )
-def test_a_user_error_is_one_line_and_exit_status_1(
+def test_a_user_error_is_one_line_exit_status_1_and_leaves_no_workdir(
     break_config, ranker_config, tmp_path, monkeypatch, capsys
 ):
+    """Also when it is found after the workdir was created (an unknown schedule, while the state
+    is initialised; an unreadable training image, while the images are read)."""
     config = _smoke(ranker_config)
     expected = break_config(config, tmp_path)
-    assert _main(monkeypatch, config, tmp_path / "run") == 1
+    assert _main(monkeypatch, config, tmp_path / "runs" / "run") == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # the workdir and the parent created for it
+
+
+def test_a_failed_start_keeps_a_workdir_that_was_there(ranker_config, tmp_path, monkeypatch):
+    """A workdir that existed before the run is left as it was found, empty or not, and so is
+    one that the user wrote into while the run was starting."""
+    config = _smoke(ranker_config)
+    config.optim.schedule = "nope"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert _main(monkeypatch, config, tmp_path / "empty") == 1
+    assert (tmp_path / "empty").is_dir()
+    assert _main(monkeypatch, config, tmp_path / "mine") == 1
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+    def write_notes(*args, **kwargs):  # the user's file, written while the run starts
+        (tmp_path / "new" / "notes.txt").write_text("mine")
+        return real_create_state(*args, **kwargs)
+
+    real_create_state = loop.create_state
+    monkeypatch.setattr(loop, "create_state", write_notes)
+    assert _main(monkeypatch, config, tmp_path / "new") == 1
+    assert (tmp_path / "new" / "notes.txt").read_text() == "mine"
 
 
 def test_no_data_directory_names_the_training_flag(ranker_config, tmp_path, monkeypatch, capsys):
@@ -161,6 +188,7 @@ def test_an_evaluation_set_that_cannot_be_read_fails_before_compiling(
         expected = f"error: image folder {tmp_path / 'data' / 'Classic5'} does not exist\n"
     assert _main(monkeypatch, config, tmp_path / "run") == 1
     assert capsys.readouterr().err == expected
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_missing_ranker_is_one_line_and_exit_status_1(
