@@ -8,7 +8,8 @@ Cloud TPU and Kubernetes) or with `--coordinator_address=HOST:PORT --num_process
 errors (a bad config value, missing data or ranker, a run that diverged) print one line
 "error: ..." on stderr and exit 1; anything else is a bug and keeps its traceback. The data are
 checked before anything is compiled, and a run that fails before its first checkpoint removes
-the workdir it created.
+the workdir it created. Ctrl-C stops after the step in progress, saves it, prints one line
+saying where a rerun resumes and exits 130 (a second Ctrl-C stops at once).
 """
 
 from __future__ import annotations
@@ -93,8 +94,11 @@ def main(argv):
     status = 1
     try:
         status = _train(cluster, multi)
+    except KeyboardInterrupt as err:  # Ctrl-C: one line saying where a rerun resumes
+        status = 130
+        print(str(err) or f"interrupted; {workdir_lib.resume_hint(FLAGS.workdir)}", file=sys.stderr)
     finally:
-        if status:  # an error, or a bug (its exception goes on after this)
+        if status:  # an error, Ctrl-C or a bug (its exception goes on after this)
             workdir_lib.remove_if_unused(created)
     return status
 

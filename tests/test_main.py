@@ -2,12 +2,15 @@
 or a missing ranker is one line "error: ..." on stderr and exit status 1; any other exception (a
 shape error from JAX) propagates with its traceback. A run that fails before it has anything to
 keep removes the workdir it created; the data (training and evaluation sets) are checked before
-the train step compiles. `main.main` runs in-process with its flags replaced, so a test can break
-something deep inside; the flag-parsing cases run the command."""
+the train step compiles; Ctrl-C stops with one line saying where a rerun resumes, exit status 130.
+`main.main` runs in-process with its flags replaced, so a test can break something deep inside;
+the flag-parsing and Ctrl-C-from-outside cases run the command."""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import types
@@ -23,6 +26,7 @@ from cqrnet_jax.data.datasets import DATA_DIR_ENV
 from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.train import loop, tasks
 from cqrnet_jax.train.ranker_task import RankerTask
+from cqrnet_jax.train.workdir import saved_steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -241,3 +245,112 @@ def test_a_bad_config_flag_is_one_line(config_flag, expected, tmp_path):
     assert proc.returncode == 1
     assert f"FATAL Flags parsing error: flag --config={config_flag}: {expected}" in proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------------
+
+
+_REAL_DUE = loop._due
+
+
+def _main_catching_ctrl_c(monkeypatch, config, workdir) -> int:
+    """`_main`, with a KeyboardInterrupt that escapes it a failure of the test, not the end of
+    the whole pytest session."""
+    try:
+        return _main(monkeypatch, config, workdir)
+    except KeyboardInterrupt as err:
+        pytest.fail(f"KeyboardInterrupt escaped main: {err!r}")
+
+
+def _interrupt_at(monkeypatch, step: int, action):
+    """Runs `action()` when the loop plans step `step` (inside the step, after its update)."""
+
+    def due(config, current, *args, **kwargs):
+        if current == step:
+            action()
+        return _REAL_DUE(config, current, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_due", due)
+
+
+def test_ctrl_c_saves_the_next_step_and_says_where_to_resume(
+    ranker_config, tmp_path, monkeypatch, capsys
+):
+    """SIGINT asks the loop to stop: it finishes the step in progress, saves a checkpoint there,
+    prints one line and main exits 130; a rerun resumes there."""
+    config = _smoke(ranker_config)  # checkpoints every 10 steps
+    _interrupt_at(monkeypatch, 3, lambda: signal.raise_signal(signal.SIGINT))
+    assert _main_catching_ctrl_c(monkeypatch, config, tmp_path / "run") == 130
+    out, err = capsys.readouterr()
+    assert err == "interrupted at step 4; rerun the same command to resume from step 4\n"
+    assert saved_steps(str(tmp_path / "run")) == [4]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+    monkeypatch.setattr(loop, "_due", _REAL_DUE)
+    assert _main(monkeypatch, config, tmp_path / "run") == 0
+    assert "resuming at step 4 of 20" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "checkpoint_every, hint",
+    [
+        (2, "rerun the same command to resume from step 2"),
+        (10, "nothing saved yet: rerun the same command to start again"),
+    ],
+)
+def test_a_second_ctrl_c_stops_at_once(
+    checkpoint_every, hint, ranker_config, tmp_path, monkeypatch, capsys
+):
+    """KeyboardInterrupt itself (a second Ctrl-C) stops without saving: the line names the last
+    checkpoint, and a workdir created by the run with none is removed."""
+    config = _smoke(ranker_config)
+    config.checkpoint_every = checkpoint_every
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    _interrupt_at(monkeypatch, 3, interrupt)
+    assert _main_catching_ctrl_c(monkeypatch, config, tmp_path / "run") == 130
+    assert capsys.readouterr().err == f"interrupted at step 3; {hint}\n"
+    assert (tmp_path / "run").exists() == (checkpoint_every == 2)
+
+
+@pytest.mark.slow  # a training process: ~40 s on 2 busy cores
+def test_ctrl_c_stops_the_command_cleanly(tmp_path, compile_cache):
+    """`python -m cqrnet_jax.main --config=configs/deblock.py:smoke`, SIGINT once the first step
+    is logged: no traceback, one line saying where to resume, exit status 130, a checkpoint
+    there."""
+    env = dict(os.environ)
+    env["JAX_COMPILATION_CACHE_DIR"] = compile_cache
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    cmd = [
+        sys.executable,
+        "-m",
+        "cqrnet_jax.main",
+        "--config=configs/deblock.py:smoke",
+        f"--workdir={tmp_path / 'run'}",
+        "--config.num_steps=10000",
+        "--config.log_every=1",
+        "--config.data.backend=numpy",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("step 1/"):
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, "".join(lines) + out + err
+    assert "Traceback" not in err, err
+    last = err.splitlines()[-1] if err else ""
+    match = re.fullmatch(
+        r"interrupted at step (\d+); rerun the same command to resume from step (\d+)", last
+    )
+    assert match and match[1] == match[2], err
+    assert saved_steps(str(tmp_path / "run")) == [int(match[1])]

@@ -1,5 +1,5 @@
-"""What a training workdir holds, read from disk without JAX: its finished checkpoints, and
-removing a workdir that a failed start left behind (`main.py`)."""
+"""What a training workdir holds, read from disk without JAX: its finished checkpoints, what a
+rerun resumes from, and removing a workdir that a failed start left behind (`main.py`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def saved_steps(workdir: str) -> list[int]:
     folder = os.path.join(workdir, "checkpoints")
     names = os.listdir(folder) if os.path.isdir(folder) else []
     return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(folder, n)))
+
+
+def resume_hint(workdir: str) -> str:
+    """What rerunning the training command on WORKDIR does, from its checkpoints on disk."""
+    saved = saved_steps(workdir)
+    if saved:
+        return f"rerun the same command to resume from step {saved[-1]}"
+    return "nothing saved yet: rerun the same command to start again"
 
 
 def new_folders(path: str) -> list[str]:
