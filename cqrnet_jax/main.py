@@ -6,7 +6,10 @@ command with `--distributed` (coordinator, process count and id detected on SLUR
 Cloud TPU and Kubernetes) or with `--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I`; the workdir must be one folder all of them see. The user's
 errors (a bad config value, missing data or ranker, a run that diverged) print one line
-"error: ..." on stderr and exit 1; anything else is a bug and keeps its traceback.
+"error: ..." on stderr and exit 1; anything else is a bug and keeps its traceback. The data are
+checked before anything is compiled, and a run that fails before its first checkpoint removes
+the workdir it created. Ctrl-C stops after the step in progress, saves it, prints one line
+saying where a rerun resumes and exits 130 (a second Ctrl-C stops at once).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from cqrnet_jax.errors import ConfigError  # noqa: E402
+from cqrnet_jax.train import workdir as workdir_lib  # noqa: E402
 
 
 class _OneLineConfigErrors:
@@ -78,6 +82,28 @@ def _split_host_cores(config) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cluster = dict(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
+    multi = FLAGS.distributed or any(v is not None for v in cluster.values())
+    # the folders this run creates, removed if it fails before it has anything to keep (one
+    # process only: in a multi-process run the others may still be writing there)
+    created = [] if multi or "://" in FLAGS.workdir else workdir_lib.new_folders(FLAGS.workdir)
+    status = 1
+    try:
+        status = _train(cluster, multi)
+    except KeyboardInterrupt as err:  # Ctrl-C: one line saying where a rerun resumes
+        status = 130
+        print(str(err) or f"interrupted; {workdir_lib.resume_hint(FLAGS.workdir)}", file=sys.stderr)
+    finally:
+        if status:  # an error, Ctrl-C or a bug (its exception goes on after this)
+            workdir_lib.remove_if_unused(created)
+    return status
+
+
+def _train(cluster: dict, multi: bool) -> int:
     import jax
     from absl import logging
 
@@ -93,13 +119,8 @@ def main(argv):
             "jax_compilation_cache_dir", os.path.expanduser(FLAGS.config.compile_cache_dir)
         )
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    cluster = dict(
-        coordinator_address=FLAGS.coordinator_address,
-        num_processes=FLAGS.num_processes,
-        process_id=FLAGS.process_id,
-    )
     try:
-        if FLAGS.distributed or any(v is not None for v in cluster.values()):
+        if multi:
             distributed.join(**cluster)  # before anything touches a device
         else:
             _split_host_cores(FLAGS.config)

@@ -18,6 +18,7 @@ from cqrnet_jax.data import (
     EVAL_SETS,
     TRAIN_SETS,
     DataDirError,
+    NoDataDirError,
     builtin_photos,
     list_eval_images,
     list_train_images,
@@ -25,6 +26,7 @@ from cqrnet_jax.data import (
     load_y,
     resolve_data_dir,
 )
+from cqrnet_jax.data.datasets import CONFIG_FLAG
 
 
 def _shared_data_dir() -> Path:
@@ -62,7 +64,15 @@ def _one_line_error(call, *parts):
 
 def test_resolve_data_dir_errors(tmp_path, monkeypatch):
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    _one_line_error(resolve_data_dir, "--data-dir", DATA_DIR_ENV)
+    _one_line_error(resolve_data_dir, "pass --data-dir DIR or set", DATA_DIR_ENV, "fetch-data")
+    with pytest.raises(NoDataDirError):  # none named at all: training can go on without eval
+        resolve_data_dir()
+    # the training entry point's users name it as a config field
+    _one_line_error(
+        lambda: resolve_data_dir(None, flag=CONFIG_FLAG),
+        "pass --config.data.data_dir=DIR or set",
+        DATA_DIR_ENV,
+    )
     monkeypatch.setenv(DATA_DIR_ENV, "")
     _one_line_error(resolve_data_dir, "--data-dir", DATA_DIR_ENV)
     _one_line_error(

@@ -351,3 +351,30 @@ def test_the_ranker_runs_once_per_loss(setup, monkeypatch):
     jax.make_jaxpr(task.loss_fn)(setup["state"].params, {}, setup["batch"], None)
     n = setup["batch"]["clean"].shape[0]
     assert len(calls) == 1 and calls[0][0] == 2 * n
+
+
+def test_evaluation_reads_its_set_once_and_only_the_images_it_uses(deblock_config, tmp_path):
+    """`load_evaluation` reads the first eval_max_images files of the set (a broken file after
+    them is never opened), once; `evaluate` then scores them without reading anything."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    folder = tmp_path / "data" / "Classic5"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(folder / f"{name}.png")
+    (folder / "c.png").write_bytes(b"not a png")
+    config = deblock_config("no_cqr,smoke")
+    config.data.data_dir = str(tmp_path / "data")
+    config.eval_set, config.eval_max_images, config.eval_qualities = "Classic5", 2, (10,)
+    task = DeblockTask(config)
+    task.load_evaluation()
+    assert [name for name, _ in task._eval_cache[1]] == ["a", "b"]
+    (folder / "a.png").unlink()  # read already: evaluate needs no file
+    variables = jax.jit(task.init_variables)(jax.random.key(0))
+    state = SimpleNamespace(params=variables["params"], batch_stats={})
+    scores = task.evaluate(state)
+    assert set(scores) == {"eval/Classic5_q10_psnr", "eval/Classic5_q10_psnr_gain"}
+    assert all(np.isfinite(v) for v in scores.values())

@@ -18,6 +18,7 @@ from cqrnet_jax.apps.demo import add_demo_parser, run_demo
 from cqrnet_jax.apps.estimate import add_estimate_parser, run_estimate
 from cqrnet_jax.apps.evaluate import add_evaluate_parser, run_evaluate
 from cqrnet_jax.apps.export import add_export_parser, run_export
+from cqrnet_jax.apps.fetch_data import add_fetch_data_parser, run_fetch_data
 
 PROG = "cqrnet-jax"
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub).set_defaults(run=run_export)
     add_deblock_parser(sub).set_defaults(run=run_deblock)
     add_demo_parser(sub).set_defaults(run=run_demo)
+    add_fetch_data_parser(sub).set_defaults(run=run_fetch_data)
     passthrough = dict(add_help=False, prefix_chars="\0")  # the rest goes to their own parsers
     p = sub.add_parser(
         "train", help="train a ranker or a de-blocker (python -m cqrnet_jax.main)", **passthrough

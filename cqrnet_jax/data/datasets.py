@@ -1,7 +1,8 @@
 """Where the image sets live and how to read them: evaluation sets, training lists, built-in photos.
 
-The data directory is never hard-coded: it comes from an argument (the CLIs' --data-dir) or the
-CQRNET_DATA_DIR environment variable. Its layout is /work/shared/data/MANIFEST.md's.
+The data directory is never hard-coded: it comes from an argument (the CLIs' --data-dir, the
+training config's data.data_dir) or the CQRNET_DATA_DIR environment variable. Its layout and
+sources are in docs/data.md; `cqrnet-jax fetch-data --out DIR` downloads it (`data/fetch.py`).
 """
 
 from __future__ import annotations
@@ -40,20 +41,37 @@ _TEST_FOLDERS = (*_EVAL_FOLDERS.values(), "LIVE1_gray")
 _BUILTIN_PHOTOS = ("camera.png", "astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
 
 
+# How a caller's user names the data directory, for the "no data directory" hint: the commands'
+# flag (the default) or the training config's field (`python -m cqrnet_jax.main`).
+CLI_FLAG = "--data-dir DIR"
+CONFIG_FLAG = "--config.data.data_dir=DIR"
+
+
 class DataDirError(ConfigError):
     """The data directory or one of its image folders is missing or unusable (one-line message)."""
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data directory: `data_dir` if given, else $CQRNET_DATA_DIR; it must exist."""
+class NoDataDirError(DataDirError):
+    """No data directory was named at all (neither given nor in $CQRNET_DATA_DIR)."""
+
+
+def data_dir_given(data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether a data directory is named: `data_dir`, or else $CQRNET_DATA_DIR (not empty)."""
+    return (data_dir is not None and str(data_dir) != "") or bool(os.environ.get(DATA_DIR_ENV))
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None, flag: str = CLI_FLAG) -> Path:
+    """The data directory: `data_dir` if given, else $CQRNET_DATA_DIR; it must exist. `flag`:
+    how the caller's user gives it, named in the error when there is none (CONFIG_FLAG for the
+    training entry point)."""
     if data_dir is not None and str(data_dir) != "":
         path, source = Path(data_dir).expanduser(), "given"
     elif os.environ.get(DATA_DIR_ENV):
         path, source = Path(os.environ[DATA_DIR_ENV]).expanduser(), f"from ${DATA_DIR_ENV}"
     else:
-        raise DataDirError(
-            f"no data directory: pass --data-dir DIR or set {DATA_DIR_ENV}=DIR "
-            "(the folder holding Classic5/, LIVE1_color/, BSDS500/ ...)"
+        raise NoDataDirError(
+            f"no data directory: pass {flag} or set {DATA_DIR_ENV}=DIR (the folder holding "
+            "Classic5/, LIVE1_color/, BSDS500/ ...; `cqrnet-jax fetch-data --out DIR` gets them)"
         )
     if not path.exists():
         raise DataDirError(f"data directory {path} ({source}) does not exist")

@@ -42,18 +42,27 @@ def _div2k(split: str = "train") -> list[np.ndarray]:
     return [rgb_to_y(ex["hr"]) for ex in tfds.as_numpy(ds)]
 
 
-def load_training_images(data_cfg) -> list[np.ndarray]:
-    """Loads the images named by the config's `data` block (source, data_dir, files)."""
+def training_files(data_cfg) -> list[str] | None:
+    """The files the config's `data` block trains on (source shared or folder), listed without
+    reading them, or None for the sources that are not files (div2k, builtin); ConfigError (one
+    line) if the data directory, a folder or a file is missing. Cheap: the training entry point
+    calls it before it creates anything."""
     source = data_cfg.source
     if source == "shared":
-        root = datasets.resolve_data_dir(data_cfg.data_dir)
-        paths = datasets.list_train_images(root, tuple(data_cfg.train_sets))
-    elif source == "folder":
-        paths = _expand(data_cfg.files)
-    elif source == "div2k":
+        root = datasets.resolve_data_dir(data_cfg.data_dir, flag=datasets.CONFIG_FLAG)
+        return [str(p) for p in datasets.list_train_images(root, tuple(data_cfg.train_sets))]
+    if source == "folder":
+        return _expand(data_cfg.files)
+    if source in SOURCES:
+        return None
+    raise ConfigError(f"unknown data source {source!r}; choose from {', '.join(SOURCES)}")
+
+
+def load_training_images(data_cfg) -> list[np.ndarray]:
+    """Loads the images named by the config's `data` block (source, data_dir, files)."""
+    paths = training_files(data_cfg)
+    if paths is not None:
+        return [load_y(p) for p in paths]
+    if data_cfg.source == "div2k":
         return _div2k()
-    elif source == "builtin":
-        return [y for _, y in datasets.builtin_photos()]
-    else:
-        raise ConfigError(f"unknown data source {source!r}; choose from {SOURCES}")
-    return [load_y(p) for p in paths]
+    return [y for _, y in datasets.builtin_photos()]

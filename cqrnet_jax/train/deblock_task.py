@@ -106,21 +106,31 @@ class DeblockTask:
         total = sum(self.weigh(metrics).values())
         return total, (metrics, batch_stats)
 
+    def load_evaluation(self) -> None:
+        """Reads the monitoring set (config.eval_set) once per run, so that `evaluate` needs no
+        file; nothing without one. DataDirError (one line) if it cannot be read: NoDataDirError
+        when no data directory is named at all. The training loop calls it before compiling."""
+        if not self.config.eval_set or self._eval_cache is not None:
+            return
+        from cqrnet_jax.data.datasets import CONFIG_FLAG, list_eval_images, resolve_data_dir
+        from cqrnet_jax.data.io import load_y
+        from cqrnet_jax.inference import Restorer
+
+        root = resolve_data_dir(self.config.data.data_dir, flag=CONFIG_FLAG)
+        files = list_eval_images(self.config.eval_set, root)
+        if self.config.eval_max_images:
+            files = files[: self.config.eval_max_images]
+        images = [(p.stem, load_y(p)) for p in files]
+        self._eval_cache = Restorer(self.model, None, tile=self.config.eval_tile), images
+
     def evaluate(self, state) -> dict:
         """PSNR gain over JPEG on the configured monitoring set (not used to select anything)."""
         if not self.config.eval_set:
             return {}
-        from cqrnet_jax.data.datasets import load_eval_set
         from cqrnet_jax.data.jpeg import jpeg_degrade
-        from cqrnet_jax.inference import Restorer
         from cqrnet_jax.metrics import psnr
 
-        if self._eval_cache is None:  # compile and read the images once per run, not per eval
-            restorer = Restorer(self.model, None, tile=self.config.eval_tile)
-            images = load_eval_set(self.config.eval_set, self.config.data.data_dir)
-            if self.config.eval_max_images:
-                images = images[: self.config.eval_max_images]
-            self._eval_cache = restorer, images
+        self.load_evaluation()  # compile and read the images once per run, not per eval
         restorer, images = self._eval_cache
         # host copies: the state's arrays span every process's devices, and only process 0
         # evaluates, on its own device

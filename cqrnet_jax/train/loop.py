@@ -17,6 +17,8 @@ import functools
 import itertools
 import json
 import os
+import signal
+import threading
 import time
 
 import jax
@@ -26,8 +28,9 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from cqrnet_jax.data.datasets import CONFIG_FLAG, DATA_DIR_ENV, NoDataDirError
 from cqrnet_jax.data.pipeline import make_batches
-from cqrnet_jax.data.sources import load_training_images
+from cqrnet_jax.data.sources import load_training_images, training_files
 from cqrnet_jax.devices import compiler_options
 from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.train.guard import NonFiniteGuard, all_finite
@@ -38,6 +41,7 @@ from cqrnet_jax.train.state import (
     create_optimizer,
     with_schedule_step,
 )
+from cqrnet_jax.train.workdir import resume_hint
 
 
 def train_step(state: TrainState, batch, frozen=None, *, loss_fn, seed: int = 0):
@@ -183,10 +187,72 @@ def _start_state(task, config, mesh: Mesh, manager) -> tuple[TrainState, int]:
     return state, int(state.step) if start is None else start
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; the message (one line) says the step and where a rerun resumes.
+    A KeyboardInterrupt still, for callers that catch those."""
+
+
+class _StopRequest:
+    """Ctrl-C in the training loop: the first asks the loop to stop after the step in progress
+    (it saves a checkpoint there), a second interrupts at once (KeyboardInterrupt). Only in a
+    one-process run's main thread where Ctrl-C raises KeyboardInterrupt: several processes would
+    have to agree on the step to save together, and a SIGINT ignored (a background job) stays
+    ignored."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if (
+            jax.process_count() == 1
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _evaluation_every(config, task) -> int:
+    """config.eval_every, once the task's evaluation data is read (before anything compiles, so a
+    set that cannot be read stops the run at once, with one line); 0 when no data directory is
+    named at all: evaluation only monitors training, so the run goes on without it, saying so."""
+    every = config.get("eval_every", 0)
+    load = getattr(task, "load_evaluation", None)
+    if not every or load is None or jax.process_index() != 0:  # only process 0 evaluates
+        return every
+    try:
+        load()
+    except NoDataDirError:
+        report(
+            f"no data directory for the evaluation set {config.get('eval_set')!r} "
+            f"({CONFIG_FLAG} or ${DATA_DIR_ENV}): evaluation, which only monitors "
+            "training, is off"
+        )
+        return 0
+    return every
+
+
 def train_and_evaluate(config, workdir: str, task) -> TrainState:
-    """Trains `task` per `config`, resuming from the latest checkpoint in `workdir`."""
+    """Trains `task` per `config`, resuming from the latest checkpoint in `workdir`.
+
+    The data are checked first, before anything is written or compiled. Ctrl-C stops the run
+    after the step in progress, saves a checkpoint there and raises `TrainingInterrupted`; a
+    second Ctrl-C stops at once (the latest checkpoint is where a rerun resumes)."""
     mesh = make_mesh()
     check_batch_divisible(config.batch_size, mesh)
+    training_files(config.data)  # listed, not read: a missing folder or file fails here
+    eval_every = _evaluation_every(config, task)
     save_config(workdir, config)
     manager = checkpoint_manager(workdir, config)
     state, start = _start_state(task, config, mesh, manager)
@@ -216,34 +282,43 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     )
     steady_from = start + max(config.get("log_first_steps", 0), 1)  # past compile and synced steps
     pending, step, t_steady, waited = [], start, None, 0.0
+    stopping = interrupted = False
     try:
-        for step in range(start + 1, config.num_steps + 1):
-            t_wait = time.perf_counter()
-            batch = next(batches)
-            waited += time.perf_counter() - t_wait  # host time waiting for input
-            state, metrics = step_fn(state, batch, frozen)
-            guard.push(step, metrics["finite"])
-            pending.append(metrics)
-            last = step == config.num_steps or _out_of_time(t0, budget, step, config.log_every)
-            due = _due(config, step, start, last)
-            guard.settle(lag=0 if due else 1)  # a step is read before it is saved or shown
-            extra = task.evaluate(state) if "eval" in due and main_process else {}
-            if "log" in due or extra:
-                _flush_metrics(pending, step, writer, progress, extra, guard.skipped)
-                pending = []
-            if step == steady_from:
-                jax.block_until_ready(state)
-                t_steady = (time.perf_counter(), step)
-            if "save" in due:  # every process: orbax writes the shards and syncs them
-                manager.save(step, args=ocp.args.StandardSave(state))
-            if "export" in due:
-                task.finalize(state, workdir)
-            if last:
-                break
+        with _StopRequest() as stop:
+            for step in range(start + 1, config.num_steps + 1):
+                t_wait = time.perf_counter()
+                batch = next(batches)
+                waited += time.perf_counter() - t_wait  # host time waiting for input
+                state, metrics = step_fn(state, batch, frozen)
+                guard.push(step, metrics["finite"])
+                pending.append(metrics)
+                last = step == config.num_steps or _out_of_time(t0, budget, step, config.log_every)
+                stopping = stop.requested  # Ctrl-C: this step is the last, and is saved
+                due = _due(config, step, start, last, eval_every) | (
+                    {"save"} if stopping else set()
+                )
+                guard.settle(lag=0 if due else 1)  # a step is read before it is saved or shown
+                extra = task.evaluate(state) if "eval" in due and main_process else {}
+                if "log" in due or extra:
+                    _flush_metrics(pending, step, writer, progress, extra, guard.skipped)
+                    pending = []
+                if step == steady_from:
+                    jax.block_until_ready(state)
+                    t_steady = (time.perf_counter(), step)
+                if "save" in due:  # every process: orbax writes the shards and syncs them
+                    manager.save(step, args=ocp.args.StandardSave(state))
+                if "export" in due:
+                    task.finalize(state, workdir)
+                if last or stopping:
+                    break
         jax.block_until_ready(state)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one in a multi-process run: nothing saved
+        interrupted = True
     finally:
         manager.wait_until_finished()
         writer.close()
+    if stopping or interrupted:
+        raise TrainingInterrupted(f"interrupted at step {step}; {resume_hint(workdir)}")
     seconds = time.perf_counter() - t0
     timing.update(steps=step - start, seconds=seconds, end_step=step, input_wait_s=waited)
     timing["skipped_steps"] = guard.skipped
@@ -257,15 +332,17 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     return state
 
 
-def _due(config, step: int, start: int, last: bool) -> set[str]:
-    """What step `step` does besides its update: "log", "eval", "save" (a checkpoint), "export"."""
+def _due(config, step: int, start: int, last: bool, eval_every: int | None = None) -> set[str]:
+    """What step `step` does besides its update: "log", "eval", "save" (a checkpoint), "export".
+    `eval_every`: config.eval_every unless given (0 when the evaluation data are missing)."""
     due = set()
     if step % config.checkpoint_every == 0 or last:
         due.add("save")
     # log_first_steps: the first steps shown at once (a broken run fails within a minute)
     if due or step % config.log_every == 0 or step <= start + config.get("log_first_steps", 0):
         due.add("log")
-    if config.eval_every and (step % config.eval_every == 0 or last):
+    eval_every = config.eval_every if eval_every is None else eval_every
+    if eval_every and (step % eval_every == 0 or last):
         due.add("eval")
     export_every = config.get("export_every", 0)
     if export_every and step % export_every == 0 and not last:
