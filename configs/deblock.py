@@ -1,11 +1,13 @@
 """Stage 2: train the de-blocking network through the frozen ranker (SPEC §2-§4).
 
   python -m cqrnet_jax.main --config=configs/deblock.py:cpu --workdir=/work/runs/deblock_cpu
+  python -m cqrnet_jax.main --config=configs/deblock.py:paper,gpu --workdir=runs/paper  # a GPU
 
 Presets compose left to right with commas (e.g. `:cpu,no_dc`):
   paper   RNAN scale (64 features, 10 groups), the paper's optimiser; for a GPU (the default)
-  gpu     `paper,gpu`: the short-allocation GPU recipe of experiments/gpu_train.sh (bfloat16,
-          scanned groups, batch 128, warm-up then a flat rate that the script decays at the end)
+  gpu     `paper,gpu`: the GPU recipe (bfloat16, scanned groups, batch 128, warm-up then a flat
+          rate until stopped; num_steps with optim.decay_begin/decay_steps end it, as
+          experiments/gpu_train.sh does at the end of its budget; README "Training on a GPU")
   cpu     the shipped model, sized for 2 CPU cores
   unet    the multi-scale CPU de-blocker (models/unet.py), MAE only, 96x96 patches
   allqf   blind to quality: QFs drawn over 5-95, mostly low

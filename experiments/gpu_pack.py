@@ -1,13 +1,16 @@
-"""Gather what a GPU run needs into DIR, an ignored folder of this repository that travels with
-the working tree (`carry`): the test sets, as many training images as the size limit leaves room
-for, and wheels of the pure-Python packages the GPU machine lacks.
+"""Gather what a GPU run of experiments/gpu_train.sh needs into one folder, DIR: the test sets,
+wheels of the pure-Python packages a bare GPU machine may lack, and as many training images as
+an allocation's size limit leaves room for.
 
-  python experiments/gpu_pack.py .gpu --data-dir DATA     # (what gpu_train.sh --prepare runs)
+  python experiments/gpu_pack.py DIR --data-dir DATA      # (what gpu_train.sh --prepare runs)
 
-The device tool carries at most 64 MiB (tracked files + untracked-not-ignored + carried paths).
-Test sets go first, all of them (Classic5 and LIVE1 as their Y in PNG, the BSDS500 test JPEGs as
-they are: the cheapest lossless forms, measured), then training images in a fixed shuffled order
-over BSDS500 train+val and Urban100 until the budget is spent. DIR/manifest.json lists it all.
+For allocations that take in at most --limit-mib (default 64) MiB: this checkout's files (tracked
+and untracked-not-ignored: what a copy of the working tree holds) plus DIR. DIR may be anywhere;
+inside the repository it must be ignored by git (e.g. .gpu/, ignored already), so that the
+images are never committed. Test sets go first, all of them (Classic5 and LIVE1 as their Y in
+PNG, the BSDS500 test JPEGs as they are: the cheapest lossless forms, measured), then training
+images in a fixed shuffled order over BSDS500 train+val and Urban100 until the limit is reached.
+DIR/manifest.json lists it all.
 """
 
 from __future__ import annotations
@@ -24,29 +27,41 @@ from PIL import Image
 
 from cqrnet_jax.data import datasets
 from cqrnet_jax.data.io import load_y
+from cqrnet_jax.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 2**20
-WHEELS = ("ml-collections==1.1.0",)  # what the GPU machine lacks (no TensorFlow needed there)
+WHEELS = ("ml-collections==1.1.0",)  # pure Python, beyond jax and its kin (no TensorFlow)
 
 
 def travelling_bytes(exclude: Path) -> int:
-    """Bytes of the working tree that travels anyway: tracked and untracked-not-ignored files."""
-    out = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-    ).stdout.decode()
-    files = [REPO / f for f in out.split("\0") if f]
+    """Bytes of the checkout that a copy of the working tree holds anyway: tracked and
+    untracked-not-ignored files (those under `exclude`, the pack itself, left out)."""
+    try:
+        listing = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        ).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):
+        sys.exit(f"error: {REPO}: not a git checkout (git ls-files failed); clone the repository")
+    files = [REPO / f for f in listing.split("\0") if f]
     return sum(f.stat().st_size for f in files if f.is_file() and exclude not in f.parents)
 
 
 def check_ignored(folder: Path):
-    rel = folder.resolve().relative_to(REPO)  # ValueError outside the repository
+    """A pack inside the repository must be ignored by git; one outside it needs nothing."""
+    try:
+        rel = folder.resolve().relative_to(REPO)
+    except ValueError:
+        return
     ignored = subprocess.run(["git", "check-ignore", "-q", str(rel)], cwd=REPO).returncode == 0
     if not ignored:
-        sys.exit(f"error: {folder}: not ignored by git; add it to .git/info/exclude or .gitignore")
+        sys.exit(
+            f"error: {folder}: inside the repository but not ignored by git; use .gpu, a folder "
+            "outside the repository, or add it to .git/info/exclude"
+        )
 
 
 def fetch_wheels(folder: Path):
@@ -56,7 +71,8 @@ def fetch_wheels(folder: Path):
         if any(folder.glob(f"{name}-*.whl")):
             continue
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
-        subprocess.run([*cmd, "-d", str(folder), spec], check=True)
+        if subprocess.run([*cmd, "-d", str(folder), spec]).returncode != 0:
+            sys.exit(f"error: pip could not download {spec} into {folder} (no network?)")
 
 
 def save_png_y(src: Path, dst: Path):
@@ -101,25 +117,19 @@ def pack_training(data: Path, out: Path, budget: int, seed: int = 0) -> list[dic
     return files
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dir", type=Path)
-    parser.add_argument("--data-dir", default=None, help="default: $CQRNET_DATA_DIR")
-    parser.add_argument("--limit-mib", type=float, default=64.0)
-    parser.add_argument("--margin-mib", type=float, default=1.0)
-    args = parser.parse_args()
-    folder = args.dir if args.dir.is_absolute() else Path.cwd() / args.dir
-    folder.mkdir(parents=True, exist_ok=True)
-    check_ignored(folder)
-    data = datasets.resolve_data_dir(args.data_dir)
+def pack(folder: Path, data: Path, limit_mib: float, margin_mib: float) -> str:
+    """Fills `folder` from the data directory `data`; returns a one-line summary."""
     shutil.rmtree(folder / "data", ignore_errors=True)
     fetch_wheels(folder / "wheels")
     tests = pack_tests(data, folder / "data")
     fixed = travelling_bytes(folder) + sum(f.stat().st_size for f in folder.rglob("*.whl"))
     test_bytes = sum(f["bytes"] for f in tests)
-    budget = int((args.limit_mib - args.margin_mib) * MIB) - fixed - test_bytes
+    budget = int((limit_mib - margin_mib) * MIB) - fixed - test_bytes
     if budget <= 0:
-        sys.exit(f"error: no room for training images ({fixed + test_bytes} bytes already)")
+        sys.exit(
+            f"error: no room for training images under --limit-mib {limit_mib:g}: the checkout, "
+            f"wheels and test sets take {(fixed + test_bytes) / MIB:.1f} MiB"
+        )
     train = pack_training(data, folder / "data", budget)
     total = fixed + test_bytes + sum(f["bytes"] for f in train)
     by_set = {}
@@ -127,7 +137,7 @@ def main():
         key = str(Path(f["file"]).parent)
         by_set[key] = by_set.get(key, 0) + 1
     manifest = dict(
-        limit_mib=args.limit_mib,
+        limit_mib=limit_mib,
         travelling_mib=round(total / MIB, 2),
         repository_mib=round(fixed / MIB, 2),
         test_mib=round(test_bytes / MIB, 2),
@@ -136,10 +146,32 @@ def main():
         train=train,
     )
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(
+    return (
         f"{folder}: {len(tests)} test images ({test_bytes / MIB:.1f} MiB), {len(train)} training "
-        f"images {by_set}, {total / MIB:.1f} of {args.limit_mib:g} MiB with the repository"
+        f"images {by_set}, {total / MIB:.1f} of {limit_mib:g} MiB with the checkout"
     )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dir", type=Path, help="the pack folder (created)")
+    parser.add_argument("--data-dir", default=None, help="default: $CQRNET_DATA_DIR")
+    parser.add_argument(
+        "--limit-mib",
+        type=float,
+        default=64.0,
+        help="the most the allocation takes in, this checkout's files and DIR together (MiB)",
+    )
+    parser.add_argument("--margin-mib", type=float, default=1.0)
+    args = parser.parse_args()
+    folder = args.dir.absolute()
+    check_ignored(folder)
+    try:
+        data = datasets.resolve_data_dir(args.data_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        print(pack(folder, data, args.limit_mib, args.margin_mib))
+    except (ConfigError, OSError) as e:  # a missing or unreadable set, an unwritable folder
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

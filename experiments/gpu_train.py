@@ -1,6 +1,7 @@
 """The GPU run behind experiments/gpu_train.sh: train the `paper,gpu` de-blocker for a wall budget
-(warm-up or re-warm, a flat rate, then a cosine decay to 0 in its last part), export as it goes,
-evaluate the Table 2 protocol, and write bench.json. Run it through gpu_train.sh.
+(--budget-s: warm-up or re-warm, a flat rate, then a cosine decay to 0 in its last part), export
+as it goes in files of at most --part-mib MiB, evaluate the Table 2 protocol, and write
+bench.json. Run it through gpu_train.sh.
 
 Each run continues from the shipped paper-scale model when there is one (cqrnet_jax/pretrained/
 deblock_paper), warming up again from its step; docs/method.md "Training on a GPU" says why.
@@ -34,7 +35,6 @@ from cqrnet_jax.train.deblock_task import DeblockTask  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK_BF16 = {"H200": 790e12, "H100": 790e12}  # dense bf16 tensor-core peak, FLOP/s
-SPLIT_MIB = 15  # the device tool brings back files of at most 16 MiB
 
 
 def get_config(presets: str):
@@ -49,7 +49,7 @@ def build_config(args):
     config = get_config("paper,gpu,smoke" if args.smoke else "paper,gpu")
     config.num_steps = 10**9
     config.export_dir = str(args.out)
-    config.export_split_mb = SPLIT_MIB
+    config.export_split_mb = args.part_mib
     config.export_every = 20 if args.smoke else 500
     config.log_every = 1 if args.smoke else 100  # smoke: each step logged (its rate, unaveraged)
     if args.smoke:
@@ -100,7 +100,7 @@ def train(config, args) -> tuple[dict, dict]:
     config.optim.decay_steps = decay_steps
     config.num_steps = decay_begin + decay_steps
     # the decay ends by its step count; this is only a safety net against a much slower phase B
-    # (it compiles again first); the device command's own time limit is the hard one
+    # (it compiles again first); the allocation's own time limit is the hard one
     config.train_seconds = 2 * max(rest, 1.0) + timing_a["compile_s"] + 30
     if args.smoke:  # a CPU shared with other jobs can run phase B far slower than phase A: the
         config.train_seconds = 0.0  # smoke run always finishes its (few) decay steps
@@ -207,7 +207,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU, same path")
-    parser.add_argument("--budget-s", type=float, default=540.0, help="wall seconds, all in")
+    parser.add_argument(
+        "--budget-s", type=float, default=540.0, help="wall seconds, evaluation included"
+    )
+    parser.add_argument(
+        "--part-mib", type=float, default=15.0, help="params in files of at most this (0: one)"
+    )
     parser.add_argument("--eval-reserve-s", type=float, default=150.0)
     parser.add_argument("--decay-fraction", type=float, default=0.2)
     parser.add_argument("--min-decay-steps", type=int, default=1)

@@ -1,29 +1,51 @@
 #!/usr/bin/env bash
-# One prepared GPU run: trains the paper-scale de-blocker for a wall budget, then evaluates it.
+# The paper-scale de-blocker in one short GPU allocation: train for a time budget with the rate
+# decayed to 0 at its end, evaluate, and leave the results in OUTDIR. For allocations that cap the
+# run's time, what goes in (this checkout plus a pack of data) and the size of each file that
+# comes back; with a GPU of your own, README.md's "Training on a GPU" command is simpler.
 #
-#   bash experiments/gpu_train.sh --prepare .gpu        # here, on CPU: data + wheels into .gpu/
-#   bash experiments/gpu_train.sh OUTDIR [PACK]         # on the GPU machine (PACK: default .gpu)
-#   bash experiments/gpu_train.sh --smoke OUTDIR [PACK] # the same path on CPU, tiny, < 3 minutes
+#   bash experiments/gpu_train.sh --prepare PACK [--data-dir DATA] [--limit-mib 64]
+#       before the allocation, with the data and a network: test sets, training images and wheels
+#       into PACK (experiments/gpu_pack.py; .gpu in this repository is ignored by git)
+#   bash experiments/gpu_train.sh [--budget-s 540] [--part-mib 15] OUTDIR [PACK]
+#       on the GPU machine (PACK: default .gpu in this repository)
+#   bash experiments/gpu_train.sh --smoke OUTDIR [PACK]
+#       the same path on a CPU, tiny model, < 3 minutes
 #
-# The GPU machine has jax, flax, optax, orbax, numpy, pillow, scikit-image, tensorboard but no
-# TensorFlow, ml-collections or network: PACK/wheels brings ml-collections. OUTDIR receives the
-# params (split to fit the device tool's 16 MiB files), eval.json, bench.json and train.log; the
-# params are rewritten as training goes, so a run cut short still returns its last ones.
-# Environment: GPU_BUDGET_S (wall seconds for this script, default 540), PYTHON (default python3).
+# --budget-s: wall seconds for the whole run, evaluation included (default 540).
+# --part-mib: the params are written in files of at most this many MiB (default 15; 0: one file).
+# The GPU machine needs jax (CUDA build), flax, optax, orbax, numpy, pillow, scikit-image and
+# tensorboard, but neither TensorFlow, ml-collections nor a network: PACK/wheels brings
+# ml-collections. OUTDIR receives the params, eval.json, bench.json and train.log; the params are
+# rewritten as training goes, so a run cut short still leaves its last ones.
+# Environment: PYTHON (default python3).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-python3}"
 
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 if [[ "${1:-}" == "--prepare" ]]; then
-    exec "$py" experiments/gpu_pack.py "${2:?usage: gpu_train.sh --prepare DIR}" "${@:3}"
+    exec "$py" "$repo/experiments/gpu_pack.py" "${2:?usage: gpu_train.sh --prepare PACK}" "${@:3}"
 fi
-smoke=()
-if [[ "${1:-}" == "--smoke" ]]; then
-    smoke=(--smoke)
-    shift
+usage="usage: gpu_train.sh [--smoke] [--budget-s S] [--part-mib M] OUTDIR [PACK]"
+opts=()
+args=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --smoke) opts+=(--smoke); shift ;;
+        --budget-s | --part-mib)
+            [[ $# -ge 2 ]] || { echo "error: $1 needs a value; $usage" >&2; exit 2; }
+            opts+=("$1" "$2"); shift 2 ;;
+        -*) echo "error: unknown option $1; $usage" >&2; exit 2 ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
+if [[ ${#args[@]} -lt 1 || ${#args[@]} -gt 2 ]]; then
+    echo "$usage" >&2
+    exit 2
 fi
-out="${1:?usage: gpu_train.sh [--smoke] OUTDIR [PACK]}"
-pack="${2:-.gpu}"
+out="${args[0]}"
+pack="${args[1]:-$repo/.gpu}"
 mkdir -p "$out"
 
 if ! "$py" -c "import ml_collections" 2>/dev/null; then
@@ -33,14 +55,14 @@ if ! "$py" -c "import ml_collections" 2>/dev/null; then
         echo "error: ml_collections is missing and $pack/wheels has no wheels (run --prepare)" >&2
         exit 2
     fi
+    site="${TMPDIR:-/tmp}/cqrnet_site"
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/cqrnet_site "${wheels[@]}"
-    export PYTHONPATH="/tmp/cqrnet_site${PYTHONPATH:+:$PYTHONPATH}"
+        --target "$site" "${wheels[@]}"
+    export PYTHONPATH="$PYTHONPATH:$site"
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 if [[ -d "$pack/data" ]]; then
-    export CQRNET_DATA_DIR="$pack/data"
+    CQRNET_DATA_DIR="$(cd "$pack/data" && pwd)"
+    export CQRNET_DATA_DIR
 fi
-set -o pipefail
-"$py" experiments/gpu_train.py "${smoke[@]}" --out "$out" --budget-s "${GPU_BUDGET_S:-540}" \
-    2>&1 | tee "$out/train.log"
+"$py" "$repo/experiments/gpu_train.py" ${opts[@]+"${opts[@]}"} --out "$out" 2>&1 |
+    tee "$out/train.log"

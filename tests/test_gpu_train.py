@@ -1,5 +1,6 @@
-"""experiments/gpu_train.sh --smoke: the GPU run's whole path (wheels check, two training phases
-with the decay, exports split as for the device tool, evaluation, bench.json) on CPU."""
+"""experiments/gpu_train.sh, the script for short GPU allocations: --prepare packs a folder
+anywhere (or says in one line why not), and --smoke runs the GPU run's whole path (wheels check,
+two training phases with the decay, exports split into parts, evaluation, bench.json) on CPU."""
 
 from __future__ import annotations
 
@@ -8,11 +9,97 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cqrnet_jax import pretrained
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+SCRIPT = REPO / "experiments" / "gpu_train.sh"
+DATA_FOLDERS = ("Classic5", "LIVE1_color", "BSDS500/test", "BSDS500/train", "BSDS500/val")
+
+
+def _fake_data(root: Path) -> Path:
+    """A data directory with two small images in each folder gpu_pack.py reads."""
+    rng = np.random.default_rng(0)
+    for folder in (*DATA_FOLDERS, "Urban100_gray"):
+        (root / folder).mkdir(parents=True)
+        for i in range(2):
+            pixels = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / folder / f"im{i}.png")
+    return root
+
+
+def _prepare(args: list[str], cwd: Path, env_data: str | None = None):
+    env = {k: v for k, v in os.environ.items() if k != "CQRNET_DATA_DIR"}
+    env["PYTHON"] = os.environ.get("PYTHON", "python")
+    if env_data:
+        env["CQRNET_DATA_DIR"] = env_data
+    return subprocess.run(
+        ["bash", str(SCRIPT), "--prepare", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_prepare_packs_a_folder_outside_the_repository(tmp_path):
+    """A relative PACK is the caller's, outside the repository: every test image and, under a
+    generous --limit-mib, every training image lands there, listed in the manifest."""
+    data = _fake_data(tmp_path / "data")
+    wheels = tmp_path / "pack" / "wheels"
+    wheels.mkdir(parents=True)
+    (wheels / "ml_collections-1.1.0-py3-none-any.whl").write_bytes(b"")  # no download
+    proc = _prepare(["pack", "--data-dir", str(data), "--limit-mib", "4096"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
+    assert sorted(t["set"] for t in manifest["tests"]) == sorted(
+        ["Classic5", "LIVE1", "BSDS500"] * 2
+    )
+    assert manifest["training_images"] == {"BSDS500/train": 2, "BSDS500/val": 2, "Urban100_gray": 2}
+    for entry in manifest["tests"] + manifest["train"]:
+        assert (tmp_path / "pack" / "data" / entry["file"]).is_file()
+    # Classic5 and LIVE1 travel as their Y: grey PNGs
+    assert Image.open(tmp_path / "pack" / "data" / "LIVE1_color" / "im0.png").mode == "L"
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("inside_not_ignored", "inside the repository but not ignored by git"),
+        ("no_data_dir", "no data directory: pass --data-dir DIR or set CQRNET_DATA_DIR"),
+        ("missing_set", "does not exist"),
+        ("limit_too_small", "no room for training images under --limit-mib 1"),
+    ],
+)
+def test_prepare_fails_with_one_error_line(tmp_path, case, message):
+    data = _fake_data(tmp_path / "data")
+    pack = tmp_path / "pack"
+    (pack / "wheels").mkdir(parents=True)
+    (pack / "wheels" / "ml_collections-1.1.0-py3-none-any.whl").write_bytes(b"")
+    args = [str(pack), "--data-dir", str(data)]
+    if case == "inside_not_ignored":
+        pack = REPO / "experiments" / f"pack_{os.getpid()}"
+        args = [str(pack), "--data-dir", str(data)]
+    elif case == "no_data_dir":
+        args = [str(pack)]
+    elif case == "missing_set":
+        (data / "Classic5" / "im0.png").unlink()
+        (data / "Classic5" / "im1.png").unlink()
+        (data / "Classic5").rmdir()
+    elif case == "limit_too_small":
+        args += ["--limit-mib", "1"]
+    proc = _prepare(args, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr
+    if case == "inside_not_ignored":
+        assert not pack.exists()  # refused before anything is written
 
 
 @pytest.mark.slow
@@ -48,7 +135,8 @@ def test_gpu_script_smoke_run_trains_decays_exports_and_evaluates(tmp_path):
         for line in (tmp_path / "cqrnet_gpu_run" / "logs" / "metrics.jsonl").open()
     ]
     assert rates[-1] < 0.2 * max(rates)
-    assert len(list(out.iterdir())) <= 8  # the device tool brings back at most 8 files
+    # a handful of files to bring back: params (parts), eval.json, bench.json, train.log
+    assert len(list(out.iterdir())) <= 8
 
 
 @pytest.mark.parametrize(

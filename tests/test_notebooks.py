@@ -1,12 +1,17 @@
 """The Colab notebooks in experiments/notebooks: in sync with their generator (build.py), and each
 one executed headless (nbclient, the python3 kernel of this interpreter) on tiny settings
-(CQRNET_NOTEBOOK_TINY=1), with what its cells show checked: images, tables, scores."""
+(CQRNET_NOTEBOOK_TINY=1), with what its cells show checked: images, tables, scores. Their first
+cells run the user's install line; here it finds this checkout installed already, and a pip
+dry run of that line shows it would add nothing else to this (CI's) environment."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,19 +41,80 @@ def test_notebooks_are_what_build_py_writes():
         nb = nbformat.reads(on_disk, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code)
-        assert "google.colab" in code[0].source and "%pip install" in code[0].source
 
 
-def _execute(name: str, monkeypatch, tmp_path) -> list:
-    """Runs notebook `name` headless in tiny mode; returns its executed cells."""
-    monkeypatch.setenv("CQRNET_NOTEBOOK_TINY", "1")
-    monkeypatch.setenv("CQRNET_NOTEBOOK_WORKDIR", str(tmp_path / "workdir"))
-    nb = nbformat.read(FOLDER / f"{name}.ipynb", as_version=4)
+def _installed_here():
+    """The notebooks' first cells install this checkout unless it is installed already: run them
+    only where it is, so that a test never installs anything."""
+    import cqrnet_jax
+
+    if REPO not in Path(cqrnet_jax.__file__).resolve().parents:
+        pytest.skip(f"cqrnet_jax is imported from {cqrnet_jax.__file__}, not from {REPO}")
+
+
+def _run(nb, cwd: Path):
     client = nbclient.NotebookClient(
-        nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(FOLDER)}}
+        nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(cwd)}}
     )
     client.execute()  # raises CellExecutionError, with the traceback, if any cell fails
     return nb.cells
+
+
+def _execute(name: str, monkeypatch, tmp_path) -> list:
+    """Runs notebook `name` headless in tiny mode from its folder; returns its executed cells,
+    having checked that its setup cell found this checkout installed."""
+    _installed_here()
+    monkeypatch.setenv("CQRNET_NOTEBOOK_TINY", "1")
+    monkeypatch.setenv("CQRNET_NOTEBOOK_WORKDIR", str(tmp_path / "workdir"))
+    monkeypatch.delenv("CQRNET_REPO_URL", raising=False)
+    cells = _run(nbformat.read(FOLDER / f"{name}.ipynb", as_version=4), FOLDER)
+    setup = _text(cells[:3])
+    assert f"installed already: pip install -q -c {REPO}/requirements/constraints.txt" in setup
+    assert f"cqrnet_jax from {REPO / 'cqrnet_jax'}, jax" in setup
+    return cells
+
+
+def _setup_only(cwd: Path) -> list:
+    """The two install cells every notebook starts with, run alone from `cwd`."""
+    build = _build_module()
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(build.SOURCE), nbformat.v4.new_code_cell(build.SETUP)]
+    )
+    return _run(nb, cwd)
+
+
+def test_setup_outside_a_checkout_without_a_url_stops_with_one_message(monkeypatch, tmp_path):
+    """Opened on Colab (no checkout around it) with REPO_URL unset: one message, what to do."""
+    monkeypatch.delenv("CQRNET_REPO_URL", raising=False)
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as error:
+        _setup_only(tmp_path)
+    assert error.value.ename == "SystemExit"
+    assert "set REPO_URL in the cell above to the repository's GitHub URL" in error.value.evalue
+    assert not (tmp_path / "cqrnet-jax").exists()  # nothing cloned, nothing installed
+
+
+@pytest.mark.slow
+def test_setup_install_line_resolves_against_the_constraints(monkeypatch):
+    """The line the first cell runs (printed by it) resolves with requirements/constraints.txt,
+    and in this environment, installed as CI installs it, would add nothing but the package."""
+    _installed_here()
+    monkeypatch.delenv("CQRNET_REPO_URL", raising=False)
+    text = _text(_setup_only(FOLDER))
+    line = re.search(r"installed already: pip (install .*)", text)[1]
+    args = [a for a in shlex.split(line) if a != "-q"]  # -q hides "Would install"
+    assert args[-1] == f"{REPO}[notebooks]"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--dry-run", "--no-input"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "does not provide the extra" not in proc.stdout + proc.stderr
+    would = [
+        p for line in re.findall(r"^Would install (.*)$", proc.stdout, re.M) for p in line.split()
+    ]
+    assert len(would) == 1 and would[0].startswith("cqrnet-jax-"), proc.stdout
 
 
 def _text(cells) -> str:

@@ -14,37 +14,101 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
-# Placeholder: the GitHub owner/name of this repository once it is published; the install cell
-# and the "Open in Colab" badges use it.
-GITHUB_REPO = "YOUR-ORG/cqrnet_jax"
 
-
-def _badge(name: str) -> str:
-    url = f"https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/experiments/notebooks"
-    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url}/{name}.ipynb)"
-
-
-INSTALL = f"""\
-# Colab: fetch the repository (configs/ and experiments/ come with it) and install the package.
-# Elsewhere: run from a checkout with `pip install -c requirements/constraints.txt -e ".[test]"`.
+# The first code cell of every notebook: the README's install line plus the notebooks' extra,
+# run by the notebook itself, so that it runs top to bottom wherever it is opened. CI runs it too
+# (tests/test_notebooks.py), in an environment where it finds the package installed already.
+SOURCE = """\
 import os
+
+REPO_URL = ""  # Colab: the GitHub URL you opened this notebook from. A clone: leave it empty.
+REPO_URL = REPO_URL or os.environ.get("CQRNET_REPO_URL", "")"""
+
+SETUP = """\
+import importlib
+import importlib.metadata
+import importlib.util
+import shlex
+import shutil
+import site
+import subprocess
 import sys
-
-REPO_URL = "https://github.com/{GITHUB_REPO}"  # placeholder: this repository's URL
-if "google.colab" in sys.modules:
-    !git clone -q --depth 1 {{REPO_URL}} /content/cqrnet_jax
-    %pip install -q /content/cqrnet_jax
-    os.chdir("/content/cqrnet_jax")"""
-
-FIND_REPO = """\
+import sysconfig
 from pathlib import Path
 
-# The checkout's root (configs/, experiments/): the first folder upwards that holds configs/.
-REPO = next(
-    (p for p in (Path.cwd(), *Path.cwd().parents) if (p / "configs" / "ranker.py").is_file()),
-    None,
-)
-print("repository:", REPO)"""
+
+def find_checkout(start: Path) -> Path | None:
+    \"\"\"The first folder upwards of `start` that holds this project.\"\"\"
+    marks = ("configs/deblock.py", "requirements/constraints.txt", "pyproject.toml")
+    return next((p for p in (start, *start.parents) if all((p / m).is_file() for m in marks)), None)
+
+
+def run(cmd: list[str]):
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {shlex.join(cmd)}\\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+
+
+def loaded_versions() -> dict[str, str]:
+    \"\"\"Versions of the installed distributions whose modules this kernel has imported.\"\"\"
+    dists = importlib.metadata.packages_distributions()
+    names = {d for m in list(sys.modules) if "." not in m for d in dists.get(m, ())}
+    return {d: importlib.metadata.version(d) for d in names}
+
+
+REPO = find_checkout(Path.cwd().resolve())
+if REPO is None and REPO_URL:
+    REPO = Path.cwd().resolve() / "cqrnet-jax"  # not cqrnet_jax: that would shadow the package
+    if find_checkout(REPO) != REPO:
+        run(["git", "clone", "-q", "--depth", "1", REPO_URL, str(REPO)])
+if REPO is None:
+    raise SystemExit(
+        "This notebook needs the cqrnet_jax repository: run it from a clone of the repository, "
+        "or (Colab) set REPO_URL in the cell above to the repository's GitHub URL and rerun both."
+    )
+GPU = shutil.which("nvidia-smi") is not None  # a GPU runtime: jax's CUDA 12 build as well
+PIP = [sys.executable, "-m", "pip", "install", "-q"]
+PIP += ["-c", f"{REPO}/requirements/constraints.txt", "-e", f"{REPO}[notebooks]"]
+PIP += ["jax[cuda12]"] if GPU else []
+spec = importlib.util.find_spec("cqrnet_jax")
+here = spec and spec.origin and REPO in Path(spec.origin).resolve().parents
+if here and importlib.util.find_spec("matplotlib"):
+    print("installed already:", shlex.join(PIP[2:]))
+else:
+    print("installing:", shlex.join(PIP[2:]))
+    before = loaded_versions()
+    run(PIP)
+    site.addsitedir(sysconfig.get_path("purelib"))  # reads the editable install's .pth
+    importlib.invalidate_caches()
+    after = loaded_versions()
+    changed = [f"{d} {v} -> {after.get(d)}" for d, v in before.items() if after.get(d) != v]
+    if changed:  # the old versions' modules are loaded: a new interpreter must import the new
+        raise SystemExit(
+            f"Installed, replacing loaded packages ({', '.join(changed)}): restart the session "
+            "(Colab: Runtime > Restart session) and run the notebook again from the top."
+        )
+jax = importlib.import_module("jax")  # imported only now, after the install
+cqrnet_jax = importlib.import_module("cqrnet_jax")
+print(f"cqrnet_jax from {Path(cqrnet_jax.__file__).parent}, jax {jax.__version__}")
+print("devices:", jax.devices())"""
+
+
+def _intro(title: str, body: str, name: str) -> str:
+    """A notebook's first Markdown cell: its title, what it does, and how to run it."""
+    return f"""\
+# {title}
+
+{body}
+
+**Running it.** From a clone of the repository: open this file in Jupyter and run it top to
+bottom; the first cells install the package from that clone (`pip install -c
+requirements/constraints.txt -e ".[notebooks]"`: the README's line, with matplotlib). On Colab:
+File > Open notebook > GitHub, paste the repository's URL, pick
+`experiments/notebooks/{name}.ipynb`, and put the same URL in the first code cell's `REPO_URL`;
+the cell after it clones the repository and installs it. A CPU runtime works. On a GPU runtime
+(Runtime > Change runtime type) it also installs jax's CUDA 12 build, as
+`pip install -c requirements/constraints.txt "jax[cuda12]"` does on a GPU machine of your own."""
+
 
 TINY = """\
 TINY = os.environ.get("CQRNET_NOTEBOOK_TINY") == "1"  # CI: tiny settings, seconds per cell"""
@@ -53,16 +117,19 @@ TINY = os.environ.get("CQRNET_NOTEBOOK_TINY") == "1"  # CI: tiny settings, secon
 # --- quickstart --------------------------------------------------------------------------------
 
 QUICKSTART = [
-    new_markdown_cell(f"""\
-# cqrnet_jax quick start: restore a JPEG
-
-{_badge("quickstart")}
-
+    new_markdown_cell(
+        _intro(
+            "cqrnet_jax quick start: restore a JPEG",
+            """\
 Compresses a photo at JPEG quality 10 (or takes yours), removes the artifacts with the shipped
 de-blocking model, shows before / after, and asks the quality ranker how compressed each looks.
 The same from a shell: `cqrnet-jax demo`, `cqrnet-jax deblock photo.jpg -o restored/`,
-`cqrnet-jax estimate photo.jpg`."""),
-    new_code_cell(INSTALL),
+`cqrnet-jax estimate photo.jpg`.""",
+            "quickstart",
+        )
+    ),
+    new_code_cell(SOURCE),
+    new_code_cell(SETUP),
     new_code_cell(f"""\
 {TINY}
 PHOTO = "astronaut"  # bundled with scikit-image: astronaut, coffee, chelsea, camera (grey), rocket
@@ -103,11 +170,10 @@ print(path.name, jpeg.pixels.shape, "header quality:", header_quality(jpeg.quant
 from cqrnet_jax.inference import load_restorer
 from cqrnet_jax.photo import restore_image
 
-restorer, meta = load_restorer("default", tile=512)  # tiles bound the memory on large photos
+restorer, _ = load_restorer("default", tile=512)  # tiles bound the memory on large photos
 restored = restore_image(restorer, jpeg)
 if restored.ndim == 3:
-    restored = restored[..., :3]  # drop alpha, if the file had one
-print("shipped model:", meta["provenance"]["status"])"""),
+    restored = restored[..., :3]  # drop alpha, if the file had one"""),
     new_markdown_cell("## Before / after"),
     new_code_cell("""\
 import matplotlib.pyplot as plt
@@ -158,11 +224,10 @@ for title, pixels in panels:
 # --- training ----------------------------------------------------------------------------------
 
 TRAINING = [
-    new_markdown_cell(f"""\
-# cqrnet_jax training: the ranker, then the de-blocker
-
-{_badge("training")}
-
+    new_markdown_cell(
+        _intro(
+            "cqrnet_jax training: the ranker, then the de-blocker",
+            """\
 A tiny run of both stages on the photos bundled with scikit-image: stage 1 trains the quality
 ranker with the margin ranking loss, stage 2 trains the de-blocking network guided by *that*
 ranker (`L_MAE + 0.01 L_Q + 0.9 L_F`). Real runs use the same code with bigger presets:
@@ -170,8 +235,12 @@ ranker (`L_MAE + 0.01 L_Q + 0.9 L_F`). Real runs use the same code with bigger p
     python -m cqrnet_jax.main --config=configs/ranker.py:cpu --workdir=runs/ranker
     python -m cqrnet_jax.main --config=configs/deblock.py:cpu --workdir=runs/deblock
 
-Rerunning a training cell on the same workdir resumes from its last checkpoint."""),
-    new_code_cell(INSTALL),
+Rerunning a training cell on the same workdir resumes from its last checkpoint.""",
+            "training",
+        )
+    ),
+    new_code_cell(SOURCE),
+    new_code_cell(SETUP),
     new_code_cell(f"""\
 import tempfile
 
@@ -181,20 +250,13 @@ RANKER_STEPS = 10 if TINY else 300
 DEBLOCK_STEPS = 4 if TINY else 200
 LOG_EVERY = 2 if TINY else 10
 WORKDIR = os.environ.get("CQRNET_NOTEBOOK_WORKDIR") or tempfile.mkdtemp(prefix="cqrnet_")"""),
-    new_code_cell(
-        "import importlib.util\n"
-        + FIND_REPO
-        + '''
+    new_code_cell("""\
+from cqrnet_jax.config_base import load_config_file
 
 
 def load_config(name: str, presets: str):
-    """configs/NAME.py's get_config(PRESETS): what `--config=configs/NAME.py:PRESETS` gives."""
-    path = REPO / "configs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(presets)'''
-    ),
+    \"\"\"What `--config=configs/NAME.py:PRESETS` gives, from the checkout (REPO, set above).\"\"\"
+    return load_config_file(REPO / "configs" / f"{name}.py", presets)"""),
     new_markdown_cell("## Stage 1: the quality ranker (`configs/ranker.py:smoke`)"),
     new_code_cell("""\
 from cqrnet_jax.train.loop import train_and_evaluate
@@ -267,16 +329,19 @@ print(format_table(rows))"""),
 # --- evaluation --------------------------------------------------------------------------------
 
 EVALUATION = [
-    new_markdown_cell(f"""\
-# cqrnet_jax evaluation: the tables and the ranker's feature maps
-
-{_badge("evaluation")}
-
+    new_markdown_cell(
+        _intro(
+            "cqrnet_jax evaluation: the tables and the ranker's feature maps",
+            """\
 The evaluator of `cqrnet-jax evaluate` on the photos bundled with scikit-image (no data
 needed; the paper's test sets need `--data-dir`), the numbers recorded in `experiments/results/`,
 and the quality ranker's feature maps for one image at several JPEG qualities, as in the
-paper's Figure 4."""),
-    new_code_cell(INSTALL),
+paper's Figure 4.""",
+            "evaluation",
+        )
+    ),
+    new_code_cell(SOURCE),
+    new_code_cell(SETUP),
     new_code_cell(f"""\
 {TINY}
 MODEL = "default"  # the shipped de-blocker; or a training workdir / exported params prefix
@@ -284,7 +349,6 @@ QUALITIES = (10,) if TINY else (10, 20, 30)
 CROP = 96 if TINY else 0  # centre crop of each photo (0: whole photos)
 FIG4_PHOTO, FIG4_SIZE = "camera", (96 if TINY else 192)
 FIG4_QUALITIES = (10, 30) if TINY else (10, 20, 30)"""),
-    new_code_cell(FIND_REPO),
     new_markdown_cell("## JPEG vs the de-blocker on the built-in photos (Y channel)"),
     new_code_cell("""\
 from IPython.display import Markdown, display
@@ -310,21 +374,17 @@ JPEG rows it reproduces."""),
     new_code_cell("""\
 import json
 
-results_dir = REPO / "experiments" / "results" if REPO else None
-if results_dir is None or not results_dir.is_dir():
-    print("experiments/results/ not found: run this notebook from a checkout")
-else:
-    for path in sorted(results_dir.glob("*.json")):
-        report = json.loads(path.read_text())
-        rows = [r for r in report.get("results", []) if isinstance(r, dict) and "psnr" in r]
-        if not rows:
-            continue  # e.g. the ranker's reports: other metrics
-        text = f"**{path.name}**: `{report.get('command', '')}`\\n\\n" + format_table(rows)
-        published = report.get("published", {}).get("results", [])
-        if published:
-            rows = [{**r, "n_images": "-"} for r in published]
-            text += f"\\n\\npublished ({report['published']['source']}):\\n\\n" + format_table(rows)
-        display(Markdown(text))"""),
+for path in sorted((REPO / "experiments" / "results").glob("*.json")):  # REPO: set above
+    report = json.loads(path.read_text())
+    rows = [r for r in report.get("results", []) if isinstance(r, dict) and "psnr" in r]
+    if not rows:
+        continue  # e.g. the ranker's reports: other metrics
+    text = f"**{path.name}**: `{report.get('command', '')}`\\n\\n" + format_table(rows)
+    published = report.get("published", {}).get("results", [])
+    if published:
+        rows = [{**r, "n_images": "-"} for r in published]
+        text += f"\\n\\npublished ({report['published']['source']}):\\n\\n" + format_table(rows)
+    display(Markdown(text))"""),
     new_markdown_cell("""\
 ## The ranker's feature maps (the paper's Figure 4)
 
