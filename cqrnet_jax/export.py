@@ -228,7 +228,8 @@ def write_onnx(what, model, variables, shape, out: Path) -> dict:
 
 def _accepted_sizes(what, model, shape) -> str:
     m = size_multiple(what, model)
-    free = "any" if m == 1 else f"any multiple of {m} (pad bottom/right by mirroring, numpy.pad mode "symmetric", crop back)"
+    pad = "pad bottom/right by mirroring, numpy.pad's 'symmetric', crop back"
+    free = "any" if m == 1 else f"any multiple of {m} ({pad})"
     b, h, w = (d if isinstance(d, int) else f for d, f in zip(shape, ("any", free, free)))
     return f"batch: {b}; height: {h}; width: {w}"
 
