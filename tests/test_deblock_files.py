@@ -5,6 +5,7 @@ test_deblock_cli.py; all images H x W so one program is compiled, except the tin
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,22 @@ def test_nearest_ijg_quality_of_ijg_and_other_tables():
     assert found == {"web_low": 43, "web_medium": 67, "web_high": 86, "web_maximum": 99}
     assert trained_qualities({}) == (10, 30)  # params saved without a config: the defaults
     assert trained_qualities({"config": {"data": {"qualities": [5, 15]}}}) == (5, 15)
+
+
+def test_a_sixteen_bit_input_is_said_to_be_written_with_8_bits(capsys, tiny_model_prefix, tmp_path):
+    """A 16-bit grey PNG is restored with one warning line saying the output has 8 bits."""
+    path = _sixteen_bit(tmp_path / "deep.png")
+    code, err = deblock(capsys, tiny_model_prefix, path, "-o", tmp_path / "out")
+    assert code == 0 and not error_lines(err), err
+    assert any("a 16-bit image: restored and written with 8 bits" in w for w in _warnings(err))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_refused_before_any_restoration(
+    capsys, tiny_model_prefix, qualities, tmp_path
+):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    code, err = deblock(capsys, tiny_model_prefix, qualities["q20"], "-o", out)
+    assert code == 2 and "cannot write into the folder" in err and "deblock:" not in err

@@ -211,6 +211,17 @@ def _restore_with_progress(restorer, loaded, label: str, show: bool) -> np.ndarr
             restorer.progress = None
 
 
+def _is_deep(path: str) -> bool:
+    """Whether a file holds more than 8 bits a channel (the restorer works in 8 bits)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.mode.startswith("I;16") or im.mode in ("I", "F")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False  # its loading says what is wrong with it
+
+
 class _Skipped(Exception):
     """An input left alone on purpose (above the model's limit); the message says why."""
 
@@ -250,6 +261,8 @@ def _output_folder(text: str) -> Path:
     out = Path(text).expanduser()
     if out.exists() and not out.is_dir():
         raise ValueError(f"-o {out}: exists and is not a folder")
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"-o {out}: cannot write into the folder (permission denied)")
     base = next(p for p in (out, *out.absolute().parents) if p.exists())
     if base != out and not (base.is_dir() and os.access(base, os.W_OK | os.X_OK)):
         why = "permission denied" if base.is_dir() else "not a folder"
@@ -348,6 +361,9 @@ def run_deblock(args) -> int:
                 else:
                     future = pool.submit(_restore_file, restorer, path, args, show_tiles)
                     note = quality_warning(found, trained, limit) if found else None
+                    if _is_deep(path):
+                        deep = "a 16-bit image: restored and written with 8 bits a channel"
+                        note = f"{note}; {deep}" if note else deep
                 pending.append((path, target, future, note))
             while len(pending) > workers or (pending and pending[0][2] is None):
                 finish(*pending.popleft())

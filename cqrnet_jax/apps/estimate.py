@@ -37,7 +37,11 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
         help="estimate the JPEG quality of images (ranker score + header quality)",
         description="Scores each image with the quality ranker and maps the score to a JPEG "
         "quality (calibrated on training images); also reads the quality from the file's own "
-        "quantization table when it is an IJG JPEG. One line per file.",
+        "quantization table when it is an IJG JPEG. One line per file. The estimate says how "
+        "compressed an image looks, on the scale of IJG JPEG qualities: for a JPEG straight "
+        "from an encoder it is within ~10 QF at QF 40 and ~16 at 60; for an image that was "
+        "restored, resized or re-saved it is not the quality the file was written at (a "
+        "restored QF-10 image can read as ~78): trust the header quality for that.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="image files, folders or globs")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
