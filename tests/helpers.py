@@ -3,6 +3,7 @@ modules use are in conftest.py."""
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import zlib
@@ -79,3 +80,11 @@ def assert_trees_equal(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def cached_compile_env(cache_dir: str) -> dict:
+    """os.environ for a subprocess that shares the tests' persistent compilation cache."""
+    env = dict(os.environ)
+    env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return env

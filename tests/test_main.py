@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cached_compile_env
 from PIL import Image
 
 from cqrnet_jax import main as entry
@@ -320,9 +321,7 @@ def test_ctrl_c_stops_the_command_cleanly(tmp_path, compile_cache):
     """`python -m cqrnet_jax.main --config=configs/deblock.py:smoke`, SIGINT once the first step
     is logged: no traceback, one line saying where to resume, exit status 130, a checkpoint
     there."""
-    env = dict(os.environ)
-    env["JAX_COMPILATION_CACHE_DIR"] = compile_cache
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env = cached_compile_env(compile_cache)
     cmd = [
         sys.executable,
         "-m",

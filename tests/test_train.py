@@ -23,7 +23,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from helpers import assert_trees_equal
+from helpers import assert_trees_equal, cached_compile_env
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.pipeline import make_batches
@@ -563,9 +563,7 @@ def test_cpu_train_options_change_the_kernels_not_the_step(ranker_config, monkey
 def test_main_trains_the_smoke_preset_and_prints_progress(tmp_path, compile_cache):
     """`python -m cqrnet_jax.main --config=configs/ranker.py:smoke` exits 0 and prints progress
     lines with the step, steps/s and an ETA, then exports the ranker."""
-    env = dict(os.environ)
-    env["JAX_COMPILATION_CACHE_DIR"] = compile_cache
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env = cached_compile_env(compile_cache)
     cmd = [
         sys.executable,
         "-m",

@@ -25,10 +25,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
-
-def _as_nhwc(x):
-    squeeze = x.ndim == 3
-    return (x[..., None] if squeeze else x).astype(jnp.float32), squeeze
+from cqrnet_jax.models.layers import as_nhwc
 
 
 class ARCNN(nn.Module):
@@ -39,7 +36,7 @@ class ARCNN(nn.Module):
     @nn.compact
     def __call__(self, x, valid=None, *, train: bool = False):
         del valid, train
-        x, squeeze = _as_nhwc(x)
+        x, squeeze = as_nhwc(x)
         y = x
         for i, (features, size) in enumerate(((64, 9), (32, 7), (16, 1))):
             y = nn.relu(nn.Conv(features, (size, size), dtype=self.dtype, name=f"conv{i}")(y))
@@ -61,7 +58,7 @@ class DnCNN(nn.Module):
     @nn.compact
     def __call__(self, x, valid=None, *, train: bool = False):
         del valid
-        x, squeeze = _as_nhwc(x)
+        x, squeeze = as_nhwc(x)
         conv = dict(kernel_size=(3, 3), dtype=self.dtype, kernel_init=nn.initializers.he_normal())
         y = nn.relu(nn.Conv(self.features, name="conv0", **conv)(x))
         for i in range(1, self.depth - 1):

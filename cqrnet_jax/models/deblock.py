@@ -12,7 +12,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cqrnet_jax.models.layers import AttentionGroup, conv3x3
+from cqrnet_jax.models.layers import AttentionGroup, as_nhwc, conv3x3
 
 
 class _LocalGroupStep(nn.Module):
@@ -52,10 +52,7 @@ class DeblockNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, valid=None):
-        squeeze = x.ndim == 3
-        if squeeze:
-            x = x[..., None]
-        x = x.astype(jnp.float32)
+        x, squeeze = as_nhwc(x)
         dt = self.dtype
         group_kwargs = dict(
             features=self.features,

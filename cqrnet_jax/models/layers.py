@@ -37,6 +37,12 @@ def conv3x3(
     )
 
 
+def as_nhwc(x):
+    """(N, H, W) or (N, H, W, 1) -> (float32 (N, H, W, 1), whether to squeeze the output back)."""
+    squeeze = x.ndim == 3
+    return (x[..., None] if squeeze else x).astype(jnp.float32), squeeze
+
+
 def pad_to_multiple(x, multiple: int):
     """Reflect-pads H and W (bottom/right) to multiples of `multiple`; returns (padded, (H, W))."""
     h, w = x.shape[1:3]

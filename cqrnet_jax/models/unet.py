@@ -20,6 +20,7 @@ from cqrnet_jax.models.layers import (
     MultiScaleDilatedConv,
     ResBlock,
     WindowedNonLocal,
+    as_nhwc,
     conv3x3,
     depth_to_space,
     pad_to_multiple,
@@ -56,10 +57,7 @@ class UNetDeblocker(nn.Module):
 
     @nn.compact
     def __call__(self, x, valid=None):
-        squeeze = x.ndim == 3
-        if squeeze:
-            x = x[..., None]
-        x = x.astype(jnp.float32)
+        x, squeeze = as_nhwc(x)
         dt, feats, levels = self.dtype, tuple(self.features), len(self.features)
         padded, (h, w) = pad_to_multiple(x, self.scale)
 
