@@ -43,7 +43,8 @@ def cpu(c):
 
 
 def unet(c):
-    # The multi-scale CPU de-blocker (models/unet.py): ~0.17 MFLOP a pixel against cpu's 1.5;
+    # The multi-scale CPU de-blocker (models/unet.py): ~1/9 of the cpu network's training FLOPs a
+    # pixel (experiments/results/backbone_screen.json);
     # MAE only (the ranker's losses did not pay at CPU budgets: experiments/README.md)
     c.model.arch = "unet"
     c.model.widths = (16, 32, 64, 128)
