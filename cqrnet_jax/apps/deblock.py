@@ -211,17 +211,6 @@ def _restore_with_progress(restorer, loaded, label: str, show: bool) -> np.ndarr
             restorer.progress = None
 
 
-def _is_deep(path: str) -> bool:
-    """Whether a file holds more than 8 bits a channel (the restorer works in 8 bits)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.mode.startswith("I;16") or im.mode in ("I", "F")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return False  # its loading says what is wrong with it
-
-
 class _Skipped(Exception):
     """An input left alone on purpose (above the model's limit); the message says why."""
 
@@ -361,7 +350,7 @@ def run_deblock(args) -> int:
                 else:
                     future = pool.submit(_restore_file, restorer, path, args, show_tiles)
                     note = quality_warning(found, trained, limit) if found else None
-                    if _is_deep(path):
+                    if found and found.deep:
                         deep = "a 16-bit image: restored and written with 8 bits a channel"
                         note = f"{note}; {deep}" if note else deep
                 pending.append((path, target, future, note))

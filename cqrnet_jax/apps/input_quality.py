@@ -26,6 +26,7 @@ class FileQuality:
     format: str | None  # PIL format name ("JPEG", "PNG", ...)
     quality: int | None  # IJG quality, exact or nearest; None when not a JPEG (or no table)
     exact: bool  # the table is IJG's own at `quality`
+    deep: bool = False  # more than 8 bits a channel (the restorer works in 8); from `peek_quality`
 
     def describe(self) -> str:
         if self.exact:
@@ -77,21 +78,23 @@ def file_quality(loaded) -> FileQuality:
 
 
 def peek_quality(path) -> FileQuality | None:
-    """What a file's header says of its JPEG quality, read without decoding its pixels (so the
-    decision to restore comes before the restoration); None when PIL cannot open it: its
-    loading then reports why."""
+    """What a file's header says of its JPEG quality and bit depth, read without decoding its
+    pixels (so the decision to restore comes before the restoration); None when PIL cannot open
+    it: its loading then reports why."""
+    from dataclasses import replace
     from types import SimpleNamespace
 
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            fmt = im.format
+            fmt, mode = im.format, im.mode
             quant = getattr(im, "quantization", None) if fmt == "JPEG" else None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
     tables = {int(k): list(v) for k, v in quant.items()} if quant else None
-    return file_quality(SimpleNamespace(format=fmt, quantization=tables))
+    found = file_quality(SimpleNamespace(format=fmt, quantization=tables))
+    return replace(found, deep=mode.startswith("I;16") or mode in ("I", "F"))
 
 
 def quality_warning(found: FileQuality, trained: tuple[int, int], limit: int) -> str | None:
