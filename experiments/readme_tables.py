@@ -1,0 +1,193 @@
+"""Render the tables of the READMEs and docs/usage.md from experiments/results/.
+
+  python experiments/readme_tables.py           # rewrite every table in place
+  python experiments/readme_tables.py --check   # exit 1, naming them, if a table is stale
+
+A table sits between `<!-- table:NAME -->` and `<!-- /table -->`; NAME picks its renderer in
+`RENDERERS`. Numbers are never typed into those files by hand: a stale number is a bug, and
+`tests/test_readme_tables.py` fails when regenerating would change one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "experiments" / "results"
+FILES = ("README.md", "docs/usage.md")
+BLOCK = re.compile(r"(<!-- table:([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
+SETS = ("Classic5", "LIVE1", "BSDS500")
+QUALITIES = (10, 20, 30)
+# Published rows shown beside ours: name in table2.json's "published" -> column header.
+PUBLISHED = {"ARCNN": "ARCNN", "DnCNN-3": "DnCNN-3", "CQR paper (single model)": "CQR paper"}
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def _by_key(rows) -> dict:
+    return {(r["dataset"], r["quality"]): r for r in rows}
+
+
+def _table2() -> tuple[dict, dict, dict]:
+    """Ours (the shipped model), the decoded JPEG and the published rows of table2.json."""
+    t2 = _load("table2.json")
+    runs = {run["model"]: run for run in t2["runs"]}
+    published: dict = {}
+    for r in t2["published"]["results"]:
+        published.setdefault(r["model"], {})[(r["dataset"], r["quality"])] = r
+    return runs["default"], runs["jpeg"], published
+
+
+def _triplet(r) -> str:
+    return f"{r['psnr']:.2f} {r['ssim']:.3f} {r['psnr_b']:.2f}"
+
+
+def render_results() -> str:
+    """README: the shipped model against JPEG and the published rows, PSNR / PSNR-B."""
+    ours, jpeg, published = _table2()
+    cols = [("JPEG", _by_key(jpeg["results"])), ("**ours**", _by_key(ours["results"]))]
+    cols += [(head, published[name]) for name, head in PUBLISHED.items()]
+    lines = [
+        "| set | QF | " + " | ".join(h for h, _ in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for ds in SETS:
+        for q in QUALITIES:
+            cells = [f"{c[(ds, q)]['psnr']:.2f} / {c[(ds, q)]['psnr_b']:.2f}" for _, c in cols]
+            lines.append(f"| {ds} | {q} | " + " | ".join(cells) + " |")
+    n = {ds: _by_key(ours["results"])[(ds, 10)]["n_images"] for ds in SETS}
+    lines += [
+        "",
+        f"PSNR / PSNR-B in dB on Y; ours is the shipped CPU model after {ours['step']} steps on "
+        f"2 CPU cores. Classic5 ({n['Classic5']} images), LIVE1 ({n['LIVE1']}), BSDS500 test "
+        f"({n['BSDS500']}; the CQR paper's BSDS500 is its 500-image set). Published rows: "
+        "the CQR paper's Table 2 and FBCNN's table. Source: `experiments/results/table2.json`.",
+    ]
+    return "\n".join(lines)
+
+
+def render_demo() -> str:
+    """README: what `cqrnet-jax demo` printed (experiments/results/demo_astronaut_q10.txt)."""
+    text = (RESULTS / "demo_astronaut_q10.txt").read_text()
+    rows = re.findall(r"^(JPEG|restored|gain)\s+(\S+)\s+(\S+)\s+(\S+)$", text, re.M)
+    wall = re.search(r"^([\d.]+) s wall", text, re.M).group(1)
+    lines = ["| astronaut, QF 10 | PSNR | SSIM | PSNR-B |", "|---|---|---|---|"]
+    lines += [f"| {name} | {a} | {b} | {c} |" for name, a, b, c in rows]
+    lines += [
+        "",
+        f"{wall} s on 2 CPU cores, start-up included "
+        "(`experiments/results/demo_astronaut_q10.txt`).",
+    ]
+    return "\n".join(lines)
+
+
+def render_jpeg_baseline() -> str:
+    """experiments/README.md: the decoded JPEG against the published JPEG rows."""
+    d = _load("jpeg_baseline.json")
+    ours = _by_key(d["results"])
+    n = {ds: ours[(ds, 10)]["n_images"] for ds in SETS}
+    lines = ["| set | QF 10 | QF 20 | QF 30 |", "|---|---|---|---|"]
+    for ds in SETS:
+        name = f"{ds} test" if ds == "BSDS500" else ds
+        cells = [_triplet(ours[(ds, q)]) for q in QUALITIES]
+        lines.append(f"| {name} ({n[ds]}) | " + " | ".join(cells) + " |")
+    matched = sum(
+        round(r[m], 2 if m != "ssim" else 3) == r["published"][m]
+        for r in d["results"]
+        for m in ("psnr", "ssim", "psnr_b")
+    )
+    lines += ["", f"{matched} of {3 * len(d['results'])} values equal the published ones."]
+    return "\n".join(lines)
+
+
+def render_table2() -> str:
+    """experiments/README.md: the shipped model, PSNR | SSIM | PSNR-B, against every row."""
+    ours, jpeg, published = _table2()
+    cols = [("JPEG", _by_key(jpeg["results"])), ("ours", _by_key(ours["results"]))]
+    cols += [(head, published[name]) for name, head in PUBLISHED.items()]
+    cols.append(("SwinIR", published["SwinIR"]))
+    lines = [
+        "| set | QF | " + " | ".join(h for h, _ in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for ds in SETS:
+        for q in QUALITIES:
+            cells = [_triplet(c[(ds, q)]) if (ds, q) in c else "–" for _, c in cols]
+            lines.append(f"| {ds} | {q} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_ensemble() -> str:
+    """docs/usage.md: the self-ensemble (`--ensemble`) against single passes, same runs' files."""
+    lines = [
+        "| set | QF | PSNR single → ensemble | PSNR-B single → ensemble |",
+        "|---|---|---|---|",
+    ]
+    for name in ("ensemble_classic5", "ensemble_live1_q10"):
+        single = _by_key(_load(f"{name}_single.json")["results"])
+        for key, r in _by_key(_load(f"{name}.json")["results"]).items():
+            s = single[key]
+            lines.append(
+                f"| {key[0]} | {key[1]} | {s['psnr']:.2f} → {r['psnr']:.2f} "
+                f"({r['psnr'] - s['psnr']:+.2f}) | {s['psnr_b']:.2f} → {r['psnr_b']:.2f} "
+                f"({r['psnr_b'] - s['psnr_b']:+.2f}) |"
+            )
+    return "\n".join(lines)
+
+
+def render_run_tables() -> str:
+    """experiments/README.md: Tables 1 and 2 re-measured, as `run_tables.py --render` prints."""
+    spec = importlib.util.spec_from_file_location("run_tables", REPO / "experiments/run_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.RESULTS = RESULTS
+    return module.render()
+
+
+RENDERERS = {
+    "results": render_results,
+    "demo": render_demo,
+    "jpeg-baseline": render_jpeg_baseline,
+    "table2": render_table2,
+    "run-tables": render_run_tables,
+    "ensemble": render_ensemble,
+}
+
+
+def rewrite(text: str) -> str:
+    """`text` with every marked table rendered afresh."""
+
+    def one(m: re.Match) -> str:
+        return f"{m.group(1)}{RENDERERS[m.group(2)]()}\n{m.group(4)}"
+
+    return BLOCK.sub(one, text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="only report stale tables (exit 1)")
+    args = p.parse_args(argv)
+    stale = []
+    for name in FILES:
+        path = REPO / name
+        old = path.read_text()
+        new = rewrite(old)
+        if new != old:
+            stale.append(name)
+            if not args.check:
+                path.write_text(new)
+    if stale:
+        verb = "stale" if args.check else "rewrote"
+        print(f"{verb}: {', '.join(stale)}", file=sys.stderr)
+    return 1 if (stale and args.check) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
