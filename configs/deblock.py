@@ -7,7 +7,7 @@ Presets compose left to right with commas (e.g. `:cpu,no_dc`):
   paper   RNAN scale (64 features, 10 groups), the paper's optimiser; for a GPU (the default)
   gpu     `paper,gpu`: the GPU recipe (bfloat16, scanned groups, batch 128, warm-up then a flat
           rate until stopped; num_steps with optim.decay_begin/decay_steps end it, as
-          experiments/gpu_train.sh does at the end of its budget; README "Training on a GPU")
+          experiments/gpu_train.sh does at the end of its budget; docs/training.md "On a GPU")
   cpu     the shipped model, sized for 2 CPU cores
   unet    the multi-scale CPU de-blocker (models/unet.py), MAE only, 96x96 patches
   allqf   blind to quality: QFs drawn over 5-95, mostly low

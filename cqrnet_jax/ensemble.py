@@ -5,7 +5,7 @@ input, undo each on its result, and average.
 `restore_batch`, `tiles`, `progress`), so tiles and canvases work unchanged: each transformed
 image goes through the wrapped restorer's own mode (a rotation by 90 degrees swaps height and
 width, so a canvas or a tile grid is laid out on the rotated image). It costs 8 restorations;
-its gain for the shipped model is in README "Using it" (experiments/results/ensemble_*.json).
+its gain for the shipped model: docs/usage.md "Self-ensemble".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 # The paper-scale de-blocker in one short GPU allocation: train for a time budget with the rate
 # decayed to 0 at its end, evaluate, and leave the results in OUTDIR. For allocations that cap the
 # run's time, what goes in (this checkout plus a pack of data) and the size of each file that
-# comes back; with a GPU of your own, README.md's "Training on a GPU" command is simpler.
+# comes back; with a GPU of your own, docs/training.md's "On a GPU" command is simpler.
 #
 #   bash experiments/gpu_train.sh --prepare PACK [--data-dir DATA] [--limit-mib 64]
 #       before the allocation, with the data and a network: test sets, training images and wheels

@@ -38,7 +38,7 @@ TABLE1 = ("full", "no_cqr", "no_dc", "no_lq", "no_lf")
 TABLE2 = ("jpeg", "arcnn", "dncnn", "full")
 TABLE1_SETS = ("BSDS500",)
 TABLE2_SETS = ("Classic5", "LIVE1", "BSDS500")
-# glibc's allocator makes XLA:CPU training ~1.5x slower (README "Training on a CPU"): used if here
+# glibc's allocator slows XLA:CPU training (docs/training.md "On a CPU"): used if here
 TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 QUALITIES = (10, 20, 30)
 
