@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
-FILES = ("README.md", "docs/usage.md")
+FILES = ("README.md", "experiments/README.md", "docs/usage.md")
 BLOCK = re.compile(r"(<!-- table:([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
 SETS = ("Classic5", "LIVE1", "BSDS500")
 QUALITIES = (10, 20, 30)
@@ -142,13 +142,95 @@ def render_ensemble() -> str:
     return "\n".join(lines)
 
 
-def render_run_tables() -> str:
-    """experiments/README.md: Tables 1 and 2 re-measured, as `run_tables.py --render` prints."""
+def _run_tables():
     spec = importlib.util.spec_from_file_location("run_tables", REPO / "experiments/run_tables.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.RESULTS = RESULTS
-    return module.render()
+    return module
+
+
+def _pm(stat) -> str:
+    mean, spread, n = stat
+    return f"{mean:.2f} ± {spread / 2:.2f}" if n > 1 else f"{mean:.2f}"
+
+
+def render_run_tables() -> str:
+    """experiments/README.md: Tables 1 and 2 re-measured (table1.json, table2_baselines.json),
+    PSNR / PSNR-B only; `run_tables.py --render` prints SSIM and the verdicts too."""
+    rt = _run_tables()
+    t1 = rt.summarize(_load("table1.json")["rows"])
+    t2 = rt.summarize(_load("table2_baselines.json")["rows"])
+    lines = [
+        "Table 1, BSDS500 test, PSNR / PSNR-B, mean ± half-range over seeds; the paper's row "
+        "(RNAN-scale network, DIV2K, BSDS500's 500 images) in brackets:",
+        "",
+        "| model | seeds | QF 10 | QF 20 | QF 30 |",
+        "|---|---|---|---|---|",
+    ]
+    for model in rt.TABLE1:
+        cells = []
+        for q in QUALITIES:
+            st, paper = t1[(model, "BSDS500", q)], rt.PAPER_TABLE1[model][q]
+            cells.append(
+                f"{_pm(st['psnr'])} / {_pm(st['psnr_b'])} ({paper[0]:.2f} / {paper[2]:.2f})"
+            )
+        n = t1[(model, "BSDS500", 10)]["psnr"][2]
+        lines.append(f"| {model} | {n} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Table 2's learned baselines at the same budget, PSNR / PSNR-B, mean ± half-range "
+        "(published rows: the `table2` table above):",
+        "",
+        "| set | QF | " + " | ".join(rt.TABLE2) + " |",
+        "|---|---|" + "---|" * len(rt.TABLE2),
+    ]
+    for ds in rt.TABLE2_SETS:
+        for q in QUALITIES:
+            cells = [
+                f"{_pm(t2[(m, ds, q)]['psnr'])} / {_pm(t2[(m, ds, q)]['psnr_b'])}"
+                for m in rt.TABLE2
+            ]
+            lines.append(f"| {ds} | {q} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "`full` minus the other row (means over seeds), PSNR / PSNR-B in dB; the paper's in "
+        "brackets:",
+        "",
+        "| full minus | QF 10 | QF 20 | QF 30 |",
+        "|---|---|---|---|",
+    ]
+
+    def diff(a, b, pa, pb) -> str:
+        return (
+            f"{rt._signed(a['psnr'][0] - b['psnr'][0])} / "
+            f"{rt._signed(a['psnr_b'][0] - b['psnr_b'][0])} "
+            f"({rt._signed(pa[0] - pb[0])} / {rt._signed(pa[2] - pb[2])})"
+        )
+
+    for model in rt.TABLE1[1:]:
+        cells = [
+            diff(
+                t1[("full", "BSDS500", q)],
+                t1[(model, "BSDS500", q)],
+                rt.PAPER_TABLE1["full"][q],
+                rt.PAPER_TABLE1[model][q],
+            )
+            for q in QUALITIES
+        ]
+        lines.append(f"| {model}, BSDS500 | " + " | ".join(cells) + " |")
+    for model in ("arcnn", "dncnn"):
+        for ds in rt.TABLE2_SETS:
+            cells = [
+                diff(
+                    t2[("full", ds, q)],
+                    t2[(model, ds, q)],
+                    rt.PAPER_TABLE2["full"][ds][q],
+                    rt.PAPER_TABLE2[model][ds][q],
+                )
+                for q in QUALITIES
+            ]
+            lines.append(f"| {model}, {ds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 RENDERERS = {
