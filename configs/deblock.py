@@ -83,7 +83,7 @@ def holdout(c):
 
 
 def gpu(c):
-    # docs/method.md "Training on a GPU" says why these values
+    # docs/training.md "On a GPU" says why these values
     c.model.dtype = "bfloat16"
     c.model.scan_groups = True  # one compiled group: compile time independent of the depth
     c.model.nl_attention = "xla"  # all windows at once (no sequential chunks); fits in HBM

@@ -4,7 +4,7 @@ as it goes in files of at most --part-mib MiB, evaluate the Table 2 protocol, an
 bench.json. Run it through gpu_train.sh.
 
 Each run continues from the shipped paper-scale model when there is one (cqrnet_jax/pretrained/
-deblock_paper), warming up again from its step; docs/method.md "Training on a GPU" says why.
+deblock_paper), warming up again from its step; docs/training.md "On a GPU" says why.
 """
 
 from __future__ import annotations
