@@ -1,4 +1,4 @@
-"""Stage 2: train the de-blocking network through the frozen ranker (SPEC §2-§4).
+"""Stage 2: train the de-blocking network through the frozen ranker (paper §3.2-§4.1).
 
   python -m cqrnet_jax.main --config=configs/deblock.py:cpu --workdir=/work/runs/deblock_cpu
   python -m cqrnet_jax.main --config=configs/deblock.py:paper,gpu --workdir=runs/paper  # a GPU

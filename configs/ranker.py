@@ -1,4 +1,4 @@
-"""Stage 1: train the Compression Quality Ranker (SPEC §1).
+"""Stage 1: train the Compression Quality Ranker (paper §3.1).
 
   python -m cqrnet_jax.main --config=configs/ranker.py:cpu --workdir=/work/runs/ranker_cpu
 

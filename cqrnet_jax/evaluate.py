@@ -1,4 +1,4 @@
-"""The evaluator: JPEG-degrade test images, restore them, score PSNR / SSIM / PSNR-B (SPEC §0).
+"""The evaluator: JPEG-degrade test images, restore them, score PSNR / SSIM / PSNR-B (paper §4.2).
 
 Model-agnostic: a *restorer* is any callable `(degraded Y uint8 (H, W)) -> restored Y uint8 (H, W)`;
 one that also has `restore_batch(images, progress=None) -> list` (as `inference.Restorer`) gets
@@ -26,7 +26,7 @@ ImageSet = tuple[str, Sequence[tuple[str, np.ndarray]]]  # (set name, [(image na
 METRICS = ("psnr", "ssim", "psnr_b")
 _DECIMALS = {"psnr": 2, "ssim": 3, "psnr_b": 2}  # as the papers print them
 
-# Published "JPEG" rows (FBCNN's table, grayscale Y; BSDS500 = the 200-image test split), SPEC §5.
+# Published "JPEG" rows (FBCNN's table, grayscale Y; BSDS500 = the 200-image test split).
 PUBLISHED = {
     "jpeg": {
         ("Classic5", 10): (27.82, 0.760, 25.21),
@@ -40,7 +40,7 @@ PUBLISHED = {
         ("BSDS500", 30): (31.37, 0.884, 28.53),
     }
 }
-PUBLISHED_SOURCE = "FBCNN (Jiang et al., ICCV 2021) Table, 'JPEG' rows; SPEC.md §5"
+PUBLISHED_SOURCE = "FBCNN (Jiang et al., ICCV 2021) Table, 'JPEG' rows"
 
 
 def identity(y_uint8: np.ndarray) -> np.ndarray:

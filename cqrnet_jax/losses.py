@@ -1,4 +1,4 @@
-"""Losses of both stages (SPEC §1, §3), pure functions of arrays."""
+"""Losses of both stages (paper Eq. 2-6), pure functions of arrays."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Image quality metrics of the evaluation protocol (SPEC §0): PSNR, SSIM and PSNR-B on [0, 255].
+"""Image quality metrics of the evaluation protocol (paper §4.2): PSNR, SSIM and PSNR-B on [0, 255].
 
 Inputs are (H, W) or batched (N, H, W) float arrays (integers are cast to float32); each metric
 returns a scalar or shape (N,). The exact conventions are written in docs/method.md ("Metrics").

@@ -1,4 +1,4 @@
-"""The quality ranker as a blind JPEG-quality estimator (SPEC §1): scores, and what they mean.
+"""The quality ranker as a blind JPEG-quality estimator (paper §3.1): scores, and what they mean.
 
 - `load_ranker`: a scorer for Y uint8 images of any size (jit, batched by shape).
 - `fit_calibration` / `estimate_quality`: score -> QF, fitted on training images only and stored
@@ -25,7 +25,7 @@ from cqrnet_jax.metrics import ranking_metrics
 LOW_QUALITIES = tuple(range(1, 31))  # the paper's training range, every QF
 HIGH_QUALITIES = (31, *range(35, 96, 5))  # beyond the paper: 31, 35, 40, ..., 95
 CALIBRATION_QUALITIES = LOW_QUALITIES + HIGH_QUALITIES[1:]  # 1..30, 35, 40, ..., 95
-LEVELS = ((1, 10), (11, 20), (21, 30))  # the ranker's training levels (SPEC §1)
+LEVELS = ((1, 10), (11, 20), (21, 30))  # the ranker's training levels (paper §4.1)
 
 # --------------------------------------------------------------------------- scoring
 

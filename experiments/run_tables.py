@@ -72,7 +72,7 @@ SCALES = {
         warmup_steps=1000,
     ),
 }
-# The paper's Table 1 (BSDS500, 500 images; PSNR, SSIM, PSNR-B), column order as SPEC §5 gives it.
+# The paper's Table 1 (BSDS500, 500 images; PSNR, SSIM, PSNR-B), column order as published.
 PAPER_TABLE1 = {
     "full": {10: (29.42, 0.807, 29.01), 20: (31.97, 0.865, 31.29), 30: (32.91, 0.891, 31.98)},
     "no_cqr": {10: (29.21, 0.801, 28.81), 20: (31.41, 0.827, 30.89), 30: (32.77, 0.889, 31.90)},
@@ -80,7 +80,7 @@ PAPER_TABLE1 = {
     "no_lq": {10: (29.41, 0.802, 28.98), 20: (31.87, 0.851, 31.23), 30: (32.79, 0.890, 31.90)},
     "no_lf": {10: (29.32, 0.780, 28.90), 20: (31.71, 0.809, 31.13), 30: (32.26, 0.861, 31.39)},
 }
-# The paper's Table 2 (PSNR, SSIM, PSNR-B; SPEC §5): its single model (`full`) and the baselines as
+# The paper's Table 2 (PSNR, SSIM, PSNR-B): its single model (`full`) and the baselines as
 # published for the same protocol, BSDS500 there being the 200-image test split for all but
 # `full`, whose BSDS500 row the paper gives for its 500 images.
 PAPER_TABLE2 = {

@@ -1,4 +1,4 @@
-"""The de-blocking network M (SPEC §2) and its layers: any input size, identity groups at
+"""The de-blocking network M (paper §3.2) and its layers: any input size, identity groups at
 initialisation, the no-DC ablation's parameters and receptive fields, the trunk·mask + trunk
 modulation, the windowed non-local block against a NumPy embedded-Gaussian non-local, and the
 sub-pixel shuffle (padding in the non-local block: tests/test_nonlocal_mask.py).
@@ -195,7 +195,7 @@ def test_every_dc_unit_of_a_preset_network_has_its_dilations_receptive_field(deb
 
 
 def test_attention_group_modulates_the_trunk_as_trunk_times_mask_plus_trunk():
-    """What enters the group's output blocks is trunk·mask + trunk (SPEC §2), recorded from the
+    """What enters the group's output blocks is trunk·mask + trunk (docs/method.md), recorded from
     trunk's and the mask branch's outputs during one call (random weights, mask in (0, 1) and not
     constant)."""
     group = AttentionGroup(features=4, non_local=True, dilations=(1, 2, 4), nl_inner=2, nl_window=8)

@@ -1,4 +1,4 @@
-"""Stage 2 as a training task (SPEC §3) on the `smoke` preset, guided by a tiny saved ranker: the
+"""Stage 2 as a training task (paper §3.3) on the `smoke` preset, guided by a tiny saved ranker: the
 loss is L_MAE + α L_Q + β L_F, the ranker is a constant, the loss goes down, the ablations that
 drop the ranker never load it, and a run exports and resumes.
 

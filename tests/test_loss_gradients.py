@@ -1,4 +1,4 @@
-"""The ranker-guided losses train the de-blocker (SPEC §3): L_Q's and L_F's gradients reach M's
+"""The ranker-guided losses train the de-blocker (paper §3.3): L_Q's and L_F's gradients reach M's
 parameters through the frozen ranker, as the chain rule says (M's Jacobian applied to the term's
 gradient at the restored image), and point elsewhere than L_MAE's.
 """
@@ -35,7 +35,7 @@ def gradients(deblock_config, tiny_ranker):
     x = np.stack([jpeg_degrade(y, 10) for y in (clean * 255).astype(np.uint8)]) / np.float32(255)
     layers = tuple(config.loss.feature_layers)
 
-    def ranker_terms(restored):  # L_Q and L_F of SPEC §3, each image through the ranker alone
+    def ranker_terms(restored):  # L_Q and L_F (paper Eq. 4, 5), each image through the ranker alone
         scores, maps = task.ranker.apply(task.ranker_variables, restored, train=False)
         _, maps_y = task.ranker.apply(task.ranker_variables, clean, train=False)
         l_f = sum(jnp.mean(jnp.abs(maps[i] - maps_y[i])) for i in layers)

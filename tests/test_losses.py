@@ -1,4 +1,4 @@
-"""Losses of both stages (SPEC §1, §3) on hand-computed cases and against reformulations."""
+"""Losses of both stages (paper Eq. 2-6) on hand-computed cases and against reformulations."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Colour conversions of the protocol (SPEC §0): MATLAB `rgb2ycbcr`, BT.601 studio swing."""
+"""Colour conversions of the protocol (paper §4.1): MATLAB `rgb2ycbcr`, BT.601 studio swing."""
 
 from __future__ import annotations
 

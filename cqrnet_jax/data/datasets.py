@@ -25,7 +25,7 @@ IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 # the shared data folders (list_images) keep IMAGE_SUFFIXES.
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".jpe", ".jfif", ".gif", ".pgm", ".ppm", ".pnm", ".pbm")
 
-# Canonical name -> folder under the data directory. All are read as Y (SPEC §0): Classic5 is grey
+# Canonical name -> folder in the data directory, each read as Y (paper §4.1): Classic5 is grey
 # and used as it is; LIVE1 (the colour BMPs) and BSDS500 test (RGB JPEGs) go through `rgb_to_y`.
 _EVAL_FOLDERS = {"Classic5": "Classic5", "LIVE1": "LIVE1_color", "BSDS500": "BSDS500/test"}
 EVAL_SETS = tuple(_EVAL_FOLDERS)

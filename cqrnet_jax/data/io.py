@@ -2,7 +2,7 @@
 
 `load_image` returns upright uint8 pixels ((H, W) grey or (H, W, 3) RGB) plus alpha, JPEG
 tables and the colour profile; multi-frame files (GIF, APNG, TIFF) give their first frame.
-`load_y` gives the protocol's Y channel (SPEC §0), `load_luma` a JPEG's own decoded luma (for
+`load_y` gives the protocol's Y channel (paper §4.1), `load_luma` a JPEG's own decoded luma (for
 quality estimation). Every failure is an `ImageLoadError` whose message is one line,
 "{path}: {reason}", so CLIs can print it as it is.
 """

@@ -1,4 +1,4 @@
-"""Stage 2: the de-blocking network M (SPEC §2), RNAN-style with multi-scale dilated convs.
+"""Stage 2: the de-blocking network M (paper §3.2), RNAN-style with multi-scale dilated convs.
 
 Layout: head conv -> non-local group -> local groups -> non-local group -> conv -> tail conv,
 plus the long skip (M predicts a residual added to its input). Images in [0, 1], any size.

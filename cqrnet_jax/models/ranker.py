@@ -1,4 +1,4 @@
-"""Stage 1: the Compression Quality Ranker (SPEC §1), one branch of the Siamese pair.
+"""Stage 1: the Compression Quality Ranker (paper §3.1), one branch of the Siamese pair.
 
 The Siamese pair is this one module applied to both images (shared weights); `train` batches
 stack the two images of each pair so BatchNorm sees both.
