@@ -17,8 +17,8 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.seed = 0
     c.batch_size = 16  # global batch; must divide by the device count
     # On a CPU, train data-parallel over this many devices, each a share of the cores: 0 = as
-    # many as cores (at most 4) that divide batch_size, ~1.4x the steps/s of one device on 2
-    # cores (devices.py); 1 = one device on all cores. Not applied in a multi-process run.
+    # many as cores (at most 4) that divide batch_size, faster than one device (docs/training.md
+    # "On a CPU"); 1 = one device on all cores. Not applied in a multi-process run.
     c.host_devices = 0
     c.num_steps = 1000
     c.log_every = 50

@@ -1,11 +1,8 @@
 """Restoring on several devices at once: on a CPU, one XLA device per core.
 
 XLA:CPU runs one program on all cores, but a de-blocking network's convolutions scale poorly over
-them: on 2 cores two one-image programs, one per core, took 1.43 s an image against 1.55 s for
-one program at a time, and training data-parallel over two devices 0.73 steps/s against 0.52 on
-one device (benchmarks/bench.py on an AVX2 host, experiments/results/bench_cpu_avx2.json); on an
-AVX-512 host with `CPU_COMPILER_OPTIONS` below, 0.97 s against 1.26 s an image and 0.95 against
-0.85 steps/s (experiments/results/bench_cpu.json). `split_host_cores`
+them, so one program per core restores and trains faster than one program on all of them
+(benchmarks/bench.py; measured in docs/usage.md and docs/training.md "On a CPU"). `split_host_cores`
 makes the CPU platform one device per core before JAX starts (the trainer and `evaluate` call
 it); `inference_devices` lists the devices `inference.Restorer` spreads its images (or tiles,
 or canvas batches) over: the CPU's, or all local accelerators.

@@ -11,8 +11,8 @@ for evaluating many images (sizes that many images share may keep programs of th
 several devices (`devices.py`: on a CPU, one per core), images, tiles or batches run on them at
 once. Every call gives the network each image's real extent (`valid`): the
 non-local blocks attend to the same real pixels in all three modes, never to padding. Only the
-convolutions near a canvas's bottom/right edges see its padding; mean scores of the test sets stay
-within 0.0023 dB PSNR of whole images (benchmarks/canvas_eval.py).
+convolutions near a canvas's bottom/right edges see its padding, which barely moves mean scores
+(docs/method.md, "Inference on any size").
 """
 
 from __future__ import annotations

@@ -7,12 +7,9 @@ of non-overlapping TILE x TILE tiles (aligned with the 8x8 JPEG grid).
 
   CQRNET_DATA_DIR=DATA python experiments/ranker_tiles.py 20 48
 
-Result (2026-11-30, the shipped ranker, 20 images, 48x48 tiles; 203 s on 2 CPU cores):
-  full         pooled 0.9172 per-image 0.9997
-  tile-mean    pooled 0.9196 per-image 0.9998
-  tile-median  pooled 0.9164 per-image 0.9989
-No gain worth its cost: the cross-image spread is in what the ranker learned (it only ever compared
-versions of one crop), not in how a whole photo is pooled (experiments/results/ranker_tiles.json).
+Result: experiments/results/ranker_tiles.json (experiments/README.md, "The ranker"). No gain
+worth its cost: the cross-image spread is in what the ranker learned (it only ever compared
+versions of one crop), not in how a whole photo is pooled.
 """
 
 import sys

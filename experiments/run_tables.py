@@ -44,8 +44,7 @@ QUALITIES = (10, 20, 30)
 
 # The budget of one row at each scale: the CQR network's presets and the training schedule that
 # every row shares. `cpu`: the shipped CPU network (configs/deblock.py:cpu), 1 200 steps of batch
-# 16 on 48x48 patches: ~1 hour of the full model on 2 CPU cores (~2.8 s a step with tcmalloc),
-# less for the rows without the ranker and for the baselines (experiments/README.md, "Tables").
+# 16 on 48x48 patches (its cost per row: experiments/README.md, "Tables 1 and 2").
 SCALES = {
     "cpu": dict(
         presets="cpu",

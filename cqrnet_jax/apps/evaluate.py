@@ -17,9 +17,8 @@ from cqrnet_jax.data.datasets import DATA_DIR_ENV
 
 BUILTIN = "builtin"  # dataset name of the photos bundled with scikit-image
 # `evaluate` runs on canvases of this step: one compile per canvas, not per image size, and mean
-# scores within 0.0023 dB PSNR / 0.0066 dB PSNR-B of whole images on Classic5, LIVE1 and BSDS500
-# (experiments/results/canvas_eval.json). Images per call: 8 on an accelerator; 1 on a CPU, where
-# batches of 4 or 8 are no faster (within 6%) and cost ~190 MB more per 336x528 image (same file).
+# scores close to whole images' (experiments/results/canvas_eval.json). Images per call: 8 on an
+# accelerator; 1 on a CPU, where bigger batches are no faster and cost memory (same file).
 CANVAS_STEP = 48
 ACCELERATOR_BATCH = 8
 # Sizes shared by at least this many images get programs of their own size instead of canvases:

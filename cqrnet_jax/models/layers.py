@@ -202,8 +202,8 @@ def _attention(theta, phi, g, key_valid=None):
     key of a query is masked (a window of pure padding), which then averages them all instead of
     NaN.
 
-    Formulated for XLA:CPU (benchmarks/attention.py, experiments/results/attention.json: a chunk's
-    forward 24.4 -> 13.5 ms with a key mask, 22.5 -> 19.5 without, than `softmax` then a product):
+    Formulated for XLA:CPU, where it beats `softmax` then a product (benchmarks/attention.py,
+    experiments/results/attention.json):
     the key mask rides the logits product as one more channel (theta 1, phi 0 or -1e30) instead
     of a select over the (queries x keys) logits, and the softmax's normalisation is deferred
     to the (queries x C) output, its denominator coming out of the value product as a column of
@@ -253,7 +253,7 @@ class MaskBranch(nn.Module):
 
     RNAN upsamples with a 6x6 stride-2 transposed conv; a 3x3 conv to 4x the channels followed by
     a sub-pixel shuffle is the same function class (each output phase applies a 3x3 sub-kernel of
-    the 6x6 one) and trains ~15x faster on XLA:CPU (416 vs 25 ms fwd+bwd, benchmarks/).
+    the 6x6 one) and trains far faster on XLA:CPU (benchmarks/upsampling.py, docs/method.md).
     """
 
     features: int
