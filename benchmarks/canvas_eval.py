@@ -18,18 +18,7 @@ padding is), the wall time and the number of compiled programs.
 what the first measured. --batch-timing times batches of 8 images on one canvas, each size in its
 own process (peak RSS). Results and timings: the JSON files named by --out.
 
-Measured with the step-4400 shipped model (`git show bce7e2a:cqrnet_jax/pretrained/deblock.json`
-and `.msgpack` saved as D/deblock.*, then `--model D/deblock`) on the 2-core CPU while a training
-run shared it (jax 0.10.2):
-- padding (first command, Classic5 QF 10/20/30 + LIVE1 QF 10), worst |mean PSNR difference| of a
-  (set, QF): symmetric 0.0023 dB, edge 0.0026, reflect 0.0033, zeros 0.061.
-- symmetric, canvas step 48 (second command, 7 (set, QF) rows): worst |mean difference| PSNR
-  0.0023 dB, SSIM 0.00003, PSNR-B 0.0066 dB; worst single image 0.013 dB PSNR. Pixels differ
-  (up to 33 grey levels) only next to the bottom/right edges: at most 4 levels farther than 16 px.
-  9 programs instead of 12; 1881 s vs 1834 s for whole images (BSDS500's canvases hold 15% more
-  pixels: 929 vs 845 s), as compiles take ~1 s on a CPU.
-- 8 images at 336 x 528, fastest of three: batch 1 36.8 s, peak RSS 781 MB; batch 4 34.8 s,
-  1320 MB; batch 8 37.2 s, 2278 MB.
+A summary of both records: experiments/results/canvas_eval_summary.txt.
 """
 
 from __future__ import annotations

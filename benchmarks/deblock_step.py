@@ -1,10 +1,7 @@
 """Seconds per training step of the de-blocker presets (batch 16 x 48x48, Adam, frozen ranker).
 
   python benchmarks/deblock_step.py
-Measured on the 2-core CPU, nothing else running (2026-11-25, jax 0.10.2):
-  cpu 2.02 s · cpu,no_cqr 1.95 s (the ranker's losses cost ~0.07 s) · cpu without local groups
-  1.32 s · cpu with 24x24 full-attention windows instead of 48x48 subsampled 1.95 s.
-The STACK.md yardstick (plain 64-channel, 8-residual-block CNN) runs ~0.8 s a step here.
+Measured: experiments/results/deblock_step.txt.
 """
 
 import functools

@@ -1,17 +1,12 @@
 """Peak memory and time of full-image inference with the :cpu de-blocker, whole or tiled.
 
   python benchmarks/inference_memory.py HEIGHT WIDTH TILE      (TILE 0 = whole image)
-Measured on the 2-core CPU while a training run shared it (2026-11-25, jax 0.10.2; times include
-compilation of each distinct tile shape):
-  768x1024 whole:    19.9 s, peak RSS 1594 MB
-  768x1024 tile 256: 41.9 s, peak RSS  828 MB   (48-px margins: (256+96)^2/256^2 = 1.9x the work)
 
   python benchmarks/inference_memory.py --photo [--tile N]
 The whole `cqrnet-jax deblock` command (load, restore, save) on a 12-megapixel colour photo: a
 scikit-image photo upscaled to 4000x3000, plus N(0, 3^2) noise, saved as JPEG q30; the peak RSS
-of the command's process comes from os.wait4 (what /usr/bin/time -v reports). Default tile
-(512), shipped model, 2-core CPU shared with two training runs (2026-11-25, jax 0.10.2):
-  deblock 4000x3000 (12 MP) JPEG q30, tile=512: exit 0, 1345 s, peak RSS 2408 MB
+of the command's process comes from os.wait4 (what /usr/bin/time -v reports).
+Measured: experiments/results/inference_memory.txt.
 """
 
 import argparse

@@ -4,12 +4,7 @@ training batches (the shipped de-blocker by default).
 
   CQRNET_DATA_DIR=DATA python benchmarks/loss_gradients.py [--model PREFIX] [--batches 4]
 
-Measured 2026-11-30 with --model at the :cpu run's step-2 250 export (not shipped), 4 batches of 16:
-  |grad L_MAE| 0.1023  |grad a*L_Q| 0.01403  |grad b*L_F| 0.415
-  |grad b*L_F| / |grad L_MAE| 4.06  cos(grad L_MAE, grad b*L_F) 0.704
-With the paper's weights the feature-matching term sets most of the update direction, and that
-direction only partly agrees with L_MAE's (cos 0.70): one reason PSNR rises slowly per step on
-the CPU budget (experiments/README.md, the de-blocker).
+Measured: experiments/results/loss_gradients.txt (docs/method.md, "L_F on a CPU budget").
 """
 
 import argparse
