@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The paper-scale de-blocker in one short GPU allocation: train for a time budget with the rate
-# decayed to 0 at its end, evaluate, and leave the results in OUTDIR. For allocations that cap the
-# run's time, what goes in (this checkout plus a pack of data) and the size of each file that
-# comes back; with a GPU of your own, docs/training.md's "On a GPU" command is simpler.
+# decayed to 0 at its end, evaluate, and leave the results in OUTDIR. An allocation is described
+# by three limits, each an option with a default: its wall time (--budget-s), the size of what
+# goes in, this checkout plus a pack of data (--limit-mib, at --prepare), and the size of each
+# file that comes back (--part-mib). With a GPU of your own, docs/training.md's "On a GPU"
+# command is simpler.
 #
 #   bash experiments/gpu_train.sh --prepare PACK [--data-dir DATA] [--limit-mib 64]
 #       before the allocation, with the data and a network: test sets, training images and wheels
@@ -13,6 +15,7 @@
 #       the same path on a CPU, tiny model, < 3 minutes
 #
 # --budget-s: wall seconds for the whole run, evaluation included (default 540).
+# --limit-mib: what goes in, checkout plus PACK, at most this many MiB (default 64).
 # --part-mib: the params are written in files of at most this many MiB (default 15; 0: one file).
 # The GPU machine needs jax (CUDA build), flax, optax, orbax, numpy, pillow, scikit-image and
 # tensorboard, but neither TensorFlow, ml-collections nor a network: PACK/wheels brings
