@@ -18,7 +18,8 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .data.jpeg import check_quality, jpeg_degrade
+from .data.consistency import project
+from .data.jpeg import check_quality, ijg_luma_table, jpeg_degrade
 from .metrics import image_metrics
 
 Restorer = Callable[[np.ndarray], np.ndarray]
@@ -85,30 +86,50 @@ def _progress(total: int, desc: str, enabled: bool) -> tqdm:
     )
 
 
-def _restore_all(restorer: Restorer, degraded: list[np.ndarray], bar: tqdm) -> list:
-    """The restorer's outputs for all images, through `restore_batch` when it has one."""
+def _to_uint8_levels(y: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+
+
+def _restore_all(restorer: Restorer, degraded: list[np.ndarray], bar: tqdm, table=None) -> list:
+    """The restorer's outputs for all images, through `restore_batch` when it has one. With
+    `table` (the JPEGs' luma quantization table), each output is projected onto the set of
+    images that JPEG allows (`data.consistency.project`), from the float output where the
+    restorer gives one, as `deblock` does."""
+    float_batch = getattr(restorer, "restore_float_batch", None)
+    if table is not None and float_batch is not None:
+        floats = float_batch([np.asarray(d, np.float32) / 255.0 for d in degraded], progress=bar)
+        return [_to_uint8_levels(project(f * 255.0, d, table)) for f, d in zip(floats, degraded)]
     restore_batch = getattr(restorer, "restore_batch", None)
     if restore_batch is not None:
         outputs = list(restore_batch(degraded, progress=bar))
         if len(outputs) != len(degraded):
             raise ValueError(f"restore_batch returned {len(outputs)} images for {len(degraded)}")
-        return outputs
-    outputs = []
-    for y in degraded:
-        outputs.append(restorer(y))
-        bar.update(1)
+    else:
+        outputs = []
+        for y in degraded:
+            outputs.append(restorer(y))
+            bar.update(1)
+    if table is not None:
+        outputs = [
+            _to_uint8_levels(project(np.asarray(o, np.float64), d, table))
+            for o, d in zip(outputs, degraded)
+        ]
     return outputs
 
 
-def _score(restorer: Restorer, images, quality: int, bar: tqdm) -> tuple[list[dict], dict]:
-    """Per-image rows {"image", "psnr", "ssim", "psnr_b"} of one set at one quality, and the
+def _score(
+    restorer: Restorer, images, quality: int, bar: tqdm, consistency: bool = False
+) -> tuple[list[dict], dict]:
+    """Per-image rows {"image", "psnr", "ssim", "psnr_b"} of one set at one quality (with
+    `consistency`, outputs projected onto what each JPEG allows), and the
     seconds each phase took: {"jpeg_s", "restore_s", "metrics_s"} (wall time; compiles of new
     shapes fall in the phase that meets them)."""
     start = time.perf_counter()
     clean = [np.asarray(y) for _, y in images]
     degraded = [jpeg_degrade(y, quality) for y in clean]
     jpeg_done = time.perf_counter()
-    restored = _restore_all(restorer, degraded, bar)
+    table = ijg_luma_table(quality).reshape(8, 8) if consistency else None
+    restored = _restore_all(restorer, degraded, bar, table)
     restore_done = time.perf_counter()
     rows = []
     for (image_name, _), y, d, out in zip(images, clean, degraded, restored):
@@ -129,9 +150,12 @@ def evaluate_sets(
     qualities: Sequence[int],
     progress: bool = True,
     left_alone: Collection[int] = (),
+    consistency: bool = False,
 ) -> dict[str, list[dict]]:
     """Scores `restorer` on every image of every set at every JPEG quality; at the qualities in
-    `left_alone` the decoded JPEG itself is scored (rows marked "left_alone": true).
+    `left_alone` the decoded JPEG itself is scored (rows marked "left_alone": true). With
+    `consistency`, each output is projected onto what its JPEG allows, as `deblock` does by
+    default (rows marked "consistency": true).
 
     Returns {"results": one row per (set, quality) with the means and n_images,
     "per_image": one row per (set, quality, image), "timing": one row per (set, quality) with
@@ -145,10 +169,15 @@ def evaluate_sets(
         for set_name, images in sets:
             for q in qualities:
                 bar.set_description_str(f"{model_name} {set_name} q{q}", refresh=False)
-                rows, seconds = _score(identity if q in left_alone else restorer, images, q, bar)
+                alone = q in left_alone or restorer is identity
+                rows, seconds = _score(
+                    identity if alone else restorer, images, q, bar, consistency and not alone
+                )
                 key = {"model": model_name, "dataset": set_name, "quality": q}
                 if q in left_alone:
                     key["left_alone"] = True
+                elif consistency and not alone:
+                    key["consistency"] = True
                 timing.append({**key, "n_images": len(rows), **seconds})
                 per_image.extend({**key, **r} for r in rows)
                 means = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
+from cqrnet_jax.data.consistency import JpegLuma, project_upright
 
 # Guided-filter window radius (pixels) and regulariser (on Y in [0, 1]); docs/method.md.
 CHROMA_RADIUS = 3
@@ -58,23 +59,52 @@ def filter_chroma(ycbcr: np.ndarray, radius: int = CHROMA_RADIUS, eps: float = C
     return out
 
 
-def restore_rgb(restorer, rgb: np.ndarray) -> np.ndarray:
+def _studio_to_full(y: np.ndarray) -> np.ndarray:
+    return (y - 16.0) * (255.0 / 219.0)  # studio Y of an RGB = 16 + 219/255 · its JFIF Y
+
+
+def _full_to_studio(y: np.ndarray) -> np.ndarray:
+    return 16.0 + y * (219.0 / 255.0)
+
+
+def restore_rgb(restorer, rgb: np.ndarray, luma: JpegLuma | None = None) -> np.ndarray:
     """Decoded colour JPEG (H, W, 3) uint8 -> restored RGB uint8: Y by the model, Cb/Cr by the
-    guided filter with the restored Y. Neutral (R = G = B) images stay exactly neutral."""
+    guided filter with the restored Y. Neutral (R = G = B) images stay exactly neutral. With
+    `luma` (the file's Y plane and table), the restored Y is projected onto what the file allows."""
     ycbcr = rgb_to_ycbcr(rgb)
-    ycbcr[..., 0] = restore_y(restorer, ycbcr[..., 0])
+    y = restore_y(restorer, ycbcr[..., 0])
+    if luma is not None:
+        y = _full_to_studio(project_upright(_studio_to_full(y), luma))
+    ycbcr[..., 0] = y
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
         ycbcr[..., 1:] = 128.0  # no chroma to filter; one channel, copied, keeps R = G = B exact
         return np.repeat(ycbcr_to_rgb(ycbcr)[..., 1:2], 3, axis=-1)
     return ycbcr_to_rgb(filter_chroma(ycbcr))
 
 
-def restore_image(restorer, loaded) -> np.ndarray:
+def restore_grey(restorer, grey: np.ndarray, luma: JpegLuma | None = None) -> np.ndarray:
+    """Grey uint8 (H, W) -> restored uint8; with `luma`, projected onto what the file allows."""
+    y = restorer.restore_float(np.asarray(grey, np.float32) / 255.0) * 255.0
+    if luma is not None:
+        y = project_upright(y, luma)
+    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+
+
+def restore_image(restorer, loaded, consistency: bool = True) -> np.ndarray:
     """A loaded image (`data.io.LoadedImage`) restored, as uint8: (H, W) grey, (H, W, 3) RGB or
     (H, W, 4) RGBA (alpha carried over). Colour by `restore_rgb` (chosen on LIVE1 colour PSNR:
-    docs/method.md "Colour images")."""
+    docs/method.md "Colour images"). With `consistency` and a JPEG whose luma was read, the
+    restored luma keeps every DCT coefficient inside the file's quantization interval
+    (`data.consistency`)."""
     pixels = loaded.pixels
-    out = restorer(pixels) if pixels.ndim == 2 else restore_rgb(restorer, pixels)
+    luma = getattr(loaded, "jpeg_luma", None) if consistency else None
+    if luma is not None and luma.upright_shape != pixels.shape[:2]:
+        luma = None
+    out = (
+        restore_grey(restorer, pixels, luma)
+        if pixels.ndim == 2
+        else restore_rgb(restorer, pixels, luma)
+    )
     if loaded.alpha is not None:
         rgb = out if out.ndim == 3 else np.repeat(out[..., None], 3, axis=-1)
         out = np.concatenate([rgb, loaded.alpha[..., None]], axis=-1)

@@ -283,3 +283,24 @@ def test_a_read_only_output_folder_is_refused_before_any_restoration(
     out.chmod(0o555)
     code, err = deblock(capsys, tiny_model_prefix, qualities["q20"], "-o", out)
     assert code == 2 and "cannot write into the folder" in err and "deblock:" not in err
+
+
+def test_a_jpegs_luma_is_kept_consistent_with_the_file_unless_told_not_to(
+    capsys, tiny_model_prefix, tiny_restorer, tmp_path
+):
+    """By default the restored luma keeps every DCT coefficient inside the file's quantization
+    interval; `--no-consistency` writes the network's output as it is."""
+    from cqrnet_jax.data.consistency import project
+
+    path = tmp_path / "grey.jpg"
+    Image.fromarray(grey()).save(path, quality=30)
+    loaded = load_image(path)
+    for flags, folder in (((), "on"), (("--no-consistency",), "off")):
+        code, err = deblock(capsys, tiny_model_prefix, path, "-o", tmp_path / folder, *flags)
+        assert code == 0 and not error_lines(err), err
+    on, off = (load_image(tmp_path / f / "grey.png").pixels for f in ("on", "off"))
+    np.testing.assert_array_equal(off, tiny_restorer(loaded.pixels))
+    restored = tiny_restorer.restore_float(loaded.pixels / np.float32(255)) * 255.0
+    expected = project(restored, loaded.pixels, loaded.jpeg_luma.table)
+    np.testing.assert_array_equal(on, np.clip(np.round(expected), 0, 255).astype(np.uint8))
+    assert not np.array_equal(on, off)

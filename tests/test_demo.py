@@ -58,8 +58,9 @@ def test_figure_holds_jpeg_restored_original_and_scores_are_the_protocols(
     assert code == 0, err
     photo = load_photo("astronaut")
     original = cut(photo, square_around(photo.shape, DETAIL_CENTRES["astronaut"], SIZE))
-    jpeg = compress(original, 10)
-    restored = restore(load_restorer(tiny_model_prefix)[0], jpeg)
+    loaded = compress(original, 10)
+    jpeg = loaded.pixels
+    restored = restore(load_restorer(tiny_model_prefix)[0], loaded)
 
     figure = np.asarray(Image.open(out).convert("RGB"))
     assert figure.shape[1] == 3 * SIZE + 4 * PAD  # three panels side by side

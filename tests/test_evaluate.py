@@ -396,3 +396,22 @@ def test_cli_reproduces_published_jpeg_row_classic5(tmp_path, capsys):
         25.21,
     )
     assert row["n_images"] == 5 and row["matches_to_0.01"] is True
+
+
+def test_consistency_projects_each_output_and_never_scores_worse():
+    """With `consistency`, outputs are projected onto what their JPEG allows: never farther from
+    the original than the restorer's own output (up to rounding), and the rows say so."""
+    rng = np.random.default_rng(3)
+
+    def noisy(y):  # a poor restorer: the JPEG plus noise
+        return np.clip(y + rng.normal(0, 6, y.shape), 0, 255).round().astype(np.uint8)
+
+    raw = evaluate_sets(noisy, "n", [("synth", IMAGES)], [10, 50, 90], progress=False)
+    rng = np.random.default_rng(3)
+    kept = evaluate_sets(
+        noisy, "n", [("synth", IMAGES)], [10, 50, 90], progress=False, consistency=True
+    )
+    for a, b in zip(raw["results"], kept["results"]):
+        assert b["consistency"] and "consistency" not in a
+        assert b["psnr"] >= a["psnr"] - 0.01, (a, b)
+    assert kept["results"][-1]["psnr"] > raw["results"][-1]["psnr"] + 1  # QF 90: much closer

@@ -106,6 +106,13 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
         "lose detail)",
     )
     p.add_argument(
+        "--no-consistency",
+        action="store_true",
+        help="write the network's output as it is; by default a JPEG's restored luma keeps each "
+        "DCT coefficient inside the file's quantization interval, which never moves it away "
+        "from the photo before compression",
+    )
+    p.add_argument(
         "--ensemble",
         action="store_true",
         help="restore the 8 flips and rotations of each image and average them: a little "
@@ -196,17 +203,19 @@ class _TileCounter:
         self.bar.update(n)
 
 
-def _restore_with_progress(restorer, loaded, label: str, show: bool) -> np.ndarray:
+def _restore_with_progress(
+    restorer, loaded, label: str, show: bool, consistency: bool = True
+) -> np.ndarray:
     """`restore_image`, with a progress bar over the tiles when there are several."""
     from tqdm import tqdm
 
     n = sum(1 for _ in restorer.tiles(*loaded.pixels.shape[:2]))
     if not show or n <= 1:
-        return restore_image(restorer, loaded)
+        return restore_image(restorer, loaded, consistency)
     with tqdm(total=n, desc=label, unit="tile", leave=False, file=sys.stderr) as bar:
         restorer.progress = _TileCounter(bar, n)
         try:
-            return restore_image(restorer, loaded)
+            return restore_image(restorer, loaded, consistency)
         finally:
             restorer.progress = None
 
@@ -222,7 +231,8 @@ def _restore_file(restorer, path: str, args, show_tiles: bool):
 
     try:
         loaded = load_image(path, max_pixels=args.max_pixels)
-        out = _restore_with_progress(restorer, loaded, Path(path).name, show_tiles)
+        consistency = not getattr(args, "no_consistency", False)
+        out = _restore_with_progress(restorer, loaded, Path(path).name, show_tiles, consistency)
     except ImageLoadError as err:
         raise _FileError(err.reason) from None
     except MemoryError:

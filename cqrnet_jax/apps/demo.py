@@ -50,6 +50,12 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
         "the shipped one); without it such a JPEG is shown unrestored",
     )
     p.add_argument(
+        "--no-consistency",
+        action="store_true",
+        help="show the network's output as it is, without keeping its DCT coefficients inside "
+        "the JPEG's quantization intervals",
+    )
+    p.add_argument(
         "--model",
         default="default",
         help="'default' (shipped), a training workdir or a params prefix",
@@ -92,19 +98,21 @@ def cut(pixels: np.ndarray, box) -> np.ndarray:
     return pixels[top : top + side, left : left + side]
 
 
-def compress(pixels: np.ndarray, quality: int) -> np.ndarray:
-    """Decoded JPEG at `quality`: grey via the protocol's `jpeg_degrade`, colour as PIL's
-    default colour JPEG (IJG tables, 4:2:0 chroma)."""
+def compress(pixels: np.ndarray, quality: int):
+    """The JPEG at `quality`, decoded (`data.io.LoadedImage`): grey via the protocol's
+    `jpeg_encode`, colour as PIL's default colour JPEG (IJG tables, 4:2:0 chroma)."""
     from PIL import Image
 
-    from cqrnet_jax.data.jpeg import check_quality, jpeg_degrade
+    from cqrnet_jax.data.io import load_image_bytes
+    from cqrnet_jax.data.jpeg import check_quality, jpeg_encode
 
     if pixels.ndim == 2:
-        return jpeg_degrade(pixels, quality)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=check_quality(quality))
-    with Image.open(io.BytesIO(buf.getvalue())) as im:
-        return np.asarray(im.convert("RGB"))
+        data = jpeg_encode(pixels, quality)
+    else:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=check_quality(quality))
+        data = buf.getvalue()
+    return load_image_bytes(data, "demo.jpg")
 
 
 def luma(pixels: np.ndarray) -> np.ndarray:
@@ -124,12 +132,10 @@ def scores(image: np.ndarray, original: np.ndarray, detail) -> dict[str, float]:
     return out
 
 
-def restore(restorer, jpeg: np.ndarray) -> np.ndarray:
-    from cqrnet_jax.data.io import LoadedImage
+def restore(restorer, loaded, consistency: bool = True) -> np.ndarray:
     from cqrnet_jax.photo import restore_image
 
-    mode = "L" if jpeg.ndim == 2 else "RGB"
-    return restore_image(restorer, LoadedImage("demo.jpg", jpeg, None, "JPEG", mode))
+    return restore_image(restorer, loaded, consistency)
 
 
 # --- the figure -------------------------------------------------------------------------------
@@ -271,7 +277,8 @@ def run_demo(args) -> int:
     detail = square_around(original.shape, centre, args.crop)
     restorer, meta = load_restorer(args.model)
     label = _model_label(args.model, meta)
-    jpeg = compress(original, args.quality)
+    loaded = compress(original, args.quality)
+    jpeg = loaded.pixels
     limit = restore_limit(meta)
     t0 = time.perf_counter()
     if args.quality > limit and not args.force:
@@ -283,7 +290,7 @@ def run_demo(args) -> int:
         restored, label = jpeg, f"{label} (left alone)"
     else:
         print(f"restoring {args.photo} with the {label} ...", file=sys.stderr, flush=True)
-        restored = restore(restorer, jpeg)
+        restored = restore(restorer, loaded, not args.no_consistency)
     seconds = time.perf_counter() - t0
     s_jpeg, s_out = scores(jpeg, original, detail), scores(restored, original, detail)
     panels = [

@@ -90,6 +90,13 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
         help="score the model at every quality; without it, qualities above the highest the "
         "model is known to improve are scored as the JPEG itself, as deblock leaves such files",
     )
+    p.add_argument(
+        "--no-consistency",
+        action="store_true",
+        help="score the network's output as it is; by default each output is projected onto "
+        "what its JPEG allows (DCT coefficients inside the quantization intervals), as "
+        "deblock does",
+    )
     p.add_argument("--json", metavar="OUT", help="also write results as JSON to OUT")
     p.add_argument("--per-image", action="store_true", help="also print one row per image")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -258,7 +265,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     sets = _load_sets(names, data_dir)
     left_alone = _left_alone(restorer, qualities, args.force)
     scores = evaluate_sets(
-        restorer, model_name, sets, qualities, progress=not args.no_progress, left_alone=left_alone
+        restorer,
+        model_name,
+        sets,
+        qualities,
+        progress=not args.no_progress,
+        left_alone=left_alone,
+        consistency=not args.no_consistency,
     )
     results = compare_published(scores["results"])
     print(format_timing(scores["timing"]), file=sys.stderr)

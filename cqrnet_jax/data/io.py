@@ -22,8 +22,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cqrnet_jax.errors import ConfigError
 
 from .color import rgb_to_y
+from .consistency import JpegLuma, read_jpeg_luma
 
 DEFAULT_MAX_PIXELS = 100_000_000
+_ORIENTATION = 0x0112  # the EXIF orientation tag
 _GREY_MODES = ("1", "L", "LA", "La")
 _RGB_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "P", "PA")
 
@@ -55,6 +57,7 @@ class LoadedImage:
     mode: str  # PIL mode of the file, before any conversion
     quantization: dict[int, list[int]] | None = None  # JPEG tables (PIL `im.quantization`)
     icc_profile: bytes | None = None  # the file's colour profile, when it describes `pixels`
+    jpeg_luma: JpegLuma | None = None  # a JPEG's stored luma and table, for the projection
 
     @property
     def is_grey(self) -> bool:
@@ -158,7 +161,9 @@ def _icc_profile(im: Image.Image, pixels: np.ndarray) -> bytes | None:
     return icc if space == (b"GRAY" if pixels.ndim == 2 else b"RGB ") else None
 
 
-def _decode(im: Image.Image, path: Path) -> LoadedImage:
+def _decode(im: Image.Image, path: Path, source: Path | bytes | None = None) -> LoadedImage:
+    """`LoadedImage` of an opened file; `source` (default `path`) is re-read for a colour JPEG's
+    luma plane."""
     mode, fmt = im.mode, im.format
     quant = getattr(im, "quantization", None) if fmt == "JPEG" else None
     im.load()  # multi-frame files (GIF, APNG, TIFF pages): the first frame
@@ -169,7 +174,17 @@ def _decode(im: Image.Image, path: Path) -> LoadedImage:
             f"{path}: ignoring unreadable EXIF orientation ({_one_line(err)})", stacklevel=3
         )
         upright = im
+    orientation = 1
+    if upright is not im:
+        orientation = int(im.getexif().get(_ORIENTATION, 1) or 1)
+    luma = (
+        read_jpeg_luma(im, path if source is None else source, orientation)
+        if fmt == "JPEG"
+        else None
+    )
     pixels, alpha = _to_uint8(upright)
+    if luma is not None and luma.upright_shape != pixels.shape[:2]:
+        luma = None  # a turn we do not know how to undo
     return LoadedImage(
         path=str(path),
         pixels=np.ascontiguousarray(pixels, dtype=np.uint8),
@@ -178,6 +193,7 @@ def _decode(im: Image.Image, path: Path) -> LoadedImage:
         mode=mode,
         quantization={int(k): [int(x) for x in v] for k, v in quant.items()} if quant else None,
         icc_profile=_icc_profile(im, pixels),
+        jpeg_luma=luma,
     )
 
 
@@ -223,6 +239,28 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     """
     with _opened(Path(path), max_pixels) as im:
         return _decode(im, Path(path))
+
+
+def load_image_bytes(
+    data: bytes, name: str = "<bytes>", *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> LoadedImage:
+    """`load_image` of a file's bytes held in memory; `name` stands for the path in messages."""
+    import io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                _check_size(im, Path(name), max_pixels)
+                return _decode(im, Path(name), source=data)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(name, "not an image file (unknown format or damaged header)") from None
+    except Exception as err:  # PIL plugins raise many kinds of error on corrupt data
+        raise ImageLoadError(
+            name, f"cannot decode image: {_one_line(err) or type(err).__name__}"
+        ) from None
 
 
 def load_luma(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
