@@ -372,3 +372,21 @@ def test_host_device_count():
     assert host_device_count(2, 4) == 2 and host_device_count(16, 4) == 4
     assert host_device_count(1, 4) == 1 and host_device_count(8, 4, divides=6) == 3
     assert host_device_count(4, 4, divides=7) == 1 and host_device_count(2, 4, divides=16) == 2
+
+
+def test_split_host_cores_before_and_after_jax_starts():
+    """With JAX imported but not started, the split makes one CPU device per core; once JAX has
+    started it changes nothing and says so (0). Fresh processes, two cores, no XLA_FLAGS."""
+    import subprocess
+    import sys
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs a CPU of 2 or more cores")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    split = "from cqrnet_jax.devices import split_host_cores\nprint(split_host_cores(2))\n"
+    count = "print(len(jax.devices()))\n"
+    for code, expected in ((split + count, ["2", "2"]), (count + split + count, ["1", "0", "1"])):
+        run = [sys.executable, "-c", "import jax\n" + code]
+        done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == expected, code
