@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cqrnet_jax.inference import to_uint8
+
 # The dihedral group D4 as (quarter turns counter-clockwise, then a left-right flip or not).
 TRANSFORMS = tuple((turns, flip) for flip in (False, True) for turns in range(4))
 
@@ -28,10 +30,6 @@ def untransform(y: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     """The inverse of `transform(., turns, flip)`."""
     out = y[:, ::-1] if flip else y
     return np.ascontiguousarray(np.rot90(out, -turns))
-
-
-def _to_uint8(y: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
 
 
 class _Fraction:
@@ -92,7 +90,7 @@ class SelfEnsemble:
     def restore_batch(self, images: Sequence[np.ndarray], progress=None) -> list[np.ndarray]:
         """Y uint8 images (any sizes) -> restored Y uint8 images, in order."""
         floats = [np.asarray(y, np.float32) / 255.0 for y in images]
-        return [_to_uint8(r) for r in self.restore_float_batch(floats, progress)]
+        return [to_uint8(r) for r in self.restore_float_batch(floats, progress)]
 
     def __call__(self, y_uint8: np.ndarray) -> np.ndarray:
-        return _to_uint8(self.restore_float(np.asarray(y_uint8, np.float32) / 255.0))
+        return to_uint8(self.restore_float(np.asarray(y_uint8, np.float32) / 255.0))

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .data.jpeg import check_quality, jpeg_degrade
 from .metrics import image_metrics
 
-Restorer = Callable[[np.ndarray], np.ndarray]
+RestoreFn = Callable[[np.ndarray], np.ndarray]  # degraded Y uint8 -> restored Y uint8
 ImageSet = tuple[str, Sequence[tuple[str, np.ndarray]]]  # (set name, [(image name, Y uint8)])
 METRICS = ("psnr", "ssim", "psnr_b")
 _DECIMALS = {"psnr": 2, "ssim": 3, "psnr_b": 2}  # as the papers print them
@@ -48,7 +48,7 @@ def identity(y_uint8: np.ndarray) -> np.ndarray:
     return y_uint8
 
 
-def get_restorer(model: str, **how) -> tuple[str, Restorer]:
+def get_restorer(model: str, **how) -> tuple[str, RestoreFn]:
     """(name, restorer) for a `--model` value: "jpeg" (the decoded JPEG itself), "default" (the
     shipped de-blocking model), or a training workdir / exported params prefix. `how` (tile,
     canvas, max_batch, exact_group, devices) chooses how a model runs (`inference.Restorer`);
@@ -85,7 +85,7 @@ def _progress(total: int, desc: str, enabled: bool) -> tqdm:
     )
 
 
-def _restore_all(restorer: Restorer, degraded: list[np.ndarray], bar: tqdm) -> list:
+def _restore_all(restorer: RestoreFn, degraded: list[np.ndarray], bar: tqdm) -> list:
     """The restorer's outputs for all images, through `restore_batch` when it has one."""
     restore_batch = getattr(restorer, "restore_batch", None)
     if restore_batch is not None:
@@ -100,7 +100,7 @@ def _restore_all(restorer: Restorer, degraded: list[np.ndarray], bar: tqdm) -> l
     return outputs
 
 
-def _score(restorer: Restorer, images, quality: int, bar: tqdm) -> tuple[list[dict], dict]:
+def _score(restorer: RestoreFn, images, quality: int, bar: tqdm) -> tuple[list[dict], dict]:
     """Per-image rows {"image", "psnr", "ssim", "psnr_b"} of one set at one quality, and the
     seconds each phase took: {"jpeg_s", "restore_s", "metrics_s"} (wall time; compiles of new
     shapes fall in the phase that meets them)."""
@@ -123,7 +123,7 @@ def _score(restorer: Restorer, images, quality: int, bar: tqdm) -> tuple[list[di
 
 
 def evaluate_sets(
-    restorer: Restorer,
+    restorer: RestoreFn,
     model_name: str,
     sets: Sequence[ImageSet],
     qualities: Sequence[int],

@@ -41,7 +41,8 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _to_uint8(y: np.ndarray) -> np.ndarray:
+def to_uint8(y: np.ndarray) -> np.ndarray:
+    """A restored float image (nominally [0, 1]) as the uint8 image it stands for."""
     return np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -249,10 +250,10 @@ class Restorer:
     def restore_batch(self, images: Sequence[np.ndarray], progress=None) -> list[np.ndarray]:
         """Y uint8 images (any sizes) -> restored Y uint8 images, in order."""
         floats = [np.asarray(y, np.float32) / 255.0 for y in images]
-        return [_to_uint8(r) for r in self.restore_float_batch(floats, progress)]
+        return [to_uint8(r) for r in self.restore_float_batch(floats, progress)]
 
     def __call__(self, y_uint8: np.ndarray) -> np.ndarray:
-        return _to_uint8(self.restore_float(np.asarray(y_uint8, np.float32) / 255.0))
+        return to_uint8(self.restore_float(np.asarray(y_uint8, np.float32) / 255.0))
 
 
 def resolve_model_prefix(spec: str) -> Path:

@@ -90,7 +90,7 @@ def _palette_is_grey(rgb: np.ndarray) -> bool:
     )
 
 
-def _to_uint8(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+def _decoded_pixels(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Decoded PIL image -> (uint8 pixels (H, W) or (H, W, 3), alpha or None)."""
     mode, has_trns = im.mode, "transparency" in im.info
     if mode.startswith("I;16"):  # I;16, I;16L, I;16B, I;16N: unsigned 16-bit
@@ -169,7 +169,7 @@ def _decode(im: Image.Image, path: Path) -> LoadedImage:
             f"{path}: ignoring unreadable EXIF orientation ({_one_line(err)})", stacklevel=3
         )
         upright = im
-    pixels, alpha = _to_uint8(upright)
+    pixels, alpha = _decoded_pixels(upright)
     return LoadedImage(
         path=str(path),
         pixels=np.ascontiguousarray(pixels, dtype=np.uint8),
