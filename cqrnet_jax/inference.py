@@ -22,7 +22,6 @@ import itertools
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -256,18 +255,6 @@ class Restorer:
         return to_uint8(self.restore_float(np.asarray(y_uint8, np.float32) / 255.0))
 
 
-def resolve_model_prefix(spec: str) -> Path:
-    """'default' -> the shipped model; a workdir -> its exported params; else a params prefix."""
-    if spec == "default":
-        return pretrained.shipped("deblock")
-    path = Path(spec)
-    if path.is_dir() and (path / "export" / "deblock.msgpack").is_file():
-        return path / "export" / "deblock"
-    if path.suffix in (".msgpack", ".json"):
-        return path.with_suffix("")
-    return path
-
-
 def load_restorer(
     spec: str = "default",
     *,
@@ -281,7 +268,7 @@ def load_restorer(
     the keywords as `Restorer`'s."""
     from cqrnet_jax.models.build import load_deblock_model
 
-    prefix = resolve_model_prefix(spec)
+    prefix = pretrained.resolve_model_prefix(spec)
     try:
         # float32 and chunked attention whatever the model was trained with (bfloat16 and
         # all-window attention suit a training batch, not a whole photo); params are float32

@@ -21,7 +21,7 @@ from flax import linen as nn
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.jpeg import jpeg_degrade
-from cqrnet_jax.inference import Restorer, balanced_batches, load_restorer, resolve_model_prefix
+from cqrnet_jax.inference import Restorer, balanced_batches, load_restorer
 from cqrnet_jax.models.build import deblock_from_config
 from cqrnet_jax.models.layers import WindowedNonLocal
 
@@ -316,7 +316,7 @@ def test_load_restorer_resolves_every_kind_of_path(saved_model, tiny):
     workdir, prefix = saved_model
     specs = [str(prefix), f"{prefix}.msgpack", f"{prefix}.json", str(workdir)]
     for spec in specs:
-        assert resolve_model_prefix(spec) == prefix
+        assert pretrained.resolve_model_prefix(spec) == prefix
         restorer, meta = load_restorer(spec, tile=48)
         assert meta["kind"] == "deblock" and meta["step"] == 7
         assert restorer.model == tiny[0] and restorer.tile == 48
