@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cqrnet_jax.apps.common import add_model_argument
+
 DEFAULT_OUTPUT = "cqrnet_demo.png"
 # Bundled photos and the (row, column) centre of their zoomed detail, picked by eye.
 DETAIL_CENTRES = {
@@ -49,11 +51,7 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
         help="restore even above the highest quality the model is known to improve (50 for "
         "the shipped one); without it such a JPEG is shown unrestored",
     )
-    p.add_argument(
-        "--model",
-        default="default",
-        help="'default' (shipped), a training workdir or a params prefix",
-    )
+    add_model_argument(p)
     p.add_argument(
         "--photo",
         default="astronaut",
