@@ -297,6 +297,7 @@ def two_local_groups():
     return kwargs, _random_params(abstract, 3, scale=0.05), x
 
 
+@pytest.mark.slow  # ~20 s on 2 busy cores
 def test_scanned_groups_equal_unrolled_groups(two_local_groups):
     """scan_groups=True (with and without remat) computes what the unrolled network computes,
     outputs and gradients, with the unrolled params moved into the stacked layout."""
@@ -329,6 +330,7 @@ def test_dot_product_attention_equals_the_chunked_einsum(two_local_groups):
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
+@pytest.mark.slow  # bfloat16 on 2 busy cores
 def test_bfloat16_network_is_close_to_float32_and_returns_float32(two_local_groups):
     """dtype=bfloat16 computes in bfloat16 and returns float32 output within bfloat16's
     rounding (a few 1e-3 on [0, 1] images) of the float32 network's."""

@@ -18,6 +18,7 @@ import pytest
 import skimage.color
 import skimage.data
 from flax import linen as nn
+from helpers import shared_data_dir
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.jpeg import jpeg_degrade
@@ -76,7 +77,15 @@ def test_model_is_not_the_identity(untiled, photo):
     assert np.mean(np.abs(untiled[0].astype(int) - photo)) > 2
 
 
-@pytest.mark.parametrize("tile, margin", [(32, 16), (48, 32), (64, 16), (80, 32)])
+@pytest.mark.parametrize(
+    "tile, margin",
+    [  # the first two ~12 s each on 2 busy cores; the other two cover both margins
+        pytest.param(32, 16, marks=pytest.mark.slow),
+        pytest.param(48, 32, marks=pytest.mark.slow),
+        (64, 16),
+        (80, 32),
+    ],
+)
 def test_tiled_equals_untiled_within_one_grey_level(tiny, photo, untiled, tile, margin):
     """Tiled restoration of a real JPEG photo equals the whole-image one within one grey level;
     before rounding, within 0.1 level with a 16-pixel margin and 0.001 with 32 (tiles whose
@@ -293,7 +302,14 @@ def test_sizes_many_images_share_get_programs_of_their_own(tiny, photos, whole_r
     np.testing.assert_array_equal(got[3], canvas[1])
 
 
-@pytest.mark.parametrize("mode", [dict(), dict(tile=64, margin=16), dict(canvas=32, max_batch=2)])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        dict(),
+        pytest.param(dict(tile=64, margin=16), marks=pytest.mark.slow),  # ~40 s on 2 busy cores
+        pytest.param(dict(canvas=32, max_batch=2), marks=pytest.mark.slow),  # ~15 s
+    ],
+)
 def test_several_devices_give_each_image_its_own_result_in_order(tiny, photos, mode):
     """Jobs spread over several devices (here the one CPU device listed three times: the
     dispatch-ahead and collection order are what is tested) give every image, tile and batch
@@ -334,11 +350,10 @@ def test_load_restorer_on_a_missing_model_names_the_path(tmp_path):
 def test_canvas_agrees_with_whole_image_on_classic5_with_the_shipped_model():
     """Canvas evaluation (step 48, the CLI default) of the shipped model on Classic5 at QF 10
     gives the whole-image mean PSNR within 0.01 dB (benchmarks/canvas_eval.py: all sets)."""
-    from cqrnet_jax.data.datasets import DATA_DIR_ENV, load_eval_set
+    from cqrnet_jax.data.datasets import load_eval_set
     from cqrnet_jax.evaluate import evaluate_sets
 
-    if not os.environ.get(DATA_DIR_ENV):
-        pytest.skip(f"set {DATA_DIR_ENV} to the shared data folder")
+    shared_data_dir("Classic5")
     sets = [("Classic5", load_eval_set("Classic5"))]
     whole, _ = load_restorer("default")
     canvas = Restorer(whole.model, whole.variables, canvas=48)

@@ -76,6 +76,7 @@ def _max_abs_diff(a, b):
 # --- learning -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~20 s on 2 busy cores; the de-blocker's twin in test_deblock_task.py is fast
 def test_loss_goes_down_on_a_fixed_batch(ranker_config):
     """A few jitted Adam steps of train_step on one repeated batch clearly lower the loss."""
     config = _smoke(ranker_config, **{"optim.learning_rate": 1e-3})
@@ -531,6 +532,7 @@ def _one_step(task, config, batch, train_options):
     return jax.device_get(state), jax.device_get(metrics), timing, printed.getvalue()
 
 
+@pytest.mark.slow  # two step compiles: ~20 s on 2 busy cores
 def test_cpu_train_options_change_the_kernels_not_the_step(ranker_config, monkeypatch):
     """On a CPU the train step compiles with `devices.CPU_COMPILER_OPTIONS["train"]` (YNNPACK's
     convolutions off: benchmarks/cpu_compiler_options.py), recorded in timing.json's record; its
@@ -591,6 +593,7 @@ def test_main_trains_the_smoke_preset_and_prints_progress(tmp_path, compile_cach
         assert timing["devices"] == host_device_count(host_cores(), MAX_HOST_DEVICES, 4)
 
 
+@pytest.mark.slow  # ~15 s on 2 busy cores
 def test_blind_preset_adds_the_cross_image_term(ranker_config):
     """`:smoke,blind` = the paper's same-crop loss + 1.0 x the cross-image ranking loss."""
     from cqrnet_jax.losses import cross_image_ranking_loss, margin_ranking_loss
@@ -657,6 +660,7 @@ def _logged(workdir, key):
         return {r["step"]: r[key] for r in map(json.loads, f) if key in r}
 
 
+@pytest.mark.slow  # a training run: ~30 s on 2 busy cores
 def test_init_from_continues_the_schedule_step_for_step(ranker_config, tmp_path):
     """A run continued from an export at step K applies, step for step, the learning rate of an
     uninterrupted run (warm-up and cosine do not restart), and logs the rate its optimizer
