@@ -22,7 +22,7 @@ from helpers import shared_data_dir
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.jpeg import jpeg_degrade
-from cqrnet_jax.inference import Restorer, balanced_batches, load_restorer
+from cqrnet_jax.inference import Restorer, balanced_batches, load_restorer, to_uint8
 from cqrnet_jax.models.build import deblock_from_config
 from cqrnet_jax.models.layers import WindowedNonLocal
 
@@ -123,12 +123,15 @@ def test_tiles_partition_the_image(tiny, h, w, tile, margin):
     np.testing.assert_array_equal(count, 1)
 
 
-def test_call_returns_uint8_of_the_same_shape(tiny):
-    """Restorer(...)(y) maps (H, W) uint8 to (H, W) uint8, for odd sizes and in tiles too."""
+def test_uint8_result_is_the_float_one_rounded_and_one_tile_is_the_whole_image(tiny):
+    """Restorer(...)(y) on an odd-sized uint8 image is its float restoration rounded to uint8;
+    tiles whose input boxes each span the whole image give exactly the whole-image result."""
     y = np.random.default_rng(1).integers(0, 256, (23, 31), dtype=np.uint8)
-    for tile in (0, 16):
-        out = Restorer(*tiny, tile=tile, margin=16)(y)  # every input box is the whole image
-        assert out.dtype == np.uint8 and out.shape == y.shape
+    whole = Restorer(*tiny)
+    expected = to_uint8(whole.restore_float(y.astype(np.float32) / 255.0))
+    assert np.mean(np.abs(expected.astype(int) - y)) > 2  # the model changes the image
+    for restorer in (whole, Restorer(*tiny, tile=16, margin=16)):
+        np.testing.assert_array_equal(restorer(y), expected)
 
 
 @pytest.mark.slow
