@@ -262,8 +262,8 @@ def versus_torch(quick: bool) -> dict:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from torch_twin import check_equal, from_flax
 
-    from cqrnet_jax.inference import resolve_model_prefix
     from cqrnet_jax.models.build import load_deblock_model
+    from cqrnet_jax.pretrained import resolve_model_prefix
 
     model, variables, meta = load_deblock_model(resolve_model_prefix("default"), "float32")
     net = from_flax(variables["params"], meta["model"]).to(memory_format=torch.channels_last)

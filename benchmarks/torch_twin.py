@@ -241,8 +241,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="default", help="'default' or a params prefix / workdir")
     args = p.parse_args(argv)
-    from cqrnet_jax.inference import resolve_model_prefix
     from cqrnet_jax.models.build import load_deblock_model
+    from cqrnet_jax.pretrained import resolve_model_prefix
 
     model, variables, meta = load_deblock_model(resolve_model_prefix(args.model), "float32")
     net = from_flax(variables["params"], meta["model"]).eval()

@@ -66,9 +66,11 @@ def split_host_cores(max_devices: int = MAX_HOST_DEVICES, divides: int | None = 
     if _FLAG in flags or count < 2:
         return 0
     if "jax" in sys.modules:
-        from jax._src import xla_bridge
+        import jax
 
-        if xla_bridge.backends_are_initialized():
+        try:  # JAX refuses the count once its backends have started
+            jax.config.update("jax_num_cpu_devices", count)
+        except RuntimeError:
             return 0
     os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count}".strip()
     return count

@@ -14,24 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# The dihedral group D4 as (quarter turns counter-clockwise, then a left-right flip or not).
-TRANSFORMS = tuple((turns, flip) for flip in (False, True) for turns in range(4))
-
-
-def transform(y: np.ndarray, turns: int, flip: bool) -> np.ndarray:
-    """`y` (H, W) turned `turns` quarter turns counter-clockwise, then flipped left-right."""
-    out = np.rot90(y, turns)
-    return np.ascontiguousarray(out[:, ::-1] if flip else out)
-
-
-def untransform(y: np.ndarray, turns: int, flip: bool) -> np.ndarray:
-    """The inverse of `transform(., turns, flip)`."""
-    out = y[:, ::-1] if flip else y
-    return np.ascontiguousarray(np.rot90(out, -turns))
-
-
-def _to_uint8(y: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
+from cqrnet_jax.data.dihedral import NUM_TRANSFORMS, dihedral, undo_dihedral
+from cqrnet_jax.inference import to_uint8
 
 
 class _Fraction:
@@ -63,36 +47,36 @@ class SelfEnsemble:
 
     def tiles(self, h: int, w: int):
         """The wrapped restorer's tiles of the 8 passes, each pass on its transformed image."""
-        for turns, _ in TRANSFORMS:
-            yield from self.restorer.tiles(*((w, h) if turns % 2 else (h, w)))
+        for index in range(NUM_TRANSFORMS):
+            yield from self.restorer.tiles(*((w, h) if index % 2 else (h, w)))
 
     def restore_float(self, y, progress=None) -> np.ndarray:
         """Float (H, W) in [0, 1] -> the mean restored float (H, W), unclipped."""
         progress = self.progress if progress is None else progress
         y = np.asarray(y, np.float32)
         total = np.zeros(y.shape, np.float64)
-        for turns, flip in TRANSFORMS:
-            out = self.restorer.restore_float(transform(y, turns, flip), progress)
-            total += untransform(np.asarray(out), turns, flip)
-        return (total / len(TRANSFORMS)).astype(np.float32)
+        for index in range(NUM_TRANSFORMS):
+            out = self.restorer.restore_float(dihedral(y, index), progress)
+            total += undo_dihedral(np.asarray(out), index)
+        return (total / NUM_TRANSFORMS).astype(np.float32)
 
     def restore_float_batch(self, images: Sequence, progress=None) -> list[np.ndarray]:
         """`restore_float` of each image; each pass hands all images to the wrapped restorer's
         `restore_float_batch`, so canvases still batch."""
         progress = self.progress if progress is None else progress
-        part = None if progress is None else _Fraction(progress, len(TRANSFORMS))
+        part = None if progress is None else _Fraction(progress, NUM_TRANSFORMS)
         images = [np.asarray(y, np.float32) for y in images]
         totals = [np.zeros(y.shape, np.float64) for y in images]
-        for turns, flip in TRANSFORMS:
-            moved = [transform(y, turns, flip) for y in images]
+        for index in range(NUM_TRANSFORMS):
+            moved = [dihedral(y, index) for y in images]
             for total, out in zip(totals, self.restorer.restore_float_batch(moved, part)):
-                total += untransform(np.asarray(out), turns, flip)
-        return [(total / len(TRANSFORMS)).astype(np.float32) for total in totals]
+                total += undo_dihedral(np.asarray(out), index)
+        return [(total / NUM_TRANSFORMS).astype(np.float32) for total in totals]
 
     def restore_batch(self, images: Sequence[np.ndarray], progress=None) -> list[np.ndarray]:
         """Y uint8 images (any sizes) -> restored Y uint8 images, in order."""
         floats = [np.asarray(y, np.float32) / 255.0 for y in images]
-        return [_to_uint8(r) for r in self.restore_float_batch(floats, progress)]
+        return [to_uint8(r) for r in self.restore_float_batch(floats, progress)]
 
     def __call__(self, y_uint8: np.ndarray) -> np.ndarray:
-        return _to_uint8(self.restore_float(np.asarray(y_uint8, np.float32) / 255.0))
+        return to_uint8(self.restore_float(np.asarray(y_uint8, np.float32) / 255.0))

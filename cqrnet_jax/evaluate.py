@@ -22,7 +22,7 @@ from .data.consistency import project
 from .data.jpeg import check_quality, ijg_luma_table, jpeg_degrade
 from .metrics import image_metrics
 
-Restorer = Callable[[np.ndarray], np.ndarray]
+RestoreFn = Callable[[np.ndarray], np.ndarray]  # degraded Y uint8 -> restored Y uint8
 ImageSet = tuple[str, Sequence[tuple[str, np.ndarray]]]  # (set name, [(image name, Y uint8)])
 METRICS = ("psnr", "ssim", "psnr_b")
 _DECIMALS = {"psnr": 2, "ssim": 3, "psnr_b": 2}  # as the papers print them
@@ -49,7 +49,7 @@ def identity(y_uint8: np.ndarray) -> np.ndarray:
     return y_uint8
 
 
-def get_restorer(model: str, **how) -> tuple[str, Restorer]:
+def get_restorer(model: str, **how) -> tuple[str, RestoreFn]:
     """(name, restorer) for a `--model` value: "jpeg" (the decoded JPEG itself), "default" (the
     shipped de-blocking model), or a training workdir / exported params prefix. `how` (tile,
     canvas, max_batch, exact_group, devices) chooses how a model runs (`inference.Restorer`);
@@ -90,7 +90,7 @@ def _to_uint8_levels(y: np.ndarray) -> np.ndarray:
     return np.clip(np.round(y), 0, 255).astype(np.uint8)
 
 
-def _restore_all(restorer: Restorer, degraded: list[np.ndarray], bar: tqdm, table=None) -> list:
+def _restore_all(restorer: RestoreFn, degraded: list[np.ndarray], bar: tqdm, table=None) -> list:
     """The restorer's outputs for all images, through `restore_batch` when it has one. With
     `table` (the JPEGs' luma quantization table), each output is projected onto the set of
     images that JPEG allows (`data.consistency.project`), from the float output where the
@@ -118,7 +118,7 @@ def _restore_all(restorer: Restorer, degraded: list[np.ndarray], bar: tqdm, tabl
 
 
 def _score(
-    restorer: Restorer, images, quality: int, bar: tqdm, consistency: bool = False
+    restorer: RestoreFn, images, quality: int, bar: tqdm, consistency: bool = False
 ) -> tuple[list[dict], dict]:
     """Per-image rows {"image", "psnr", "ssim", "psnr_b"} of one set at one quality (with
     `consistency`, outputs projected onto what each JPEG allows), and the
@@ -144,7 +144,7 @@ def _score(
 
 
 def evaluate_sets(
-    restorer: Restorer,
+    restorer: RestoreFn,
     model_name: str,
     sets: Sequence[ImageSet],
     qualities: Sequence[int],

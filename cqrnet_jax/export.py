@@ -40,18 +40,9 @@ class ExportError(ValueError):
 def load_model(what: str, spec: str):
     """(flax module, variables, meta) of the shipped model, a workdir's export or a prefix."""
     from cqrnet_jax import pretrained
-    from cqrnet_jax.inference import resolve_model_prefix
     from cqrnet_jax.models.build import NotAModelError, load_deblock_model, load_ranker_model
 
-    if what == "deblock":
-        prefix = resolve_model_prefix(spec)
-    elif spec == "default":
-        prefix = pretrained.shipped(pretrained.ESTIMATOR)
-    else:
-        path = Path(spec)
-        workdir_export = path / "export" / "ranker"
-        is_workdir = path.is_dir() and workdir_export.with_suffix(".msgpack").is_file()
-        prefix = workdir_export if is_workdir else path.with_suffix("")
+    prefix = pretrained.resolve_model_prefix(spec, what)
     load = load_deblock_model if what == "deblock" else load_ranker_model
     try:
         return load(prefix)

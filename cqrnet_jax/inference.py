@@ -22,7 +22,6 @@ import itertools
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -41,7 +40,8 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _to_uint8(y: np.ndarray) -> np.ndarray:
+def to_uint8(y: np.ndarray) -> np.ndarray:
+    """A restored float image (nominally [0, 1]) as the uint8 image it stands for."""
     return np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -249,22 +249,10 @@ class Restorer:
     def restore_batch(self, images: Sequence[np.ndarray], progress=None) -> list[np.ndarray]:
         """Y uint8 images (any sizes) -> restored Y uint8 images, in order."""
         floats = [np.asarray(y, np.float32) / 255.0 for y in images]
-        return [_to_uint8(r) for r in self.restore_float_batch(floats, progress)]
+        return [to_uint8(r) for r in self.restore_float_batch(floats, progress)]
 
     def __call__(self, y_uint8: np.ndarray) -> np.ndarray:
-        return _to_uint8(self.restore_float(np.asarray(y_uint8, np.float32) / 255.0))
-
-
-def resolve_model_prefix(spec: str) -> Path:
-    """'default' -> the shipped model; a workdir -> its exported params; else a params prefix."""
-    if spec == "default":
-        return pretrained.shipped("deblock")
-    path = Path(spec)
-    if path.is_dir() and (path / "export" / "deblock.msgpack").is_file():
-        return path / "export" / "deblock"
-    if path.suffix in (".msgpack", ".json"):
-        return path.with_suffix("")
-    return path
+        return to_uint8(self.restore_float(np.asarray(y_uint8, np.float32) / 255.0))
 
 
 def load_restorer(
@@ -280,7 +268,7 @@ def load_restorer(
     the keywords as `Restorer`'s."""
     from cqrnet_jax.models.build import load_deblock_model
 
-    prefix = resolve_model_prefix(spec)
+    prefix = pretrained.resolve_model_prefix(spec)
     try:
         # float32 and chunked attention whatever the model was trained with (bfloat16 and
         # all-window attention suit a training batch, not a whole photo); params are float32

@@ -11,6 +11,7 @@ cost (`benchmarks/chroma.py`, numbers in docs/method.md "Colour images").
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
 from cqrnet_jax.data.consistency import JpegLuma, project_upright
@@ -21,16 +22,12 @@ CHROMA_EPS = 1e-4
 
 
 def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
-    """Mean of `x` (H, W) over (2r+1)² windows, each window clipped to the image."""
-    out = np.asarray(x, np.float64)
-    for axis in (0, 1):
-        out = np.moveaxis(out, axis, 0)
-        n = out.shape[0]
-        csum = np.concatenate([np.zeros((1, *out.shape[1:])), np.cumsum(out, axis=0)])
-        i = np.arange(n)
-        lo, hi = np.clip(i - radius, 0, n), np.clip(i + radius + 1, 0, n)
-        out = np.moveaxis((csum[hi] - csum[lo]) / (hi - lo)[:, None], 0, axis)
-    return out
+    """Mean of `x` (H, W) over (2r+1)² windows, each window clipped to the image: the
+    zero-padded box filter divided by the fraction of each window inside the image."""
+    size = 2 * radius + 1
+    x = np.asarray(x, np.float64)
+    inside = [ndimage.uniform_filter1d(np.ones(n), size, mode="constant") for n in x.shape]
+    return ndimage.uniform_filter(x, size, mode="constant") / np.outer(*inside)
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:

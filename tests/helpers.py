@@ -11,10 +11,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 import skimage.data
 from PIL import Image
 
 from cqrnet_jax.apps.cli import main
+from cqrnet_jax.data.datasets import DATA_DIR_ENV
 
 
 def photo(h=48, w=64, colour=True, seed=0):
@@ -88,3 +90,15 @@ def cached_compile_env(cache_dir: str) -> dict:
     env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return env
+
+
+def shared_data_dir(*folders: str) -> Path:
+    """The data folder CQRNET_DATA_DIR names, or a skip saying so (in pytest's summary: -rs) when
+    it is unset or lacks one of `folders`."""
+    root = os.environ.get(DATA_DIR_ENV)
+    if not root:
+        pytest.skip(f"needs {DATA_DIR_ENV}: the evaluation sets (cqrnet-jax fetch-data)")
+    missing = [f for f in folders if not (Path(root) / f).is_dir()]
+    if missing:
+        pytest.skip(f"needs {DATA_DIR_ENV} with {', '.join(missing)}: {root} lacks it")
+    return Path(root)

@@ -6,11 +6,11 @@ The `test_shared_*` tests need the real sets: run with CQRNET_DATA_DIR=/work/sha
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import shared_data_dir
 from PIL import Image
 
 from cqrnet_jax.data import (
@@ -27,18 +27,6 @@ from cqrnet_jax.data import (
     resolve_data_dir,
 )
 from cqrnet_jax.data.datasets import CONFIG_FLAG
-
-
-def _shared_data_dir() -> Path:
-    root = os.environ.get(DATA_DIR_ENV)
-    if (
-        not root
-        or not (Path(root) / "LIVE1_gray").is_dir()
-        or not (Path(root) / "BSDS500").is_dir()
-    ):
-        pytest.skip(f"set {DATA_DIR_ENV} to the shared data folder to run the full-data tests")
-    return Path(root)
-
 
 # --- resolve_data_dir -------------------------------------------------------------------------
 
@@ -140,7 +128,7 @@ def test_builtin_photos_are_real_y_images():
 
 
 def test_shared_eval_sets_sizes():
-    root = _shared_data_dir()
+    root = shared_data_dir("LIVE1_gray", "BSDS500")
     classic5 = load_eval_set("Classic5", root)
     assert [n for n, _ in classic5] == ["baboon", "barbara", "boats", "lena", "peppers"]
     assert all(y.shape == (512, 512) and y.dtype == np.uint8 for _, y in classic5)
@@ -152,7 +140,7 @@ def test_shared_eval_sets_sizes():
 
 
 def test_shared_live1_y_matches_live1_gray():
-    root = _shared_data_dir()
+    root = shared_data_dir("LIVE1_gray", "BSDS500")
     live1 = load_eval_set("LIVE1", root)
     assert len(live1) == 29
     for name, y in live1:
@@ -162,7 +150,7 @@ def test_shared_live1_y_matches_live1_gray():
 
 
 def test_shared_train_list():
-    root = _shared_data_dir()
+    root = shared_data_dir("LIVE1_gray", "BSDS500")
     files = list_train_images(root)
     assert len(files) == 400 and files == sorted(files)
     assert TRAIN_SETS == ("BSDS500/train", "BSDS500/val", "Urban100_gray")

@@ -218,6 +218,7 @@ def _run(config, workdir):
     return jax.device_get(state), out.getvalue()
 
 
+@pytest.mark.slow  # two training runs: ~25 s on 2 busy cores
 def test_run_exports_deblock_params_and_resumes(deblock_config, ranker_prefix, tmp_path):
     """train_and_evaluate writes export/deblock.{msgpack,json} (params only; meta kind 'deblock',
     the model config, step, ranker); rerun with more steps it resumes and re-exports."""
@@ -290,6 +291,7 @@ def _losses(task, config, state, batch, mesh, steps):
     return losses, jax.device_get(state)
 
 
+@pytest.mark.slow  # bfloat16 and float32 training runs: ~30 s on 2 busy cores
 def test_bfloat16_training_follows_float32(setup, deblock_config, ranker_prefix):
     """model.dtype=bfloat16 computes the de-blocker and the ranker inside the loss in bfloat16
     and keeps parameters, optimizer state and losses in float32; over 8 steps from the same
@@ -318,6 +320,7 @@ def test_bfloat16_training_follows_float32(setup, deblock_config, ranker_prefix)
     assert b16[-1] < 0.8 * b16[0] and f32[-1] < 0.8 * f32[0]
 
 
+@pytest.mark.slow  # ~15 s on 2 busy cores
 def test_ranker_variables_are_arguments_of_the_step(setup):
     """The guiding ranker's variables enter the compiled step as an argument: one compiled
     program scores with whatever ranker it is given (the loss changes with them, no recompile),

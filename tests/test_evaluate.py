@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import shared_data_dir
 from PIL import Image
 
 from cqrnet_jax.apps import cli
@@ -260,7 +261,6 @@ def test_cli_scores_qualities_above_the_models_limit_as_the_jpeg(
 def test_cli_splits_the_cpu_into_devices_and_scores_the_same(data_dir, tiny_model_prefix, tmp_path):
     """In a fresh process on a CPU of 2+ cores, `evaluate` runs on one device per core (up to
     4; --parallel 1: one) and scores exactly what one device does."""
-    import os
     import subprocess
     import sys
 
@@ -383,9 +383,7 @@ def test_cli_no_data_dir_and_a_named_set_is_an_error(monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_cli_reproduces_published_jpeg_row_classic5(tmp_path, capsys):
-    root = os.environ.get(datasets.DATA_DIR_ENV)
-    if not root or not (Path(root) / "Classic5").is_dir():
-        pytest.skip(f"set {datasets.DATA_DIR_ENV} to the shared data folder")
+    shared_data_dir("Classic5")
     out = tmp_path / "c5.json"
     argv = ["evaluate", "--model", "jpeg", "--datasets", "Classic5", "--qualities", "10"]
     assert cli.main([*argv, "--json", str(out), "--no-progress"]) == 0

@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import shared_data_dir
 from PIL import Image
 
 from cqrnet_jax.apps.cli import main
 from cqrnet_jax.data import fetch
-from cqrnet_jax.data.datasets import DATA_DIR_ENV
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _shared_data_dir() -> Path:
-    root = os.environ.get(DATA_DIR_ENV)
-    if not root or not (Path(root) / "Classic5").is_dir():
-        pytest.skip(f"set {DATA_DIR_ENV} to the shared data folder to copy from it")
-    return Path(root)
 
 
 def _sha(data: bytes) -> str:
@@ -198,7 +190,7 @@ def test_verify_names_each_missing_or_wrong_file(tiny_layout, tmp_path, capsys):
 def test_from_dir_copies_a_local_copy_shared(tmp_path, capsys):
     """Classic5 copied from the shared data folder: byte for byte, checked, and `--verify` then
     passes; a second run fetches nothing."""
-    root = _shared_data_dir()
+    root = shared_data_dir("Classic5")
     out = tmp_path / "data"
     argv = ["fetch-data", "--out", str(out), "--from-dir", str(root), "--sets", "classic5"]
     assert main(argv) == 0
@@ -212,6 +204,6 @@ def test_from_dir_copies_a_local_copy_shared(tmp_path, capsys):
 
 
 def test_the_shared_folder_verifies_shared(capsys):
-    root = _shared_data_dir()
+    root = shared_data_dir("Classic5")
     assert main(["fetch-data", "--verify", str(root)]) == 0
     assert capsys.readouterr().out == "763 files ok\n"

@@ -18,10 +18,11 @@ import pytest
 import skimage.color
 import skimage.data
 from flax import linen as nn
+from helpers import shared_data_dir
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.jpeg import jpeg_degrade
-from cqrnet_jax.inference import Restorer, balanced_batches, load_restorer, resolve_model_prefix
+from cqrnet_jax.inference import Restorer, balanced_batches, load_restorer, to_uint8
 from cqrnet_jax.models.build import deblock_from_config
 from cqrnet_jax.models.layers import WindowedNonLocal
 
@@ -76,7 +77,15 @@ def test_model_is_not_the_identity(untiled, photo):
     assert np.mean(np.abs(untiled[0].astype(int) - photo)) > 2
 
 
-@pytest.mark.parametrize("tile, margin", [(32, 16), (48, 32), (64, 16), (80, 32)])
+@pytest.mark.parametrize(
+    "tile, margin",
+    [  # the first two ~12 s each on 2 busy cores; the other two cover both margins
+        pytest.param(32, 16, marks=pytest.mark.slow),
+        pytest.param(48, 32, marks=pytest.mark.slow),
+        (64, 16),
+        (80, 32),
+    ],
+)
 def test_tiled_equals_untiled_within_one_grey_level(tiny, photo, untiled, tile, margin):
     """Tiled restoration of a real JPEG photo equals the whole-image one within one grey level;
     before rounding, within 0.1 level with a 16-pixel margin and 0.001 with 32 (tiles whose
@@ -114,12 +123,15 @@ def test_tiles_partition_the_image(tiny, h, w, tile, margin):
     np.testing.assert_array_equal(count, 1)
 
 
-def test_call_returns_uint8_of_the_same_shape(tiny):
-    """Restorer(...)(y) maps (H, W) uint8 to (H, W) uint8, for odd sizes and in tiles too."""
+def test_uint8_result_is_the_float_one_rounded_and_one_tile_is_the_whole_image(tiny):
+    """Restorer(...)(y) on an odd-sized uint8 image is its float restoration rounded to uint8;
+    tiles whose input boxes each span the whole image give exactly the whole-image result."""
     y = np.random.default_rng(1).integers(0, 256, (23, 31), dtype=np.uint8)
-    for tile in (0, 16):
-        out = Restorer(*tiny, tile=tile, margin=16)(y)  # every input box is the whole image
-        assert out.dtype == np.uint8 and out.shape == y.shape
+    whole = Restorer(*tiny)
+    expected = to_uint8(whole.restore_float(y.astype(np.float32) / 255.0))
+    assert np.mean(np.abs(expected.astype(int) - y)) > 2  # the model changes the image
+    for restorer in (whole, Restorer(*tiny, tile=16, margin=16)):
+        np.testing.assert_array_equal(restorer(y), expected)
 
 
 @pytest.mark.slow
@@ -293,7 +305,14 @@ def test_sizes_many_images_share_get_programs_of_their_own(tiny, photos, whole_r
     np.testing.assert_array_equal(got[3], canvas[1])
 
 
-@pytest.mark.parametrize("mode", [dict(), dict(tile=64, margin=16), dict(canvas=32, max_batch=2)])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        dict(),
+        pytest.param(dict(tile=64, margin=16), marks=pytest.mark.slow),  # ~40 s on 2 busy cores
+        pytest.param(dict(canvas=32, max_batch=2), marks=pytest.mark.slow),  # ~15 s
+    ],
+)
 def test_several_devices_give_each_image_its_own_result_in_order(tiny, photos, mode):
     """Jobs spread over several devices (here the one CPU device listed three times: the
     dispatch-ahead and collection order are what is tested) give every image, tile and batch
@@ -316,7 +335,7 @@ def test_load_restorer_resolves_every_kind_of_path(saved_model, tiny):
     workdir, prefix = saved_model
     specs = [str(prefix), f"{prefix}.msgpack", f"{prefix}.json", str(workdir)]
     for spec in specs:
-        assert resolve_model_prefix(spec) == prefix
+        assert pretrained.resolve_model_prefix(spec) == prefix
         restorer, meta = load_restorer(spec, tile=48)
         assert meta["kind"] == "deblock" and meta["step"] == 7
         assert restorer.model == tiny[0] and restorer.tile == 48
@@ -334,11 +353,10 @@ def test_load_restorer_on_a_missing_model_names_the_path(tmp_path):
 def test_canvas_agrees_with_whole_image_on_classic5_with_the_shipped_model():
     """Canvas evaluation (step 48, the CLI default) of the shipped model on Classic5 at QF 10
     gives the whole-image mean PSNR within 0.01 dB (benchmarks/canvas_eval.py: all sets)."""
-    from cqrnet_jax.data.datasets import DATA_DIR_ENV, load_eval_set
+    from cqrnet_jax.data.datasets import load_eval_set
     from cqrnet_jax.evaluate import evaluate_sets
 
-    if not os.environ.get(DATA_DIR_ENV):
-        pytest.skip(f"set {DATA_DIR_ENV} to the shared data folder")
+    shared_data_dir("Classic5")
     sets = [("Classic5", load_eval_set("Classic5"))]
     whole, _ = load_restorer("default")
     canvas = Restorer(whole.model, whole.variables, canvas=48)
@@ -372,3 +390,21 @@ def test_host_device_count():
     assert host_device_count(2, 4) == 2 and host_device_count(16, 4) == 4
     assert host_device_count(1, 4) == 1 and host_device_count(8, 4, divides=6) == 3
     assert host_device_count(4, 4, divides=7) == 1 and host_device_count(2, 4, divides=16) == 2
+
+
+def test_split_host_cores_before_and_after_jax_starts():
+    """With JAX imported but not started, the split makes one CPU device per core; once JAX has
+    started it changes nothing and says so (0). Fresh processes, two cores, no XLA_FLAGS."""
+    import subprocess
+    import sys
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs a CPU of 2 or more cores")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    split = "from cqrnet_jax.devices import split_host_cores\nprint(split_host_cores(2))\n"
+    count = "print(len(jax.devices()))\n"
+    for code, expected in ((split + count, ["2", "2"]), (count + split + count, ["1", "0", "1"])):
+        run = [sys.executable, "-c", "import jax\n" + code]
+        done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == expected, code

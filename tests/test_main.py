@@ -155,6 +155,7 @@ def _deblock_with_eval(deblock_config, monkeypatch):
     return config
 
 
+@pytest.mark.slow  # a training run: ~20 s on 2 busy cores
 def test_evaluation_is_off_without_a_data_directory(deblock_config, tmp_path, monkeypatch, capsys):
     """Training on one's own photos with no data directory at all: evaluation (monitoring only)
     is turned off with one line, before compiling, and the run goes on."""
@@ -274,6 +275,7 @@ def _interrupt_at(monkeypatch, step: int, action):
     monkeypatch.setattr(loop, "_due", due)
 
 
+@pytest.mark.slow  # training runs: ~15 s on 2 busy cores
 def test_ctrl_c_saves_the_next_step_and_says_where_to_resume(
     ranker_config, tmp_path, monkeypatch, capsys
 ):

@@ -6,6 +6,7 @@ dry run of that line shows it would add nothing else to this (CI's) environment.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -41,6 +42,32 @@ def test_notebooks_are_what_build_py_writes():
         nb = nbformat.reads(on_disk, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_notebook_code_compiles_and_its_package_imports_exist():
+    """What a reader running a notebook would hit first, checked without running it (the runs
+    below are slow): each code cell is valid Python, and every name a cell imports from the
+    package exists (a rename that misses the notebooks fails here)."""
+    for path in sorted(FOLDER.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+            tree = ast.parse(cell.source, f"{path.name} cell {i}")  # raises on a syntax error
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cqrnet_"):
+                    module = importlib.import_module(node.module)
+                    missing = [a.name for a in node.names if not _has(module, a.name)]
+                    assert not missing, f"{path.name} cell {i}: {node.module} has no {missing}"
+                elif isinstance(node, ast.Import):
+                    for alias in node.names:
+                        if alias.name.startswith("cqrnet_"):
+                            importlib.import_module(alias.name)
+
+
+def _has(module, name: str) -> bool:
+    """`from module import name` works: an attribute or a submodule."""
+    return (
+        hasattr(module, name) or importlib.util.find_spec(f"{module.__name__}.{name}") is not None
+    )
 
 
 def _installed_here():

@@ -36,11 +36,15 @@ def _loaded(pixels, alpha=None) -> LoadedImage:
     return LoadedImage(path="x.jpg", pixels=pixels, alpha=alpha, format="JPEG", mode="RGB")
 
 
-def test_box_mean_equals_a_loop_over_clipped_windows():
-    x = np.random.default_rng(0).random((7, 9))
-    got = box_mean(x, 2)
+@pytest.mark.parametrize("shape, r", [((7, 9), 2), ((7, 9), 0), ((3, 40), 5), ((1, 1), 3)])
+def test_box_mean_equals_a_loop_over_clipped_windows(shape, r):
+    """Every window clipped to the image, at the edges and where it is wider than the image."""
+    x = np.random.default_rng(0).random(shape)
+    got = box_mean(x, r)
+    h, w = shape
     want = [
-        [x[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3].mean() for j in range(9)] for i in range(7)
+        [x[max(i - r, 0) : i + r + 1, max(j - r, 0) : j + r + 1].mean() for j in range(w)]
+        for i in range(h)
     ]
     np.testing.assert_allclose(got, want, rtol=1e-12)
 

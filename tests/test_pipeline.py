@@ -10,9 +10,10 @@ import pytest
 import skimage.data
 
 from cqrnet_jax.config_base import train_defaults
+from cqrnet_jax.data.dihedral import dihedral, undo_dihedral
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.data.pipeline import execute_plan_numpy, make_batches, numpy_batches
-from cqrnet_jax.data.plans import PlanSampler, dihedral, quality_levels
+from cqrnet_jax.data.plans import PlanSampler, quality_levels
 
 LEVELS = quality_levels(1, 30, 3)
 KEYS = ("degraded", "clean", "quality", "label")
@@ -116,15 +117,19 @@ def test_crops_lie_inside_their_image():
         assert set(plan["transform"].tolist()) <= set(range(8))
 
 
-def test_dihedral_gives_the_eight_distinct_transforms():
-    """dihedral(x, 0..7) is the identity, the rotations and the mirrored rotations: 8 distinct."""
+def test_dihedral_gives_the_eight_distinct_transforms_and_undoes_them():
+    """dihedral(x, 0..7) is the identity, the rotations and the mirrored rotations: 8 distinct;
+    undo_dihedral turns each back (the self-ensemble's inverse)."""
     x = np.arange(12, dtype=np.uint8).reshape(3, 4)
     outs = [dihedral(x, t) for t in range(8)]
     assert len({(o.shape, o.tobytes()) for o in outs}) == 8
     expected = [np.rot90(x, k) for k in range(4)] + [np.rot90(x, k)[:, ::-1] for k in range(4)]
-    for o, e in zip(outs, expected):
+    for t, (o, e) in enumerate(zip(outs, expected)):
         np.testing.assert_array_equal(o, e)
         assert o.flags.c_contiguous
+        back = undo_dihedral(o, t)
+        np.testing.assert_array_equal(back, x)
+        assert back.flags.c_contiguous
     np.testing.assert_array_equal(outs[0], x)
     np.testing.assert_array_equal(outs[4], x[:, ::-1])
 

@@ -1,7 +1,9 @@
 """Parameter files: a model split into byte ranges loads as the whole one, and a rewrite never
-leaves whole and split weights of one prefix side by side."""
+leaves whole and split weights of one prefix side by side; `--model` values name prefixes."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,3 +49,20 @@ def test_rewrites_replace_whole_and_split_weights(tmp_path, variables):
     loaded, meta = pretrained.load_variables(prefix)
     _assert_equal(loaded, smaller)
     assert meta == {"v": 4}
+
+
+def test_model_prefix_of_each_kind_of_model_value(tmp_path, variables):
+    """'default' is the shipped de-blocker, or the blind estimator for a ranker; a workdir gives
+    its export of the kind asked for; a weights or meta file gives its prefix, dots in a prefix
+    stay."""
+    assert pretrained.resolve_model_prefix("default") == pretrained.shipped("deblock")
+    assert pretrained.resolve_model_prefix("default", "ranker") == pretrained.shipped(
+        pretrained.ESTIMATOR
+    )
+    for kind in ("deblock", "ranker"):
+        pretrained.save_variables(tmp_path / "export" / kind, variables, {"kind": kind})
+        assert pretrained.resolve_model_prefix(tmp_path, kind) == tmp_path / "export" / kind
+        for suffix in (".msgpack", ".json", ""):
+            spec = f"{tmp_path}/export/{kind}{suffix}"
+            assert pretrained.resolve_model_prefix(spec, kind) == tmp_path / "export" / kind
+    assert pretrained.resolve_model_prefix("runs/r/deblock.v2") == Path("runs/r/deblock.v2")

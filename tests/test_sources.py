@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from cqrnet_jax.data.color import rgb_to_y
+from cqrnet_jax.data.datasets import DATA_DIR_ENV, builtin_photos
 from cqrnet_jax.data.sources import load_training_images
 
 
@@ -42,7 +43,12 @@ def test_globs_and_lists_combine_and_bad_entries_are_errors(folder):
         load_training_images(_cfg(files=f"{path}/a.png,{path}/missing.png"))
 
 
-def test_builtin_source_needs_no_data():
-    """The built-in photos (smoke runs, CI) load without a data directory."""
+def test_builtin_source_is_the_builtin_photos_without_a_data_directory(monkeypatch):
+    """Smoke runs and CI train on the built-in photos' Y, pixel for pixel, with no data folder
+    set anywhere."""
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     images = load_training_images(_cfg(source="builtin"))
-    assert len(images) >= 4 and all(im.dtype == np.uint8 and im.ndim == 2 for im in images)
+    expected = [y for _, y in builtin_photos()]
+    assert len(images) == len(expected) >= 4
+    for got, want in zip(images, expected):
+        np.testing.assert_array_equal(got, want)

@@ -76,6 +76,7 @@ def _max_abs_diff(a, b):
 # --- learning -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~20 s on 2 busy cores; the de-blocker's twin in test_deblock_task.py is fast
 def test_loss_goes_down_on_a_fixed_batch(ranker_config):
     """A few jitted Adam steps of train_step on one repeated batch clearly lower the loss."""
     config = _smoke(ranker_config, **{"optim.learning_rate": 1e-3})
@@ -107,17 +108,17 @@ def test_loss_goes_down_on_a_fixed_batch(ranker_config):
 def runs(ranker_config, tmp_path_factory):
     """Run A: K steps, then rerun to 2K (resumes); run B: 2K steps straight. Same config."""
     recorded = []
-    original_restore = loop.restore_or_keep
+    original_load = loop.load_latest_checkpoint
 
-    def recording_restore(manager, state):
-        restored = original_restore(manager, state)
-        recorded.append(jax.device_get(restored))  # copy now: the loop donates the state
-        return restored
+    def recording_load(manager, state):
+        loaded = original_load(manager, state)
+        recorded.append(jax.device_get(loaded))  # copy now: the loop donates the state
+        return loaded
 
     overrides = {"log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 2}
     dir_a, dir_b = tmp_path_factory.mktemp("run_a"), tmp_path_factory.mktemp("run_b")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(loop, "restore_or_keep", recording_restore)
+        mp.setattr(loop, "load_latest_checkpoint", recording_load)
         first, out_first = _run(_smoke(ranker_config, num_steps=K, **overrides), dir_a)
         export_first = pretrained.load_variables(dir_a / "export" / "ranker")
         logged_first = _logged_steps(dir_a)
@@ -186,15 +187,15 @@ def test_init_from_exported_params_continues_step_and_weights(runs, ranker_confi
     prefix = runs["dir_a"] / "export" / "ranker"
     exported, meta = pretrained.load_variables(prefix)
     recorded = []
-    original_restore = loop.restore_or_keep
+    original_load = loop.load_latest_checkpoint
 
-    def recording_restore(manager, state):
+    def recording_load(manager, state):
         recorded.append(jax.device_get(state))
-        return original_restore(manager, state)
+        return original_load(manager, state)
 
     config = _smoke(ranker_config, num_steps=meta["step"] + 2, init_from=str(prefix), log_every=1)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(loop, "restore_or_keep", recording_restore)
+        mp.setattr(loop, "load_latest_checkpoint", recording_load)
         final, out = _run(config, tmp_path)
     assert f"initialised from {prefix} at step {meta['step']}" in out
     assert int(recorded[0].step) == meta["step"]
@@ -225,15 +226,15 @@ def test_fresh_and_restored_states_compile_the_same_step(runs, ranker_config):
     task, mesh = RankerTask(config), loop.make_mesh()
     manager = loop.checkpoint_manager(str(runs["dir_a"]), config)
     fresh = loop.create_state(task, config, mesh)
-    restored = loop.restore_or_keep(manager, loop.create_state(task, config, mesh))
+    loaded = loop.load_latest_checkpoint(manager, loop.create_state(task, config, mesh))
     manager.close()
-    assert int(restored.step) == 2 * K
+    assert int(loaded.step) == 2 * K
 
     def avals(state):
         leaves = jax.tree.leaves((state.step, state.params, state.batch_stats, state.opt_state))
         return [(x.dtype, x.shape, x.weak_type, x.sharding) for x in leaves]
 
-    assert avals(fresh) == avals(restored)
+    assert avals(fresh) == avals(loaded)
 
 
 def test_rerun_at_num_steps_only_reexports(runs, ranker_config):
@@ -531,6 +532,7 @@ def _one_step(task, config, batch, train_options):
     return jax.device_get(state), jax.device_get(metrics), timing, printed.getvalue()
 
 
+@pytest.mark.slow  # two step compiles: ~20 s on 2 busy cores
 def test_cpu_train_options_change_the_kernels_not_the_step(ranker_config, monkeypatch):
     """On a CPU the train step compiles with `devices.CPU_COMPILER_OPTIONS["train"]` (YNNPACK's
     convolutions off: benchmarks/cpu_compiler_options.py), recorded in timing.json's record; its
@@ -591,6 +593,7 @@ def test_main_trains_the_smoke_preset_and_prints_progress(tmp_path, compile_cach
         assert timing["devices"] == host_device_count(host_cores(), MAX_HOST_DEVICES, 4)
 
 
+@pytest.mark.slow  # ~15 s on 2 busy cores
 def test_blind_preset_adds_the_cross_image_term(ranker_config):
     """`:smoke,blind` = the paper's same-crop loss + 1.0 x the cross-image ranking loss."""
     from cqrnet_jax.losses import cross_image_ranking_loss, margin_ranking_loss
@@ -657,6 +660,7 @@ def _logged(workdir, key):
         return {r["step"]: r[key] for r in map(json.loads, f) if key in r}
 
 
+@pytest.mark.slow  # a training run: ~30 s on 2 busy cores
 def test_init_from_continues_the_schedule_step_for_step(ranker_config, tmp_path):
     """A run continued from an export at step K applies, step for step, the learning rate of an
     uninterrupted run (warm-up and cosine do not restart), and logs the rate its optimizer

@@ -33,6 +33,7 @@ def test_starts_as_the_identity_at_any_size():
     np.testing.assert_array_equal(model.apply(variables, x), x)
 
 
+@pytest.mark.slow  # ~15 s on 2 busy cores
 def test_tiles_agree_with_the_whole_image():
     """Tiles on multiples of the alignment (scale x window) see the whole image's windows; the
     margin absorbs the convolutions' borders: within one grey level."""

@@ -36,6 +36,17 @@ def int_in_range(low: int, high: int | None = None):
     return parse
 
 
+def add_model_argument(parser: argparse.ArgumentParser, what: str = "de-blocker", also: str = ""):
+    """`--model`, as every command that runs a model takes it (`pretrained.resolve_model_prefix`);
+    `also` names the values a command accepts beyond those."""
+    parser.add_argument(
+        "--model",
+        default="default",
+        help=f"'default' (the shipped {what}), a training workdir or an exported params prefix"
+        f"{also} (default: default)",
+    )
+
+
 def environment() -> dict[str, str]:
     """Versions of Python and the packages that decide the numbers, and JAX's backend."""
     from importlib.metadata import PackageNotFoundError, version

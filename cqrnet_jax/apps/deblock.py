@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cqrnet_jax.apps.common import UsageError, int_in_range
+from cqrnet_jax.apps.common import UsageError, add_model_argument, int_in_range
 from cqrnet_jax.apps.input_quality import peek_quality, quality_warning, skip_reason
 from cqrnet_jax.photo import restore_image
 
@@ -67,11 +67,7 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
-    p.add_argument(
-        "--model",
-        default="default",
-        help="'default' (shipped), a training workdir or a params prefix",
-    )
+    add_model_argument(p)
     p.add_argument(
         "--format",
         type=_format,

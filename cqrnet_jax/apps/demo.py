@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cqrnet_jax.apps.common import add_model_argument
+
 DEFAULT_OUTPUT = "cqrnet_demo.png"
 # Bundled photos and the (row, column) centre of their zoomed detail, picked by eye.
 DETAIL_CENTRES = {
@@ -55,11 +57,7 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
         help="show the network's output as it is, without keeping its DCT coefficients inside "
         "the JPEG's quantization intervals",
     )
-    p.add_argument(
-        "--model",
-        default="default",
-        help="'default' (shipped), a training workdir or a params prefix",
-    )
+    add_model_argument(p)
     p.add_argument(
         "--photo",
         default="astronaut",

@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from cqrnet_jax.apps.common import UsageError, environment, int_in_range
+from cqrnet_jax.apps.common import UsageError, add_model_argument, environment, int_in_range
 from cqrnet_jax.data.datasets import DATA_DIR_ENV
 
 BUILTIN = "builtin"  # dataset name of the photos bundled with scikit-image
@@ -37,12 +37,7 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
             f"--data-dir or ${DATA_DIR_ENV}, runs on a few photos bundled with scikit-image."
         ),
     )
-    p.add_argument(
-        "--model",
-        default="default",
-        help="'default' (the shipped de-blocking model), a training workdir or an exported "
-        "params prefix; 'jpeg' scores the decoded JPEG itself, the baseline (default: default)",
-    )
+    add_model_argument(p, also="; 'jpeg' scores the decoded JPEG itself, the baseline")
     p.add_argument(
         "--ensemble",
         action="store_true",

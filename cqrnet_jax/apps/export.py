@@ -9,7 +9,7 @@ import json
 import shlex
 from pathlib import Path
 
-from cqrnet_jax.apps.common import environment
+from cqrnet_jax.apps.common import add_model_argument, environment
 from cqrnet_jax.export import (
     FORMATS,
     INPUT_NAME,
@@ -40,11 +40,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=FORMATS, help="artifact format")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--what", choices=MODELS, default="deblock", help="model (default: deblock)")
-    p.add_argument(
-        "--model",
-        default="default",
-        help="'default' (shipped), a training workdir or a params prefix (default: default)",
-    )
+    add_model_argument(p, "model of --what")
     p.add_argument(
         "--height",
         type=int,

@@ -93,7 +93,7 @@ def _palette_is_grey(rgb: np.ndarray) -> bool:
     )
 
 
-def _to_uint8(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+def _decoded_pixels(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Decoded PIL image -> (uint8 pixels (H, W) or (H, W, 3), alpha or None)."""
     mode, has_trns = im.mode, "transparency" in im.info
     if mode.startswith("I;16"):  # I;16, I;16L, I;16B, I;16N: unsigned 16-bit
@@ -182,7 +182,7 @@ def _decode(im: Image.Image, path: Path, source: Path | bytes | None = None) -> 
         if fmt == "JPEG"
         else None
     )
-    pixels, alpha = _to_uint8(upright)
+    pixels, alpha = _decoded_pixels(upright)
     if luma is not None and luma.upright_shape != pixels.shape[:2]:
         luma = None  # a turn we do not know how to undo
     return LoadedImage(

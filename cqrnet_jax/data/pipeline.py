@@ -22,8 +22,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from cqrnet_jax.data.dihedral import dihedral
 from cqrnet_jax.data.jpeg import jpeg_degrade
-from cqrnet_jax.data.plans import PlanSampler, dihedral, quality_levels
+from cqrnet_jax.data.plans import PlanSampler, quality_levels
 from cqrnet_jax.errors import ConfigError
 
 

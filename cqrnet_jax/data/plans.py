@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cqrnet_jax.data.dihedral import NUM_TRANSFORMS
 from cqrnet_jax.errors import ConfigError
 
 
@@ -30,12 +31,12 @@ def plan_rng(seed: int, step: int) -> np.random.Generator:
 
 
 def sample_crops(rng, shapes: Sequence[tuple[int, int]], batch: int, patch: int) -> dict:
-    """Image index, top-left corner and dihedral transform (0..7) for each example."""
+    """Image index, top-left corner and flip/rotation (`dihedral`, 0..7) for each example."""
     index = rng.integers(len(shapes), size=batch)
     hw = np.array([shapes[i] for i in index])
     y0 = rng.integers(hw[:, 0] - patch + 1)
     x0 = rng.integers(hw[:, 1] - patch + 1)
-    transform = rng.integers(8, size=batch)
+    transform = rng.integers(NUM_TRANSFORMS, size=batch)
     return dict(index=index, y0=y0, x0=x0, transform=transform)
 
 
@@ -82,12 +83,6 @@ def check_quality_mix(ranges, weights) -> None:
             raise ConfigError(f"data.quality_ranges: {tuple(r)} is not a (low, high) QF range")
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ConfigError(f"data.quality_weights {tuple(weights)}: non-negative, not all zero")
-
-
-def dihedral(patch: np.ndarray, transform: int) -> np.ndarray:
-    """Transform 0..7: rotate 90° counter-clockwise `transform % 4` times, then mirror if >= 4."""
-    out = np.rot90(patch, int(transform) % 4)
-    return np.ascontiguousarray(out[:, ::-1] if transform >= 4 else out)
 
 
 class PlanSampler:

@@ -31,7 +31,7 @@ def tensorflow_available() -> bool:
 
 
 def _graph_degrade(tf, patch, transform, quality):
-    img = tf.image.rot90(patch[..., None], transform % 4)
+    img = tf.image.rot90(patch[..., None], transform % 4)  # `dihedral.dihedral` in graph ops
     img = tf.cond(transform >= 4, lambda: tf.image.flip_left_right(img), lambda: img)
     degraded = tf.map_fn(
         lambda q: tf.image.adjust_jpeg_quality(img, q, dct_method="INTEGER_ACCURATE"),

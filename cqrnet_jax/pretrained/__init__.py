@@ -83,3 +83,17 @@ def load_variables(prefix: str | os.PathLike):
 def shipped(name: str) -> Path:
     """Prefix of a model shipped with the package ('ranker', 'ranker_blind', 'deblock')."""
     return HERE / name
+
+
+def resolve_model_prefix(spec: str | os.PathLike, kind: str = "deblock") -> Path:
+    """The params prefix of a `--model` value: 'default' -> the shipped model of `kind` (the
+    de-blocker; for 'ranker', ESTIMATOR); a training workdir -> its exported `kind`; a
+    `.msgpack` or `.json` file -> its prefix; anything else -> itself."""
+    if spec == "default":
+        return shipped(ESTIMATOR if kind == "ranker" else kind)
+    path = Path(spec)
+    if path.is_dir() and (path / "export" / f"{kind}.msgpack").is_file():
+        return path / "export" / kind
+    if path.suffix in (".msgpack", ".json"):
+        return path.with_suffix("")
+    return path

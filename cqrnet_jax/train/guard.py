@@ -5,7 +5,7 @@ run of more than `max_nonfinite_steps` such steps in a row stops training.
 Not `optax.apply_if_finite`: it guards the optimizer's update only (the BatchNorm statistics of a
 NaN batch would still be kept, poisoning every later step, and the step counted), after
 `max_consecutive_errors` it applies the bad update, and it changes the optimizer state's layout
-(so older checkpoints would no longer restore). `train_step` reverts the whole state instead.
+(so older checkpoints would no longer load). `train_step` reverts the whole state instead.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Metric writers (TensorBoard event files + a JSON-lines log) and the progress line."""
+"""Metric writers (TensorBoard event files + a JSON-lines log) and the progress line.
+
+Not clu's `metric_writers` (the flax examples' choice): importing them imports TensorFlow, which
+is an extra here (clu 0.0.12), and they keep no JSON-lines log, which the notebooks and tests
+read."""
 
 from __future__ import annotations
 

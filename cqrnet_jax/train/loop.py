@@ -5,7 +5,7 @@ devices (of all processes), the state is replicated. A task (see `tasks.py`) sup
 variables, the loss, the pipeline mode and an optional host-side evaluation.
 
 With several processes (`distributed.py`) every process runs this loop: each builds its own rows
-of every global batch and all of them save and restore the checkpoints together (orbax
+of every global batch and all of them save and load the checkpoints together (orbax
 coordinates them; the workdir must be shared); only process 0 prints, writes logs, the config
 and timing, evaluates and exports.
 """
@@ -90,7 +90,7 @@ def check_batch_divisible(global_batch: int, mesh: Mesh):
 
 def create_state(task, config, mesh: Mesh) -> TrainState:
     """Initialises the state directly replicated on the mesh. Its step is a strongly typed int32,
-    as a restored checkpoint's is (Flax's `step=0` would be weakly typed): a fresh and a resumed
+    as a loaded checkpoint's is (Flax's `step=0` would be weakly typed): a fresh and a resumed
     run then compile the same step program, and the persistent compilation cache serves both."""
     replicated = NamedSharding(mesh, P())
 
@@ -113,7 +113,8 @@ def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
     )
 
 
-def restore_or_keep(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:
+def load_latest_checkpoint(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:
+    """The state of the workdir's latest checkpoint, placed as `state` is; `state` if none."""
     step = manager.latest_step()
     if step is None:
         return state
@@ -182,7 +183,7 @@ def _start_state(task, config, mesh: Mesh, manager) -> tuple[TrainState, int]:
     if manager.latest_step() is None and config.get("init_from"):
         state = init_from_params(state, config.init_from)
         report(f"initialised from {config.init_from} at step {int(state.step)}")
-    state = restore_or_keep(manager, state)
+    state = load_latest_checkpoint(manager, state)
     start = manager.latest_step()
     return state, int(state.step) if start is None else start
 
