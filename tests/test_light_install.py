@@ -87,3 +87,17 @@ raise SystemExit(main(["deblock", {str(photo)!r}, "-o", {str(tmp_path / "out")!r
     assert done.returncode == 0, done.stderr[-2000:]
     with Image.open(tmp_path / "out" / "in.png") as im:
         assert im.size == (80, 64)
+
+
+def test_serve_without_the_web_extra_says_how_to_install():
+    """`serve` on an install without the web extra: one error line naming the extra."""
+    code = (
+        "sys.modules['uvicorn'] = None\nsys.modules['starlette'] = None\n"
+        "from cqrnet_jax.apps.cli import main\nraise SystemExit(main(['serve']))\n"
+    )
+    done = _run_without_tf(code)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == (
+        "error: serve needs the web extra (uvicorn is not installed): "
+        "pip install -c requirements/constraints.txt -e '.[web]'"
+    )
