@@ -73,24 +73,28 @@ def _png(pixels, options: dict) -> bytes:
     return buffer.getvalue()
 
 
-def build_app(jobs: JobQueue, *, max_upload_bytes: int, allowed_hosts=("*",)) -> Starlette:
-    """The app: the page and its API over `jobs`, whose worker runs while the app does."""
+class _Api:
+    """The request handlers, over one JobQueue."""
 
-    def job_of(request: Request, done: bool = False):
-        job = jobs.jobs.get(request.path_params["id"])
+    def __init__(self, jobs: JobQueue, max_upload_bytes: int):
+        self.jobs, self.max_upload_bytes = jobs, max_upload_bytes
+
+    def job_of(self, request: Request, done: bool = False):
+        job = self.jobs.jobs.get(request.path_params["id"])
         if job is None:
             raise Refused(404, "no such image on this server (was it restarted?)")
         if done and job.state != DONE:
             raise Refused(409, f"{job.name}: not restored ({job.state})")
         return job
 
-    async def page(request: Request):
+    async def page(self, request: Request):
         return FileResponse(STATIC / "index.html", headers=NO_STORE)
 
-    async def limits(request: Request):
+    async def limits(self, request: Request):
+        jobs = self.jobs
         return JSONResponse(
             {
-                "max_upload_bytes": max_upload_bytes,
+                "max_upload_bytes": self.max_upload_bytes,
                 "max_pixels": jobs.max_pixels,
                 "restore_limit": jobs.limit,
                 "trained": list(jobs.trained),
@@ -98,27 +102,27 @@ def build_app(jobs: JobQueue, *, max_upload_bytes: int, allowed_hosts=("*",)) ->
             headers=NO_STORE,
         )
 
-    async def upload(request: Request):
+    async def upload(self, request: Request):
         name = display_name(request.query_params.get("name", ""))
         force = request.query_params.get("force", "0") in ("1", "true", "on")
-        job = await run_in_threadpool(jobs.new_job, name, force)
-        admitted, size = False, 0
+        job = await run_in_threadpool(self.jobs.new_job, name, force)
+        admitted, size, limit = False, 0, self.max_upload_bytes
         try:
             with open(job.upload, "wb") as out:
                 async for chunk in request.stream():  # read to the end, kept up to the limit
                     size += len(chunk)
-                    if size <= max_upload_bytes:
+                    if size <= limit:
                         out.write(chunk)
-            if size > max_upload_bytes:
+            if size > limit:
                 raise Refused(
                     413,
                     f"{name}: {_megabytes(size)} is above this server's upload limit of "
-                    f"{_megabytes(max_upload_bytes)} (serve --max-upload-mb)",
+                    f"{_megabytes(limit)} (serve --max-upload-mb)",
                 )
             if size == 0:
                 raise Refused(400, f"{name}: file is empty")
             try:
-                await run_in_threadpool(jobs.admit, job)
+                await run_in_threadpool(self.jobs.admit, job)
             except ImageLoadError as err:
                 status = 413 if "too large" in err.reason else 400
                 raise Refused(status, str(err)) from None
@@ -128,36 +132,37 @@ def build_app(jobs: JobQueue, *, max_upload_bytes: int, allowed_hosts=("*",)) ->
                 shutil.rmtree(job.folder, ignore_errors=True)
         return JSONResponse(job.public(), status_code=201, headers=NO_STORE)
 
-    async def states(request: Request):
+    async def states(self, request: Request):
+        jobs = self.jobs.jobs
         ids = [i for i in request.query_params.get("ids", "").split(",") if i]
-        found = [jobs.jobs[i].public() for i in ids if i in jobs.jobs]
-        return JSONResponse(found, headers=NO_STORE)
+        return JSONResponse([jobs[i].public() for i in ids if i in jobs], headers=NO_STORE)
 
-    async def force(request: Request):
-        job = job_of(request)
+    async def force(self, request: Request):
+        job = self.job_of(request)
         if job.state != SKIPPED:
             raise Refused(409, f"{job.name}: only an image left alone can be forced ({job.state})")
-        jobs.queue(job, force=True)
+        self.jobs.queue(job, force=True)
         return JSONResponse(job.public(), headers=NO_STORE)
 
-    async def remove(request: Request):
-        job = job_of(request)
-        if not await run_in_threadpool(jobs.remove, job):
+    async def remove(self, request: Request):
+        job = self.job_of(request)
+        if not await run_in_threadpool(self.jobs.remove, job):
             raise Refused(409, f"{job.name}: being restored; remove it when it is done")
         return JSONResponse({"removed": job.id}, headers=NO_STORE)
 
-    async def before(request: Request):
-        return FileResponse(job_of(request, done=True).folder / "before.png", headers=NO_STORE)
+    async def before(self, request: Request):
+        job = self.job_of(request, done=True)
+        return FileResponse(job.folder / "before.png", headers=NO_STORE)
 
-    async def after(request: Request):
-        job, strength = job_of(request, done=True), _strength(request)
+    async def after(self, request: Request):
+        job, strength = self.job_of(request, done=True), _strength(request)
         if strength == 1.0:  # the file as written, what `deblock` writes
             return FileResponse(job.folder / "after.png", headers=NO_STORE)
-        pixels = await run_in_threadpool(jobs.blended, job, strength)
+        pixels = await run_in_threadpool(self.jobs.blended, job, strength)
         data = await run_in_threadpool(_png, pixels, job.save_options)
         return Response(data, media_type="image/png", headers=NO_STORE)
 
-    def write_zip(path: Path, chosen: list, strength: float) -> None:
+    def _write_zip(self, path: Path, chosen: list, strength: float) -> None:
         names: set[str] = set()
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:  # PNGs: compressed
             for job in chosen:
@@ -169,16 +174,17 @@ def build_app(jobs: JobQueue, *, max_upload_bytes: int, allowed_hosts=("*",)) ->
                 if strength == 1.0:
                     archive.write(job.folder / "after.png", name)
                 else:
-                    archive.writestr(name, _png(jobs.blended(job, strength), job.save_options))
+                    pixels = self.jobs.blended(job, strength)
+                    archive.writestr(name, _png(pixels, job.save_options))
 
-    async def all_results(request: Request):
-        strength = _strength(request)
+    async def all_results(self, request: Request):
+        strength, jobs = _strength(request), self.jobs.jobs
         ids = [i for i in request.query_params.get("ids", "").split(",") if i]
-        chosen = [jobs.jobs[i] for i in ids if i in jobs.jobs and jobs.jobs[i].state == DONE]
+        chosen = [jobs[i] for i in ids if i in jobs and jobs[i].state == DONE]
         if not chosen:
             raise Refused(404, "no restored images to download yet")
-        path = jobs.root / f"restored-{secrets.token_hex(8)}.zip"
-        await run_in_threadpool(write_zip, path, chosen, strength)
+        path = self.jobs.root / f"restored-{secrets.token_hex(8)}.zip"
+        await run_in_threadpool(self._write_zip, path, chosen, strength)
         return FileResponse(
             path,
             filename="restored.zip",
@@ -186,8 +192,14 @@ def build_app(jobs: JobQueue, *, max_upload_bytes: int, allowed_hosts=("*",)) ->
             background=BackgroundTask(os.unlink, path),
         )
 
-    async def refused(request: Request, err: Refused):
-        return JSONResponse({"error": str(err)}, status_code=err.status, headers=NO_STORE)
+
+async def _refused(request: Request, err: Refused):
+    return JSONResponse({"error": str(err)}, status_code=err.status, headers=NO_STORE)
+
+
+def build_app(jobs: JobQueue, *, max_upload_bytes: int, allowed_hosts=("*",)) -> Starlette:
+    """The app: the page and its API over `jobs`, whose worker runs while the app does."""
+    api = _Api(jobs, max_upload_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -198,20 +210,20 @@ def build_app(jobs: JobQueue, *, max_upload_bytes: int, allowed_hosts=("*",)) ->
             jobs.stop()
 
     routes = [
-        Route("/", page),
-        Route("/api/limits", limits),
-        Route("/api/jobs", upload, methods=["POST"]),
-        Route("/api/jobs", states),
-        Route("/api/jobs/{id}/force", force, methods=["POST"]),
-        Route("/api/jobs/{id}", remove, methods=["DELETE"]),
-        Route("/api/jobs/{id}/before.png", before),
-        Route("/api/jobs/{id}/after.png", after),
-        Route("/api/zip", all_results),
+        Route("/", api.page),
+        Route("/api/limits", api.limits),
+        Route("/api/jobs", api.upload, methods=["POST"]),
+        Route("/api/jobs", api.states),
+        Route("/api/jobs/{id}/force", api.force, methods=["POST"]),
+        Route("/api/jobs/{id}", api.remove, methods=["DELETE"]),
+        Route("/api/jobs/{id}/before.png", api.before),
+        Route("/api/jobs/{id}/after.png", api.after),
+        Route("/api/zip", api.all_results),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(
         routes=routes,
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
-        exception_handlers={Refused: refused},
+        exception_handlers={Refused: _refused},
         lifespan=lifespan,
     )
