@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -267,6 +268,19 @@ def test_requests_queue_for_one_model_run_at_a_time(served):
     finally:
         restorer._run = original
     assert most[0] == 1
+
+
+def test_the_page_needs_nothing_from_the_network(served):
+    """The page and what it loads come from this server: no address elsewhere in them."""
+    url, _, _ = served
+    status, html = request(f"{url}/")
+    assert status == 200 and b"Drop JPEGs here" in html
+    linked = re.findall(rb'(?:src|href)="([^"]*)"', html)
+    assert linked and all(link.startswith((b"/static/", b"data:")) for link in linked), linked
+    for link in linked:
+        if link.startswith(b"/static/"):
+            status, body = request(url + link.decode())
+            assert status == 200 and b"http:" not in body and b"https:" not in body, link
 
 
 def test_other_hosts_are_refused(served):

@@ -60,6 +60,7 @@ class Job:
     def public(self) -> dict:
         keys = ("id", "name", "state", "message", "format", "quality", "estimate", "warnings")
         out = {k: getattr(self, k) for k in keys}
+        out["warnings"] = list(self.warnings)  # a copy: the worker may add to it meanwhile
         out.update(width=self.size[0], height=self.size[1], position=self.position)
         out.update(tiles_done=self.tiles_done, tiles_total=self.tiles_total)
         return out
