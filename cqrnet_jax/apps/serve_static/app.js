@@ -81,6 +81,9 @@ function describe(data) {
 function stateText(data) {
   if (data.state === "queued") return `queued (${data.position} ahead)`;
   if (data.state === "running") {
+    if (data.estimate === null && !data.tiles_done && !data.warnings.length) {
+      return "estimating its quality…";
+    }
     return data.tiles_total > 1
       ? `restoring: tile ${data.tiles_done} of ${data.tiles_total}`
       : "restoring…";
