@@ -81,3 +81,17 @@ raise SystemExit(main(["deblock", {str(photo)!r}, "-o", {str(tmp_path / "out")!r
     without_tf, here = (np.asarray(Image.open(tmp_path / d / "in.png")) for d in ("out", "here"))
     np.testing.assert_array_equal(without_tf, here)  # the very result of a full install
     assert np.mean(np.abs(here.astype(int) - data.camera()[:64, :80])) > 1  # and restored
+
+
+def test_serve_without_the_web_extra_says_how_to_install():
+    """`serve` on an install without the web extra: one error line naming the extra."""
+    code = (
+        "sys.modules['uvicorn'] = None\nsys.modules['starlette'] = None\n"
+        "from cqrnet_jax.apps.cli import main\nraise SystemExit(main(['serve']))\n"
+    )
+    done = _run_without_tf(code)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == (
+        "error: serve needs the web extra (uvicorn is not installed): "
+        "pip install -c requirements/constraints.txt -e '.[web]'"
+    )

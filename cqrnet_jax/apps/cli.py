@@ -19,6 +19,7 @@ from cqrnet_jax.apps.estimate import add_estimate_parser, run_estimate
 from cqrnet_jax.apps.evaluate import add_evaluate_parser, run_evaluate
 from cqrnet_jax.apps.export import add_export_parser, run_export
 from cqrnet_jax.apps.fetch_data import add_fetch_data_parser, run_fetch_data
+from cqrnet_jax.apps.serve import add_serve_parser, run_serve
 
 PROG = "cqrnet-jax"
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub).set_defaults(run=run_export)
     add_deblock_parser(sub).set_defaults(run=run_deblock)
     add_demo_parser(sub).set_defaults(run=run_demo)
+    add_serve_parser(sub).set_defaults(run=run_serve)
     add_fetch_data_parser(sub).set_defaults(run=run_fetch_data)
     passthrough = dict(add_help=False, prefix_chars="\0")  # the rest goes to their own parsers
     p = sub.add_parser(

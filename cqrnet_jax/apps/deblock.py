@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from cqrnet_jax.apps.common import UsageError, add_model_argument, int_in_range
-from cqrnet_jax.apps.input_quality import peek_quality, quality_warning, skip_reason
+from cqrnet_jax.apps.input_quality import peek_quality, restore_notes
 from cqrnet_jax.photo import restore_image
 
 # --format -> file suffix; PIL picks the writer from the suffix.
@@ -132,7 +132,7 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-class _FileError(Exception):
+class FileError(Exception):
     """One input could not be restored; the message is the reason, one line."""
 
 
@@ -152,23 +152,23 @@ def _file_key(path) -> tuple[int, int] | None:
 
 
 def _check_target(target: Path, source: str, inputs: set, written: dict, overwrite: bool) -> None:
-    """Raises _FileError when writing `target` for `source` could lose data."""
+    """Raises FileError when writing `target` for `source` could lose data."""
     key = _file_key(target)
     if key is None:
         return
     if target.is_dir():
-        raise _FileError(f"{target} is a folder")
+        raise FileError(f"{target} is a folder")
     if key == _file_key(source):
-        raise _FileError("output would overwrite the input")
+        raise FileError("output would overwrite the input")
     if key in inputs:
-        raise _FileError(f"{target} is one of the inputs: never overwritten")
+        raise FileError(f"{target} is one of the inputs: never overwritten")
     if key in written:
-        raise _FileError(
+        raise FileError(
             f"{target} was already written from {written[key]} (same name): "
             "restore one of them into another folder"
         )
     if not overwrite:
-        raise _FileError(f"{target} exists (use --overwrite)")
+        raise FileError(f"{target} exists (use --overwrite)")
 
 
 def _save_options(out: np.ndarray, loaded, fmt: str, quality: int | None):
@@ -220,22 +220,39 @@ class _Skipped(Exception):
     """An input left alone on purpose (above the model's limit); the message says why."""
 
 
-def _restore_file(restorer, path: str, args, show_tiles: bool):
-    """Restores `path`: (pixels, PIL save options, warning or None) to write (`_write`).
-    Raises _FileError on failure."""
+def restore_file(
+    restorer,
+    path: str,
+    *,
+    max_pixels: int,
+    fmt: str = "png",
+    quality: int | None = None,
+    show_tiles: bool = False,
+    consistency: bool = True,
+):
+    """Loads and restores `path` as `deblock` does: (the loaded image, pixels to write, PIL save
+    options, warning or None). Raises FileError with the one-line reason on failure. Without
+    `show_tiles`, tiles are counted on `restorer.progress` when it is set (`serve`'s page).
+    `consistency`: keep a JPEG's restored luma inside the file's quantization intervals."""
     from cqrnet_jax.data.io import ImageLoadError, load_image
 
     try:
-        loaded = load_image(path, max_pixels=args.max_pixels)
-        consistency = not getattr(args, "no_consistency", False)
+        loaded = load_image(path, max_pixels=max_pixels)
         out = _restore_with_progress(restorer, loaded, Path(path).name, show_tiles, consistency)
     except ImageLoadError as err:
-        raise _FileError(err.reason) from None
+        raise FileError(err.reason) from None
     except MemoryError:
-        raise _FileError("not enough memory (try a smaller --tile)") from None
+        raise FileError("not enough memory (try a smaller --tile)") from None
     except (RuntimeError, ValueError) as err:  # e.g. XLA's RESOURCE_EXHAUSTED
-        raise _FileError(f"cannot restore: {_one_line(err)}") from None
-    return _save_options(out, loaded, args.format, args.quality)
+        raise FileError(f"cannot restore: {_one_line(err)}") from None
+    return (loaded, *_save_options(out, loaded, fmt, quality))
+
+
+def _restore_file(restorer, path: str, args, show_tiles: bool):
+    """`restore_file` for parsed args: (pixels, PIL save options, warning or None) to write."""
+    kw = dict(max_pixels=args.max_pixels, fmt=args.format, quality=args.quality)
+    kw["consistency"] = not args.no_consistency
+    return restore_file(restorer, path, **kw, show_tiles=show_tiles)[1:]
 
 
 def _write(target: Path, out: np.ndarray, options: dict) -> None:
@@ -247,7 +264,7 @@ def _write(target: Path, out: np.ndarray, options: dict) -> None:
         save_image(target, out, **options)
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else _one_line(err)
-        raise _FileError(f"cannot write {target}: {reason}") from None
+        raise FileError(f"cannot write {target}: {reason}") from None
 
 
 def _output_folder(text: str) -> Path:
@@ -265,7 +282,7 @@ def _output_folder(text: str) -> Path:
     return out
 
 
-def _check_tile(args, restorer) -> None:
+def check_tile(args, restorer) -> None:
     """A tile below the model's non-local window would be enlarged to it: refused instead."""
     if 0 < args.tile < restorer.step:
         raise UsageError(
@@ -290,7 +307,7 @@ def run_deblock(args) -> int:
     outdir = _output_folder(args.output)
     devices = inference_devices(args.parallel)
     restorer, meta = load_restorer(args.model, tile=args.tile, devices=devices)
-    _check_tile(args, restorer)
+    check_tile(args, restorer)
     trained = trained_qualities(meta)
     limit = args.skip_above if args.skip_above is not None else restore_limit(meta)
     if args.ensemble:
@@ -323,7 +340,7 @@ def run_deblock(args) -> int:
             warn_for(path)(note)
         try:
             if future is None:
-                raise _FileError(target)
+                raise FileError(target)
             out, options, warning = future.result()
             _check_target(target, path, inputs, written, args.overwrite)
             _write(target, out, options)
@@ -333,7 +350,7 @@ def run_deblock(args) -> int:
         except _Skipped as why:
             warn_for(path)(str(why))
             skipped += 1
-        except _FileError as err:
+        except FileError as err:
             tqdm.write(f"error: {path}: {err}", file=sys.stderr)
             failed += 1
         bar.update(1)
@@ -347,18 +364,14 @@ def run_deblock(args) -> int:
                 note = None
                 try:  # refused now, not after a restoration (checked again before writing)
                     _check_target(target, path, inputs, written, args.overwrite)
-                    found = peek_quality(path)  # None: unreadable, its loading says why
-                    if found and not args.force and (why := skip_reason(found, limit)):
+                    why, note = restore_notes(peek_quality(path), trained, limit, args.force)
+                    if why:
                         raise _Skipped(why)
-                except (_FileError, _Skipped) as err:
+                except (FileError, _Skipped) as err:
                     future = concurrent.futures.Future()
                     future.set_exception(err)
                 else:
                     future = pool.submit(_restore_file, restorer, path, args, show_tiles)
-                    note = quality_warning(found, trained, limit) if found else None
-                    if found and found.deep:
-                        deep = "a 16-bit image: restored and written with 8 bits a channel"
-                        note = f"{note}; {deep}" if note else deep
                 pending.append((path, target, future, note))
             while len(pending) > workers or (pending and pending[0][2] is None):
                 finish(*pending.popleft())

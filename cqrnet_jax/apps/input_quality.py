@@ -123,3 +123,22 @@ def skip_reason(found: FileQuality, limit: int) -> str | None:
         f"left alone: {found.describe()} is above {limit}, the highest this model is known to "
         "improve (--force restores it)"
     )
+
+
+DEEP_NOTE = "a 16-bit image: restored and written with 8 bits a channel"
+
+
+def restore_notes(
+    found: FileQuality | None, trained: tuple[int, int], limit: int, force: bool
+) -> tuple[str | None, str | None]:
+    """(why a file is left alone or None, the warning to give when restoring it or None), from
+    what its header says (`peek_quality`; None: unreadable, its loading says why). The one
+    decision `deblock` and `serve` both make."""
+    if found is None:
+        return None, None
+    if not force and (why := skip_reason(found, limit)):
+        return why, None
+    note = quality_warning(found, trained, limit)
+    if found.deep:
+        note = f"{note}; {DEEP_NOTE}" if note else DEEP_NOTE
+    return None, note

@@ -263,6 +263,13 @@ def load_image_bytes(
         ) from None
 
 
+def image_size(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image file as stored, from its header alone (nothing decoded): a
+    check that the file is an image within `max_pixels`; raises `ImageLoadError` as `load_image`."""
+    with _opened(Path(path), max_pixels) as im:
+        return im.size
+
+
 def load_luma(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """The luma to judge how a file was compressed by (`cqrnet-jax estimate`), (H, W) uint8.
 
