@@ -93,7 +93,7 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
         metavar="QF",
         help="leave JPEGs whose quality (read from their quantization table) is above QF alone: "
         "a line each, nothing written (default: the highest quality the model is known to "
-        "improve, 50 for the shipped one)",
+        "improve: 70 for the shipped one, 50 with --no-consistency)",
     )
     p.add_argument(
         "--force",
@@ -309,7 +309,9 @@ def run_deblock(args) -> int:
     restorer, meta = load_restorer(args.model, tile=args.tile, devices=devices)
     check_tile(args, restorer)
     trained = trained_qualities(meta)
-    limit = args.skip_above if args.skip_above is not None else restore_limit(meta)
+    limit = args.skip_above
+    if limit is None:
+        limit = restore_limit(meta, not args.no_consistency)
     if args.ensemble:
         restorer = SelfEnsemble(restorer)
     items = expand_inputs(args.inputs)

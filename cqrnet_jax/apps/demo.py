@@ -48,7 +48,7 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--force",
         action="store_true",
-        help="restore even above the highest quality the model is known to improve (50 for "
+        help="restore even above the highest quality the model is known to improve (70 for "
         "the shipped one); without it such a JPEG is shown unrestored",
     )
     p.add_argument(
@@ -277,7 +277,7 @@ def run_demo(args) -> int:
     label = _model_label(args.model, meta)
     loaded = compress(original, args.quality)
     jpeg = loaded.pixels
-    limit = restore_limit(meta)
+    limit = restore_limit(meta, not args.no_consistency)
     t0 = time.perf_counter()
     if args.quality > limit and not args.force:
         print(

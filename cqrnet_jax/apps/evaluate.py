@@ -194,7 +194,7 @@ def _write_json(path: Path, report: dict) -> None:
     os.replace(tmp, path)
 
 
-def _left_alone(restorer, qualities: list[int], force: bool) -> set[int]:
+def _left_alone(restorer, qualities: list[int], force: bool, consistency: bool) -> set[int]:
     """The qualities above the model's limit, scored as the JPEG itself (as `deblock` leaves
     such files) unless `force`; one line on stderr says so."""
     meta = getattr(getattr(restorer, "restorer", restorer), "meta", None)  # ensembles wrap it
@@ -202,7 +202,7 @@ def _left_alone(restorer, qualities: list[int], force: bool) -> set[int]:
         return set()
     from cqrnet_jax.apps.input_quality import restore_limit
 
-    limit = restore_limit(meta)
+    limit = restore_limit(meta, consistency)
     above = {q for q in qualities if q > limit}
     if above:
         listed = ",".join(str(q) for q in sorted(above))
@@ -258,7 +258,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     sets = _load_sets(names, data_dir)
-    left_alone = _left_alone(restorer, qualities, args.force)
+    left_alone = _left_alone(restorer, qualities, args.force, not args.no_consistency)
     scores = evaluate_sets(
         restorer,
         model_name,

@@ -48,11 +48,13 @@ def trained_qualities(meta: dict) -> tuple[int, int]:
     return min(qualities), max(qualities)
 
 
-def restore_limit(meta: dict) -> int:
+def restore_limit(meta: dict, consistency: bool = True) -> int:
     """The highest JPEG quality a de-blocker restores by default: what its metadata records as
-    measured (`restores_up_to`: every test image gains up to there), else the top of its
-    training qualities. Files above it are left alone unless asked (`--force`)."""
-    return int(meta.get("restores_up_to") or trained_qualities(meta)[1])
+    measured (every test image gains up to there; `restores_up_to_consistent` with the
+    JPEG-consistency projection, `restores_up_to` without), else the top of its training
+    qualities. Files above it are left alone unless asked (`--force`)."""
+    measured = meta.get("restores_up_to_consistent") if consistency else None
+    return int(measured or meta.get("restores_up_to") or trained_qualities(meta)[1])
 
 
 def nearest_ijg_quality(table) -> int:

@@ -69,7 +69,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
         type=int_in_range(1, 100),
         metavar="QF",
         help="leave JPEGs above this quality alone unless 'restore anyway' is ticked (default: "
-        "the highest quality the model is known to improve, 50 for the shipped one)",
+        "the highest quality the model is known to improve, 70 for the shipped one)",
     )
     p.add_argument(
         "--max-upload-mb",
