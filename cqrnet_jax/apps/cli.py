@@ -1,9 +1,10 @@
 """The `cqrnet-jax` command (also `python -m cqrnet_jax`): one subcommand per job.
 
 Each subcommand is a module of `cqrnet_jax.apps` with `add_<name>_parser(subparsers)` and
-`run_<name>(args) -> int`. User errors (bad flags, data, files) print one line "error: ..." on
-stderr and exit with status 2, no traceback. Heavy imports (JAX) happen inside the `run_*`
-functions so that `--help` stays fast.
+`run_<name>(args) -> int`. The user's errors (`cqrnet_jax.errors.UserError`: bad flags, data,
+files) print one line "error: ..." on stderr and exit with their kind's status (2 a bad flag, 3 a
+bad file or folder: `cqrnet_jax/errors.py`); any other exception is a bug and keeps its
+traceback. Heavy imports (JAX) happen inside the `run_*` functions so that `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import argparse
 import sys
 
 from cqrnet_jax import __version__
-from cqrnet_jax.apps.common import USAGE_ERROR, ArgumentParser, UsageError
+from cqrnet_jax.apps.common import ArgumentParser, UsageError
 from cqrnet_jax.apps.deblock import add_deblock_parser, run_deblock
 from cqrnet_jax.apps.demo import add_demo_parser, run_demo
 from cqrnet_jax.apps.estimate import add_estimate_parser, run_estimate
 from cqrnet_jax.apps.evaluate import add_evaluate_parser, run_evaluate
 from cqrnet_jax.apps.export import add_export_parser, run_export
 from cqrnet_jax.apps.fetch_data import add_fetch_data_parser, run_fetch_data
+from cqrnet_jax.errors import UserError
 
 PROG = "cqrnet-jax"
 
@@ -65,7 +67,7 @@ def _run_ranker_eval(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs one subcommand; returns the exit status (0 ok, 2 user error)."""
+    """Runs one subcommand; returns the exit status (0 ok, else as `cqrnet_jax.errors`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     try:
@@ -79,6 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as err:  # UsageError, DataDirError, ImageLoadError, file errors
+    except UserError as err:  # bad flags, data, files: the user's to fix, no traceback
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return USAGE_ERROR
+        return err.exit_code

@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from cqrnet_jax.apps.common import UsageError, environment, int_in_range
+from cqrnet_jax.apps.common import UsageError, environment, int_in_range, writing
 from cqrnet_jax.data.datasets import DATA_DIR_ENV
 
 BUILTIN = "builtin"  # dataset name of the photos bundled with scikit-image
@@ -187,10 +187,12 @@ def _command_line(argv: list[str], data_dir_from_env: bool) -> str:
 def _write_json(path: Path, report: dict) -> None:
     from cqrnet_jax.evaluate import json_safe
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 def _left_alone(restorer, qualities: list[int], force: bool) -> set[int]:

@@ -13,7 +13,7 @@ import os
 import jax.numpy as jnp
 
 from cqrnet_jax import pretrained
-from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.errors import ConfigError, InputError
 from cqrnet_jax.models.baselines import ARCNN, DnCNN
 from cqrnet_jax.models.deblock import DeblockNet
 from cqrnet_jax.models.ranker import QualityRanker
@@ -85,7 +85,7 @@ def ranker_from_config(model_cfg) -> QualityRanker:
     )
 
 
-class NotAModelError(ConfigError):
+class NotAModelError(InputError):
     """A parameter file that is not the kind of model asked for."""
 
 
