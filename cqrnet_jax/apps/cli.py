@@ -20,6 +20,7 @@ from cqrnet_jax.apps.estimate import add_estimate_parser, run_estimate
 from cqrnet_jax.apps.evaluate import add_evaluate_parser, run_evaluate
 from cqrnet_jax.apps.export import add_export_parser, run_export
 from cqrnet_jax.apps.fetch_data import add_fetch_data_parser, run_fetch_data
+from cqrnet_jax.apps.ranker_eval import add_ranker_eval_parser, run_ranker_eval
 from cqrnet_jax.errors import UserError
 
 PROG = "cqrnet-jax"
@@ -40,17 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_deblock_parser(sub).set_defaults(run=run_deblock)
     add_demo_parser(sub).set_defaults(run=run_demo)
     add_fetch_data_parser(sub).set_defaults(run=run_fetch_data)
+    add_ranker_eval_parser(sub).set_defaults(run=run_ranker_eval)
     passthrough = dict(add_help=False, prefix_chars="\0")  # the rest goes to their own parsers
     p = sub.add_parser(
         "train", help="train a ranker or a de-blocker (python -m cqrnet_jax.main)", **passthrough
     )
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(run=_run_train)
-    p = sub.add_parser(
-        "ranker-eval", help="how well a ranker orders JPEG qualities (test sets)", **passthrough
-    )
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(run=_run_ranker_eval)
     return parser
 
 
@@ -58,12 +55,6 @@ def _run_train(args) -> int:
     from cqrnet_jax.apps.train import run
 
     return run(["cqrnet-jax train", *args.rest])
-
-
-def _run_ranker_eval(args) -> int:
-    from cqrnet_jax.apps.ranker_eval import main
-
-    return main(args.rest)
 
 
 def main(argv: list[str] | None = None) -> int:

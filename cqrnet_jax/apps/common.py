@@ -31,6 +31,24 @@ def writing(target):
         raise InputError(f"cannot write {target}: {err.strerror or err}") from None
 
 
+def write_json(path, report: dict) -> None:
+    """Writes `report` to `path` (its folder created), whole or not at all; a non-finite float
+    (NaN, inf) becomes null, since JSON has none."""
+    import json
+    import os
+    from pathlib import Path
+
+    from cqrnet_jax.evaluate import json_safe
+
+    path = Path(path)
+    text = json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
 def out_of_memory(err: BaseException) -> bool:
     """Whether `err` says the host or the accelerator ran out of memory (XLA's
     RESOURCE_EXHAUSTED): a per-file failure to report, where other errors are bugs."""

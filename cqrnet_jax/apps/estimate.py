@@ -48,6 +48,12 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
         "--ranker", metavar="PREFIX", help="ranker weights prefix (default: the shipped estimator)"
     )
     p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="map scores to qualities with this calibration (written by `cqrnet-jax "
+        "ranker-eval --calibrate FILE`) instead of the ranker's own",
+    )
+    p.add_argument(
         "--max-pixels",
         type=int_in_range(1),
         default=DEFAULT_MAX_PIXELS,
@@ -93,12 +99,12 @@ def _text_line(rec: dict) -> str:
     )
 
 
-def _load_scorer(prefix):
-    """The ranker; InputError (one line saying how to make one) if its weights are missing or
-    are not a ranker's."""
+def _load_scorer(prefix, calibration_file=None):
+    """The ranker, with the calibration in `calibration_file` if given; InputError (one line
+    saying how to make one) if its weights are missing or are not a ranker's."""
     from cqrnet_jax import pretrained
     from cqrnet_jax.errors import InputError
-    from cqrnet_jax.quality import load_ranker
+    from cqrnet_jax.quality import load_calibration, load_ranker
 
     where = prefix or pretrained.shipped(pretrained.ESTIMATOR)
     try:
@@ -109,10 +115,12 @@ def _load_scorer(prefix):
             "`python -m cqrnet_jax.main --config=configs/ranker.py:cpu --workdir=DIR` and pass "
             "--ranker DIR/export/ranker"
         ) from None
+    if calibration_file:
+        scorer.meta = {**scorer.meta, "calibration": load_calibration(calibration_file)}
     if scorer.calibration is None:
         print(
-            f"warning: {where}.json has no calibration: estimated_quality is null "
-            "(add one with `cqrnet-jax ranker-eval --calibrate`)",
+            f"warning: {where}.json has no calibration: estimated_quality is null (fit one with "
+            "`cqrnet-jax ranker-eval --calibrate FILE` and pass --calibration FILE)",
             file=sys.stderr,
         )
     return scorer
@@ -124,7 +132,7 @@ def run_estimate(args) -> int:
     from cqrnet_jax.data.datasets import expand_inputs
     from cqrnet_jax.data.io import DEFAULT_MAX_PIXELS, ImageLoadError
 
-    scorer = _load_scorer(getattr(args, "ranker", None))
+    scorer = _load_scorer(getattr(args, "ranker", None), getattr(args, "calibration", None))
     failed = False
     max_pixels = getattr(args, "max_pixels", DEFAULT_MAX_PIXELS)
     for file, problem in expand_inputs(args.files):
