@@ -21,10 +21,10 @@ def train_defaults() -> ml_collections.ConfigDict:
     # cores (devices.py); 1 = one device on all cores. Not applied in a multi-process run.
     c.host_devices = 0
     c.num_steps = 1000
-    c.log_every = 50
+    c.log_every = 50  # 0: log only when a checkpoint is saved (at least the last step)
     c.log_first_steps = 0  # also log each of the run's first N steps (fail fast on a lent GPU)
     c.eval_every = 0  # 0: no periodic evaluation
-    c.checkpoint_every = 500
+    c.checkpoint_every = 500  # 0: a checkpoint at the last step only
     c.keep_checkpoints = 2
     # Wall-clock budget of the training loop in seconds (0: none): the run then ends cleanly at the
     # step where it is spent (checkpoint, evaluation, export) whatever num_steps says.

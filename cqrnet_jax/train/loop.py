@@ -334,20 +334,25 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
 
 def _due(config, step: int, start: int, last: bool, eval_every: int | None = None) -> set[str]:
     """What step `step` does besides its update: "log", "eval", "save" (a checkpoint), "export".
-    `eval_every`: config.eval_every unless given (0 when the evaluation data are missing)."""
+    `eval_every`: config.eval_every unless given (0 when the evaluation data are missing). Each
+    `*_every` of 0 is off: then only the last step saves (and logs, as every save does)."""
     due = set()
-    if step % config.checkpoint_every == 0 or last:
+    if _every(step, config.checkpoint_every) or last:
         due.add("save")
     # log_first_steps: the first steps shown at once (a broken run fails within a minute)
-    if due or step % config.log_every == 0 or step <= start + config.get("log_first_steps", 0):
+    if due or _every(step, config.log_every) or step <= start + config.log_first_steps:
         due.add("log")
     eval_every = config.eval_every if eval_every is None else eval_every
-    if eval_every and (step % eval_every == 0 or last):
+    if _every(step, eval_every) or (eval_every and last):
         due.add("eval")
-    export_every = config.get("export_every", 0)
-    if export_every and step % export_every == 0 and not last:
+    if _every(step, config.export_every) and not last:
         due.add("export")
     return due
+
+
+def _every(step: int, every: int) -> bool:
+    """Whether `step` is one of every `every` steps; never when `every` is 0 (off)."""
+    return bool(every) and step % every == 0
 
 
 def _training_batches(config, task, start: int, sharding: NamedSharding):
@@ -440,12 +445,13 @@ def device_prefetch(batches, sharding: NamedSharding, depth: int = 2):
 
 def _out_of_time(t0: float, budget: float, step: int, every: int) -> bool:
     """Whether the wall budget is spent. All processes must stop at the same step: with several,
-    process 0 decides, at logging steps only (one broadcast, no per-step sync)."""
+    process 0 decides, at logging steps only (one broadcast, no per-step sync; every step when
+    logging is off)."""
     if budget <= 0:
         return False
     if jax.process_count() == 1:
         return time.perf_counter() - t0 >= budget
-    if step % every:
+    if every and step % every:
         return False
     from jax.experimental import multihost_utils
 
