@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from skimage import data
 
-from cqrnet_jax.models.deblock import DeblockNet
+from cqrnet_jax.models.build import deblock_from_config
 
 PRESETS = {
     "paper": dict(features=64, num_local_groups=8, nl_inner=32),
@@ -22,7 +22,7 @@ PRESETS = {
 def main():
     y = data.camera()[:96, :96].astype(np.float32) / 255.0
     for name, kwargs in PRESETS.items():
-        model = DeblockNet(**kwargs)
+        model = deblock_from_config(kwargs)
         variables = model.init(jax.random.key(0), jnp.zeros((1, 48, 48)))
         out = model.apply(variables, y[None])
         print(f"{name}: mean |M(x) - x| = {float(jnp.abs(out - y).mean()):.4f}")

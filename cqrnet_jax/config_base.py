@@ -80,6 +80,30 @@ def train_defaults() -> ml_collections.ConfigDict:
     return c
 
 
+def deblock_model_defaults() -> dict:
+    """The de-blocker's `model` settings with their defaults (configs/deblock.py starts from
+    them; a saved config or an export written before a key existed gets its default here:
+    `models.build.deblock_from_config`). The nl_* keys are the non-local attention's."""
+    return dict(
+        arch="cqr",  # cqr (DeblockNet) | unet (UNetDeblocker) | arcnn | dncnn (Table 2's)
+        features=64,
+        num_local_groups=8,  # RNAN's: 10 groups = 1 non-local + 8 local + 1 non-local
+        dilations=(1, 2, 4),
+        nl_inner=32,  # theta/phi/g width, RNAN: features // 2
+        nl_window=48,  # = the training patch: training attends over the whole patch, as RNAN
+        nl_subsample=1,  # 2: keys/values 2x2 max-pooled (the CPU preset's saving)
+        nl_chunk=16,  # windows per attention chunk ("chunked" attention; bounds memory)
+        nl_attention="chunked",  # chunked | xla | cudnn (jax.nn.dot_product_attention)
+        dtype="float32",  # compute dtype: float32 | bfloat16 (params and losses stay float32)
+        scan_groups=False,  # local groups as one nn.scan: compiles once, stacked params
+        remat=False,  # recompute each group's activations in the backward pass
+        widths=(16, 32, 64, 128),  # unet only: channels at scales 1, 1/2, 1/4, 1/8
+        blocks=(2, 2, 2, 2),  # unet only: residual blocks a side at each scale
+        depth=20,  # dncnn only: its number of convolutions
+        residual_init="zeros",  # dncnn only: its last conv's kernel, zeros (starts at x) | he
+    )
+
+
 def apply_presets(
     config: ml_collections.ConfigDict,
     arg: str | None,
