@@ -73,9 +73,7 @@ def _split_host_cores(config) -> None:
     """config.host_devices: the CPU as that many devices (0: auto), before JAX starts."""
     from cqrnet_jax.devices import MAX_HOST_DEVICES, split_host_cores
 
-    wanted = config.get("host_devices", 0)
-    if wanted < 0:
-        raise ConfigError(f"host_devices must be 0 (auto) or more, got {wanted}")
+    wanted = config.host_devices  # 0 or more (config_check)
     if wanted != 1:
         split_host_cores(wanted or MAX_HOST_DEVICES, divides=config.batch_size)
 
@@ -127,15 +125,17 @@ def _train(cluster: dict, multi: bool) -> int:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
 
     from cqrnet_jax.train import distributed
+    from cqrnet_jax.train.config_check import check_config
     from cqrnet_jax.train.loop import train_and_evaluate
     from cqrnet_jax.train.tasks import get_task
 
-    if FLAGS.config.get("compile_cache_dir"):
+    if FLAGS.config.compile_cache_dir:
         jax.config.update(
             "jax_compilation_cache_dir", os.path.expanduser(FLAGS.config.compile_cache_dir)
         )
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     try:
+        check_config(FLAGS.config)  # before any data are read or a device is used
         if multi:
             distributed.join(**cluster)  # before anything touches a device
         else:

@@ -54,12 +54,17 @@ def _smoke(ranker_config):
 
 def _unknown_task(config, tmp_path):
     config.task = "nope"
-    return "unknown task 'nope'"
+    return "task: one of ranker, deblock, not 'nope'"
 
 
 def _unknown_schedule(config, tmp_path):
-    config.optim.schedule = "nope"  # found while the state is initialised inside jax.jit
-    return "unknown learning-rate schedule 'nope'"
+    config.optim.schedule = "nope"  # found before anything is read or compiled
+    return "optim.schedule: one of constant, step, cosine, not 'nope'"
+
+
+def _checkpoints_every_minus_one(config, tmp_path):
+    config.checkpoint_every = -1
+    return "checkpoint_every must be 0 or more, got -1"
 
 
 def _missing_data_dir(config, tmp_path):
@@ -88,6 +93,7 @@ def _batch_not_divisible(config, tmp_path):
     [
         (_unknown_task, 2),
         (_unknown_schedule, 2),
+        (_checkpoints_every_minus_one, 2),
         (_missing_data_dir, 3),
         (_unreadable_training_file, 3),
         (_batch_not_divisible, 2),
@@ -97,8 +103,7 @@ def test_a_user_error_is_one_line_with_its_status_and_leaves_no_workdir(
     break_config, status, ranker_config, tmp_path, monkeypatch, capsys
 ):
     """A bad setting exits 2, bad data 3 (cqrnet_jax/errors.py); also when it is found after the
-    workdir was created (an unknown schedule, while the state is initialised; an unreadable
-    training image, while the images are read)."""
+    workdir was created (an unreadable training image, while the images are read)."""
     config = _smoke(ranker_config)
     expected = break_config(config, tmp_path)
     assert _main(monkeypatch, config, tmp_path / "runs" / "run") == status
@@ -110,9 +115,14 @@ def test_a_user_error_is_one_line_with_its_status_and_leaves_no_workdir(
 
 def test_a_failed_start_keeps_a_workdir_that_was_there(ranker_config, tmp_path, monkeypatch):
     """A workdir that existed before the run is left as it was found, empty or not, and so is
-    one that the user wrote into while the run was starting."""
+    one that the user wrote into while the run was starting (each run stops on a user error
+    found once the state exists, before compiling)."""
+
+    def no_compile(*args, **kwargs):
+        raise ConfigError("stopped before compiling")
+
+    monkeypatch.setattr(loop, "compile_step", no_compile)
     config = _smoke(ranker_config)
-    config.optim.schedule = "nope"
     (tmp_path / "empty").mkdir()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
