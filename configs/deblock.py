@@ -99,7 +99,6 @@ def gpu(c):
     c.log_first_steps = 3  # three real steps shown within the first minute
     c.checkpoint_every = 1000
     c.keep_checkpoints = 1
-    c.data.backend = "numpy"  # the GPU machine has no TensorFlow
     c.data.num_threads = 16
     c.compile_cache_dir = "/tmp/cqrnet_jax_cache"
 

@@ -28,7 +28,7 @@ def test_every_preset_passes(name):
     "setting, value, message",
     [
         ("optim.schedule", "cosin", "optim.schedule: one of constant, step, cosine, not 'cosin'"),
-        ("data.backend", "torch", "data.backend: one of auto, tf, numpy, not 'torch'"),
+        ("data.backend", "torch", "data.backend: one of numpy, tf, auto, not 'torch'"),
         ("model.nl_attention", "flash", "model.nl_attention: one of chunked, xla, cudnn, not"),
         ("model.arch", "rnan", "model.arch: one of cqr, unet, arcnn, dncnn, not 'rnan'"),
         ("loss.pixel", "l1", "loss.pixel: one of mae, mse, not 'l1'"),
