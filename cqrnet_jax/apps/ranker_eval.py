@@ -67,7 +67,11 @@ def add_ranker_eval_parser(subparsers) -> argparse.ArgumentParser:
         "--limit", type=int_in_range(0), default=0, metavar="N", help="first N images per set"
     )
     p.add_argument(
-        "--batch-size", type=int_in_range(1), default=32, help="images per ranker call (32)"
+        "--batch-size",
+        type=int_in_range(1),
+        default=32,
+        metavar="N",
+        help="images per ranker call (default: 32)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     return p
