@@ -36,6 +36,7 @@ class DeblockNet(nn.Module):
     `remat` recomputes each group's activations in the backward pass instead of storing them.
     `valid` (optional int (N, 2)) is each image's real (height, width) from the top-left, for a
     batch padded bottom/right to one size: the non-local blocks attend to real pixels only. It is
+    traced, so one program serves every extent; None means the whole input is real.
     The settings' values and their meaning are in `config_base.deblock_model_defaults`; build
     the network from a config with `models.build.deblock_from_config`.
     """
