@@ -141,3 +141,12 @@ def test_a_bad_calibration_file_is_one_line_exit_status_3(capsys, tiny_ranker, t
     assert code == 3 and err == (
         f"error: calibration {bad}: needs two or more increasing qualities, a score each\n"
     )
+
+
+def test_an_unwritable_report_is_one_line_exit_status_3(capsys, tiny_ranker, data_dir, tmp_path):
+    """A --json path under a file cannot be written: one line naming it, exit status 3."""
+    (tmp_path / "a_file").write_text("mine")
+    out = tmp_path / "a_file" / "report.json"
+    code, _, err = _run(capsys, tiny_ranker, data_dir, "--json", out)
+    assert code == 3 and err.startswith(f"error: cannot write {out}: ") and err.count("\n") == 1
+    assert (tmp_path / "a_file").read_text() == "mine"
