@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cqrnet_jax.config_base import deblock_model_defaults
+
 
 def _conv(features_in: int, features_out: int, dilation: int = 1, stride: int = 1, k: int = 3):
     pad = dilation if k == 3 else 0
@@ -175,9 +177,10 @@ class TorchDeblock(nn.Module):
 
 def from_flax(params: dict, model_cfg: dict) -> TorchDeblock:
     """A TorchDeblock with the flax DeblockNet `params` (unrolled groups) loaded."""
+    model_cfg = {**deblock_model_defaults(), **model_cfg}
     cfg = {k: model_cfg[k] for k in ("features", "num_local_groups", "dilations")}
     cfg.update(nl_inner=model_cfg["nl_inner"], nl_window=model_cfg["nl_window"])
-    net = TorchDeblock(**cfg, nl_subsample=model_cfg.get("nl_subsample", 1))
+    net = TorchDeblock(**cfg, nl_subsample=model_cfg["nl_subsample"])
     f = model_cfg["features"]
     state = {}
 

@@ -20,9 +20,9 @@ run() {
     tr '\r' '\n' | grep '^step' | sed "s/^/$name: /"
   rm -rf "$workdir"
 }
-run "glibc, tf.data" ""
+run "glibc, tf.data" "" --config.data.backend=tf
 if [ -e "$TCMALLOC" ]; then
-  run "tcmalloc, tf.data" "$TCMALLOC"
+  run "tcmalloc, tf.data" "$TCMALLOC" --config.data.backend=tf
   run "tcmalloc, numpy" "$TCMALLOC" --config.data.backend=numpy
 else
   echo "no $TCMALLOC (Debian/Ubuntu: apt-get install libtcmalloc-minimal4); skipped tcmalloc"

@@ -18,7 +18,7 @@ Presets compose left to right with commas (e.g. `:cpu,no_dc`):
                  MSE loss, no ranker; through the same pipeline and loop (e.g. `:dncnn,smoke`)
 """
 
-from cqrnet_jax.config_base import apply_presets, train_defaults
+from cqrnet_jax.config_base import apply_presets, deblock_model_defaults, train_defaults
 
 
 def paper(c):
@@ -51,6 +51,7 @@ def unet(c):
     c.model.blocks = (2, 2, 2, 2)
     c.model.nl_inner = 64
     c.model.nl_window = 16  # bottleneck pixels: 128 input pixels
+    c.model.nl_subsample = 1  # all keys: the bottleneck is small
     c.loss.alpha = 0.0
     c.loss.beta = 0.0
     c.data.patch_size = 96
@@ -98,7 +99,6 @@ def gpu(c):
     c.log_first_steps = 3  # three real steps shown within the first minute
     c.checkpoint_every = 1000
     c.keep_checkpoints = 1
-    c.data.backend = "numpy"  # the GPU machine has no TensorFlow
     c.data.num_threads = 16
     c.compile_cache_dir = "/tmp/cqrnet_jax_cache"
 
@@ -181,24 +181,7 @@ def get_config(arg=None):
     c.optim.decay_rate = 0.5
     c.data.patch_size = 48
     c.data.qualities = (10, 20, 30)
-    c.model = dict(
-        arch="cqr",  # cqr (DeblockNet) | unet (UNetDeblocker) | arcnn | dncnn (Table 2's)
-        features=64,
-        num_local_groups=8,
-        dilations=(1, 2, 4),
-        nl_inner=32,
-        nl_window=48,
-        nl_subsample=1,
-        nl_chunk=16,  # windows per attention chunk ("chunked" attention; bounds memory)
-        nl_attention="chunked",  # chunked | xla | cudnn (jax.nn.dot_product_attention)
-        dtype="float32",  # compute dtype: float32 | bfloat16 (params and losses stay float32)
-        scan_groups=False,  # local groups as one nn.scan: compiles once, stacked params
-        remat=False,  # recompute each group's activations in the backward pass
-        widths=(16, 32, 64, 128),  # unet only: channels at scales 1, 1/2, 1/4, 1/8
-        blocks=(2, 2, 2, 2),  # unet only: residual blocks a side at each scale
-        depth=20,  # dncnn only: its number of convolutions
-        residual_init="zeros",  # dncnn only: its last conv's kernel, zeros (starts at x) | he
-    )
+    c.model = deblock_model_defaults()
     c.loss = dict(
         pixel="mae",  # the pixel loss: mae (the paper's L_MAE) | mse (the baselines')
         alpha=0.01,  # weight of L_Q

@@ -21,10 +21,10 @@ def train_defaults() -> ml_collections.ConfigDict:
     # "On a CPU"); 1 = one device on all cores. Not applied in a multi-process run.
     c.host_devices = 0
     c.num_steps = 1000
-    c.log_every = 50
+    c.log_every = 50  # 0: log only when a checkpoint is saved (at least the last step)
     c.log_first_steps = 0  # also log each of the run's first N steps (fail fast on a lent GPU)
     c.eval_every = 0  # 0: no periodic evaluation
-    c.checkpoint_every = 500
+    c.checkpoint_every = 500  # 0: a checkpoint at the last step only
     c.keep_checkpoints = 2
     # Wall-clock budget of the training loop in seconds (0: none): the run then ends cleanly at the
     # step where it is spent (checkpoint, evaluation, export) whatever num_steps says.
@@ -64,7 +64,10 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.data.files = ""  # for source=folder: folders or globs, comma-separated
     c.data.patch_size = 48
     c.data.seed = 0
-    c.data.backend = "auto"  # auto (tf if installed) | tf | numpy
+    # numpy (NumPy + PIL threads: 0.37 steps/s for :cpu on 2 cores against tf.data's 0.28,
+    # benchmarks/train_throughput.sh) | tf (tf.data; the tf extra): the same batches either way.
+    # "auto", an older config's value, is numpy.
+    c.data.backend = "numpy"
     c.data.num_threads = 2
     c.data.prefetch = 4
     c.data.quality_range = (1, 30)  # ranker: QFs drawn from this range ...
@@ -78,6 +81,30 @@ def train_defaults() -> ml_collections.ConfigDict:
     # BSDS500 val (eval_set="BSDS500val") leaves BSDS500/val out
     c.data.train_sets = ("BSDS500/train", "BSDS500/val", "Urban100_gray")
     return c
+
+
+def deblock_model_defaults() -> dict:
+    """The de-blocker's `model` settings with their defaults (configs/deblock.py starts from
+    them; a saved config or an export written before a key existed gets its default here:
+    `models.build.deblock_from_config`). The nl_* keys are the non-local attention's."""
+    return dict(
+        arch="cqr",  # cqr (DeblockNet) | unet (UNetDeblocker) | arcnn | dncnn (Table 2's)
+        features=64,
+        num_local_groups=8,  # RNAN's: 10 groups = 1 non-local + 8 local + 1 non-local
+        dilations=(1, 2, 4),
+        nl_inner=32,  # theta/phi/g width, RNAN: features // 2
+        nl_window=48,  # = the training patch: training attends over the whole patch, as RNAN
+        nl_subsample=1,  # 2: keys/values 2x2 max-pooled (the CPU preset's saving)
+        nl_chunk=16,  # windows per attention chunk ("chunked" attention; bounds memory)
+        nl_attention="chunked",  # chunked | xla | cudnn (jax.nn.dot_product_attention)
+        dtype="float32",  # compute dtype: float32 | bfloat16 (params and losses stay float32)
+        scan_groups=False,  # local groups as one nn.scan: compiles once, stacked params
+        remat=False,  # recompute each group's activations in the backward pass
+        widths=(16, 32, 64, 128),  # unet only: channels at scales 1, 1/2, 1/4, 1/8
+        blocks=(2, 2, 2, 2),  # unet only: residual blocks a side at each scale
+        depth=20,  # dncnn only: its number of convolutions
+        residual_init="zeros",  # dncnn only: its last conv's kernel, zeros (starts at x) | he
+    )
 
 
 def apply_presets(

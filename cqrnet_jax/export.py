@@ -21,6 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from cqrnet_jax.errors import ConfigError, InputError, MissingFileError
+
 FORMATS = ("stablehlo", "savedmodel", "onnx")
 MODELS = ("deblock", "ranker")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
@@ -30,7 +32,7 @@ OUTPUT_NAME = {"deblock": "restored", "ranker": "score"}
 ONNX_OPSET = 23
 
 
-class ExportError(ValueError):
+class ExportError(ConfigError):
     """A user error of `export` (printed by the CLI as one line "error: ...", exit status 2)."""
 
 
@@ -48,9 +50,9 @@ def load_model(what: str, spec: str):
         return load(prefix)
     except FileNotFoundError:
         where = f"the package's shipped {what}" if spec == "default" else os.fspath(prefix)
-        raise FileNotFoundError(f"--model: no {what} model found at {where}") from None
+        raise MissingFileError(f"--model: no {what} model found at {where}") from None
     except NotAModelError as err:
-        raise ExportError(f"--model: {err}") from None
+        raise InputError(f"--model: {err}") from None
 
 
 def size_multiple(what: str, model) -> int:
@@ -261,9 +263,13 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def staging(out: Path):
-    """Yields a temporary folder beside `out` that replaces `out` on success only."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    """Yields a temporary folder beside `out` that replaces `out` on success only; InputError
+    if that folder cannot be made."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise InputError(f"-o: cannot write {out}: {err.strerror or err}") from None
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the export from other users

@@ -28,6 +28,7 @@ import numpy as np
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.devices import compiler_options
+from cqrnet_jax.errors import MissingFileError
 from cqrnet_jax.models.build import size_alignment
 
 # Bottom/right padding of an image to its canvas (numpy.pad mode: mirrored, edge pixel repeated).
@@ -275,7 +276,7 @@ def load_restorer(
         model, variables, meta = load_deblock_model(prefix, dtype="float32", attention="chunked")
     except FileNotFoundError:
         where = "the package's shipped model" if spec == "default" else os.fspath(prefix)
-        raise FileNotFoundError(f"no de-blocking model found at {where}") from None
+        raise MissingFileError(f"no de-blocking model found at {where}") from None
     restorer = Restorer(
         model,
         variables,

@@ -5,8 +5,9 @@ processes (hosts, or one per GPU) train together through `jax.distributed`: each
 command with `--distributed` (coordinator, process count and id detected on SLURM, Open MPI,
 Cloud TPU and Kubernetes) or with `--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I`; the workdir must be one folder all of them see. The user's
-errors (a bad config value, missing data or ranker, a run that diverged) print one line
-"error: ..." on stderr and exit 1; anything else is a bug and keeps its traceback. The data are
+errors (`cqrnet_jax.errors.UserError`: a bad flag or config value, missing data or ranker, a run
+that diverged) print one line "error: ..." on stderr and exit with their kind's status (2, 3, 4:
+`cqrnet_jax/errors.py`); anything else is a bug and keeps its traceback. The data are
 checked before anything is compiled, and a run that fails before its first checkpoint removes
 the workdir it created. Ctrl-C stops after the step in progress, saves it, prints one line
 saying where a rerun resumes and exits 130 (a second Ctrl-C stops at once).
@@ -23,7 +24,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from cqrnet_jax.errors import ConfigError  # noqa: E402
+from cqrnet_jax.errors import ConfigError, UserError  # noqa: E402
 from cqrnet_jax.train import workdir as workdir_lib  # noqa: E402
 
 
@@ -72,16 +73,30 @@ def _split_host_cores(config) -> None:
     """config.host_devices: the CPU as that many devices (0: auto), before JAX starts."""
     from cqrnet_jax.devices import MAX_HOST_DEVICES, split_host_cores
 
-    wanted = config.get("host_devices", 0)
-    if wanted < 0:
-        raise ConfigError(f"host_devices must be 0 (auto) or more, got {wanted}")
+    wanted = config.host_devices  # 0 or more (config_check)
     if wanted != 1:
         split_host_cores(wanted or MAX_HOST_DEVICES, divides=config.batch_size)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, except that a bad flag (an unknown preset, a missing --workdir) is a
+    ConfigError: one line "error: ..." and its exit status, as after parsing."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(ConfigError.exit_code)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Parses the flags in `argv` (default sys.argv) and trains; exits with the status."""
+    app.run(main, argv=argv, flags_parser=_parse_flags)
+
+
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+        return ConfigError.exit_code
     cluster = dict(
         coordinator_address=FLAGS.coordinator_address,
         num_processes=FLAGS.num_processes,
@@ -110,26 +125,27 @@ def _train(cluster: dict, multi: bool) -> int:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
 
     from cqrnet_jax.train import distributed
-    from cqrnet_jax.train.guard import NonFiniteLossError
+    from cqrnet_jax.train.config_check import check_config
     from cqrnet_jax.train.loop import train_and_evaluate
     from cqrnet_jax.train.tasks import get_task
 
-    if FLAGS.config.get("compile_cache_dir"):
+    if FLAGS.config.compile_cache_dir:
         jax.config.update(
             "jax_compilation_cache_dir", os.path.expanduser(FLAGS.config.compile_cache_dir)
         )
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     try:
+        check_config(FLAGS.config)  # before any data are read or a device is used
         if multi:
             distributed.join(**cluster)  # before anything touches a device
         else:
             _split_host_cores(FLAGS.config)
         train_and_evaluate(FLAGS.config, FLAGS.workdir, get_task(FLAGS.config))
-    except (ConfigError, NonFiniteLossError) as err:  # the user's to fix: no traceback
+    except UserError as err:  # the user's to fix: no traceback
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -1,8 +1,8 @@
 """The quality ranker as a blind JPEG-quality estimator (paper §3.1): scores, and what they mean.
 
 - `load_ranker`: a scorer for Y uint8 images of any size (jit, batched by shape).
-- `fit_calibration` / `estimate_quality`: score -> QF, fitted on training images only and stored
-  with the weights (`calibrate_and_store`).
+- `fit_calibration` / `estimate_quality`: score -> QF, fitted on training images only
+  (`calibrate`); kept with the weights (PREFIX.json) or in a file of its own (`load_calibration`).
 - `evaluate_ranker`: `metrics.ranking_metrics` (Spearman rho(score, QF), pairwise order accuracy)
   of every test image at every QF. `cqrnet-jax ranker-eval` runs the evaluation.
 
@@ -139,27 +139,39 @@ def calibration_images(data_dir, num_images: int = 60, crop: int | None = 320):
     return [(files[i].name, center_crop(load_y(files[i]), crop)) for i in idx]
 
 
-def calibrate_and_store(
-    prefix, data_dir=None, num_images=60, crop=320, qualities=CALIBRATION_QUALITIES,
-    scorer=None, progress=True,
+def calibrate(
+    scorer, data_dir=None, num_images=60, crop=320, qualities=CALIBRATION_QUALITIES,
+    progress=True,
 ) -> dict:  # fmt: skip
-    """Fits the score -> QF calibration on training images; writes it into PREFIX.json.
-
-    The .json is rewritten atomically (temp file + rename); its other keys are kept.
-    """
-    scorer = scorer or load_ranker(prefix)
+    """The score -> QF calibration of `scorer`, fitted on training images (`fit_calibration`);
+    the caller decides where it is kept (`load_calibration` reads it back)."""
     images = calibration_images(data_dir, num_images, crop)
     scores = score_matrix(scorer, images, qualities, progress=progress)
     calibration = fit_calibration({q: scores[:, j] for j, q in enumerate(qualities)})
     calibration.update(images=len(images), crop=crop, sets="BSDS500 train+val, Urban100_gray")
-    path = Path(str(prefix) + ".json")
-    meta = json.loads(path.read_text())
-    meta["calibration"] = calibration
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    scorer.meta["calibration"] = calibration
     return calibration
+
+
+def load_calibration(path: str | os.PathLike) -> dict:
+    """A calibration file written by `cqrnet-jax ranker-eval --calibrate`; InputError (naming
+    the file) if it is missing or holds no increasing qualities with a score each."""
+    from cqrnet_jax.errors import InputError
+
+    path = Path(path).expanduser()
+    try:
+        cal = json.loads(path.read_text())
+        qualities, scores = cal["qualities"], cal["scores"]
+        ok = len(qualities) == len(scores) >= 2 and all(map(np.isfinite, scores))
+        ok = ok and all(a < b for a, b in zip(qualities, qualities[1:]))
+    except FileNotFoundError:
+        raise InputError(f"calibration {path}: no such file") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:  # unreadable, not JSON, wrong shape
+        raise InputError(f"calibration {path}: not a calibration file ({err})") from None
+    if not ok:
+        raise InputError(
+            f"calibration {path}: needs two or more increasing qualities, a score each"
+        )
+    return cal
 
 
 def score_matrix(

@@ -27,7 +27,7 @@ from PIL import Image
 
 from cqrnet_jax.data import datasets
 from cqrnet_jax.data.io import load_y
-from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 2**20
@@ -170,7 +170,7 @@ def main():
         data = datasets.resolve_data_dir(args.data_dir)
         folder.mkdir(parents=True, exist_ok=True)
         print(pack(folder, data, args.limit_mib, args.margin_mib))
-    except (ConfigError, OSError) as e:  # a missing or unreadable set, an unwritable folder
+    except (UserError, OSError) as e:  # a missing or unreadable set, an unwritable folder
         sys.exit(f"error: {e}")
 
 

@@ -72,7 +72,7 @@ def plan_decay(optim_cfg, end_a: int, steps_left: int, min_decay_steps: int) -> 
     stopped inside the warm-up (a slow compile on a busy machine): the schedule never decays
     before its warm-up is over, so phase B first finishes the warm-up, then decays to 0 by its
     last step."""
-    warmup_end = optim_cfg.get("warmup_begin", 0) + optim_cfg.warmup_steps
+    warmup_end = optim_cfg.warmup_begin + optim_cfg.warmup_steps
     decay_begin = max(end_a, warmup_end)
     return decay_begin, max(min_decay_steps, steps_left - (decay_begin - end_a))
 

@@ -165,7 +165,6 @@ def train_command(row: str, seed: int, scale: str, workdir: Path) -> list[str]:
         "--config.eval_set=",
         "--config.checkpoint_every=100",
         "--config.keep_checkpoints=1",
-        "--config.data.backend=numpy",  # the same batches as tf.data, faster here
     ]
 
 

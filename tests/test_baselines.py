@@ -86,7 +86,7 @@ def test_dncnn_starts_at_the_identity_unless_asked_for_the_papers_he_start(deblo
         if not identity:
             assert float(jnp.sqrt(jnp.mean((out - x) ** 2))) > 0.1
     config.model.residual_init = "ones"
-    with pytest.raises(ConfigError, match="model.residual_init: zeros or he, not 'ones'"):
+    with pytest.raises(ConfigError, match="model.residual_init: one of zeros, he, not 'ones'"):
         deblock_from_config(config.model)
 
 

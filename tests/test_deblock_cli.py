@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import H, W, deblock, error_lines, grey, rgb, save_jpeg, save_rgba
 from PIL import Image
 
+from cqrnet_jax import inference
 from cqrnet_jax.data.color import rgb_to_y
 from cqrnet_jax.data.io import load_image
+from cqrnet_jax.errors import UserError
 
 # --- images --------------------------------------------------------------------------------------
 
@@ -98,12 +101,12 @@ def test_expand_inputs(tmp_path):
 
 def test_existing_output_needs_overwrite(capsys, tiny_model_prefix, three, tmp_path):
     """An existing OUTDIR/STEM.png is one error line for that file (left untouched) while the
-    other files are written, exit 1; with --overwrite it is replaced, exit 0."""
+    other files are written, exit 3; with --overwrite it is replaced, exit 0."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "grey.png").write_bytes(b"keep me")
     code, err = deblock(capsys, tiny_model_prefix, *three, "-o", out)
-    assert code == 1
+    assert code == 3
     assert error_lines(err) == [f"error: {three[0]}: {out / 'grey.png'} exists (use --overwrite)"]
     assert (out / "grey.png").read_bytes() == b"keep me"
     assert (out / "colour.png").is_file() and (out / "rgba.png").is_file()
@@ -123,66 +126,86 @@ def test_bad_file_is_one_error_line(
     capsys, tiny_model_prefix, three, tmp_path, name, content, reason
 ):
     """A damaged or empty file gives exactly one 'error: FILE: reason' line, no traceback; the
-    good files are still written; exit status 1."""
+    good files are still written; exit status 3."""
     bad = three[0].parent / name
     bad.write_bytes(content)
     out = tmp_path / "out"
     code, err = deblock(capsys, tiny_model_prefix, three[0], bad, three[1], "-o", out)
-    assert code == 1
+    assert code == 3
     lines = error_lines(err)
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ") and reason in lines[0], err
     assert "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == ["colour.png", "grey.png"]
 
 
+def _mismatched_forward(self, variables, x, valid):
+    """A shape bug inside the network: JAX raises a ValueError while tracing."""
+    return x + jnp.einsum("ij,jk->", jnp.ones((2, 3)), jnp.ones((4, 2)))
+
+
+def test_a_bug_inside_the_network_is_not_a_file_error(
+    capsys, tiny_model_prefix, three, tmp_path, monkeypatch
+):
+    """A ValueError from JAX inside the model is a bug, not a bad file: it escapes `main`
+    (Python prints its traceback, exit status 1) after the bad file before it got its line."""
+    bad = three[0].parent / "junk.jpg"
+    bad.write_bytes(b"not a picture" * 20)
+    monkeypatch.setattr(inference.Restorer, "_forward", _mismatched_forward)
+    with pytest.raises(ValueError, match="Size of label 'j'") as caught:
+        deblock(capsys, tiny_model_prefix, bad, three[0], "-o", tmp_path / "out", "--parallel", 1)
+    assert not isinstance(caught.value, UserError)
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: not an image file"), lines
+
+
 def test_output_folder_holding_the_input_never_overwrites_it(capsys, tiny_model_prefix, three):
     """`-o` the input's own folder with a .png input of the same stem is refused, even with
-    --overwrite: the input is unchanged, the JPEG inputs are written next to it, exit 1."""
+    --overwrite: the input is unchanged, the JPEG inputs are written next to it, exit 3."""
     folder = three[2].parent
     before = three[2].read_bytes()
     for extra in ([], ["--overwrite"]):
         code, err = deblock(capsys, tiny_model_prefix, three[2], three[0], "-o", folder, *extra)
-        assert code == 1
+        assert code == 3
         assert error_lines(err) == [f"error: {three[2]}: output would overwrite the input"]
         assert three[2].read_bytes() == before
     assert (folder / "grey.png").is_file()
 
 
-def test_missing_model_is_one_error_line_and_status_2(capsys, three, tmp_path):
-    """A --model that does not exist: one error line naming it, exit status 2, nothing written."""
+def test_missing_model_is_one_error_line_and_status_3(capsys, three, tmp_path):
+    """A --model that does not exist: one error line naming it, exit status 3, nothing written."""
     missing = tmp_path / "no_such_model"
     code, err = deblock(capsys, str(missing), three[0], "-o", tmp_path / "out")
-    assert code == 2
+    assert code == 3
     assert err.strip() == f"error: no de-blocking model found at {missing}"
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_input_is_one_error_line(capsys, tiny_model_prefix, three, tmp_path):
     """An input that is neither a file, a folder nor a matching glob is one error line; the
-    other inputs are still restored; exit status 1."""
+    other inputs are still restored; exit status 3."""
     missing = tmp_path / "gone.jpg"
     code, err = deblock(capsys, tiny_model_prefix, missing, three[0], "-o", tmp_path / "out")
-    assert code == 1
+    assert code == 3
     assert error_lines(err) == [f"error: {missing}: no such file"]
     assert (tmp_path / "out" / "grey.png").is_file()
 
 
 def test_folder_without_images_is_one_error_line(capsys, tiny_model_prefix, three, tmp_path):
     """A folder with no image files is one error line; the other inputs are still restored;
-    exit status 1."""
+    exit status 3."""
     empty = tmp_path / "empty"
     empty.mkdir()
     code, err = deblock(capsys, tiny_model_prefix, empty, three[0], "-o", tmp_path / "out")
     assert error_lines(err) == [f"error: {empty}: folder has no image files"]
     assert (tmp_path / "out" / "grey.png").is_file()
-    assert code == 1
+    assert code == 3
 
 
 def test_glob_matching_nothing_is_one_error_line(capsys, tiny_model_prefix, three, tmp_path):
-    """A pattern with no match is one error line naming the pattern; exit status 1."""
+    """A pattern with no match is one error line naming the pattern; exit status 3."""
     pattern = f"{tmp_path}/nothing*.jpg"
     code, err = deblock(capsys, tiny_model_prefix, pattern, three[0], "-o", tmp_path / "out")
-    assert code == 1
+    assert code == 3
     assert error_lines(err) == [f"error: {pattern}: no file matches this pattern"]
     assert (tmp_path / "out" / "grey.png").is_file()
 
@@ -260,7 +283,7 @@ def test_same_stem_twice_in_a_batch_writes_the_first_only(
     for extra in ([], ["--overwrite"]):
         out = tmp_path / f"out{len(extra)}"
         code, err = deblock(capsys, tiny_model_prefix, first, second, "-o", out, *extra)
-        assert code == 1
+        assert code == 3
         assert error_lines(err) == [
             f"error: {second}: {out / 'photo.png'} was already written from {first} (same name): "
             "restore one of them into another folder"
@@ -277,7 +300,7 @@ def test_an_output_that_is_another_input_is_refused(capsys, tiny_model_prefix, t
     Image.fromarray(grey()).save(png)
     before = png.read_bytes(), jpg.read_bytes()
     code, err = deblock(capsys, tiny_model_prefix, jpg, png, "-o", tmp_path, "--overwrite")
-    assert code == 1
+    assert code == 3
     assert error_lines(err) == [
         f"error: {jpg}: {png} is one of the inputs: never overwritten",
         f"error: {png}: output would overwrite the input",
@@ -299,7 +322,7 @@ def test_a_write_failure_is_one_error_line(capsys, tiny_model_prefix, three, tmp
     monkeypatch.setattr(io_module, "save_image", full_disk)
     out = tmp_path / "out"
     code, err = deblock(capsys, tiny_model_prefix, *three, "-o", out)
-    assert code == 1
+    assert code == 3
     expected = f"error: {three[0]}: cannot write {out / 'grey.png'}: No space left on device"
     assert error_lines(err) == [expected]
     assert sorted(p.name for p in out.iterdir()) == ["colour.png", "rgba.png"]
@@ -345,12 +368,12 @@ def test_a_tile_below_the_window_is_a_usage_error(capsys, tiny_model_prefix, thr
 
 
 def test_a_run_that_writes_nothing_leaves_no_folder(capsys, tiny_model_prefix, tmp_path):
-    """-o a/b/out with only bad inputs: exit 1 and none of a, a/b, a/b/out is created."""
+    """-o a/b/out with only bad inputs: exit 3 and none of a, a/b, a/b/out is created."""
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a picture" * 20)
     out = tmp_path / "a" / "b" / "out"
     code, err = deblock(capsys, tiny_model_prefix, bad, tmp_path / "gone.jpg", "-o", out)
-    assert code == 1 and len(error_lines(err)) == 2, err
+    assert code == 3 and len(error_lines(err)) == 2, err
     assert not (tmp_path / "a").exists()
     assert err.strip().endswith(f"deblock: 0 written to {out}, 2 failed")
 
@@ -365,7 +388,7 @@ def test_an_existing_output_folder_is_kept(capsys, tiny_model_prefix, tmp_path):
     (full / "keep.txt").write_text("mine")
     for out in (empty, full):
         code, _ = deblock(capsys, tiny_model_prefix, bad, "-o", out)
-        assert code == 1 and out.is_dir()
+        assert code == 3 and out.is_dir()
     assert [p.name for p in full.iterdir()] == ["keep.txt"] and not any(empty.iterdir())
 
 
@@ -421,7 +444,7 @@ def test_files_restored_on_several_devices_at_once_equal_one_at_a_time(
         cmd = [sys.executable, "-m", "cqrnet_jax", "deblock", *map(str, inputs), "-o", str(out)]
         cmd += ["--model", tiny_model_prefix, "--no-progress", "--parallel", parallel]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert proc.returncode == 3, proc.stderr[-2000:]
         assert error_lines(proc.stderr) == [
             f"error: {twin}: {out / 'grey.png'} was already written from {three[0]} (same name): "
             "restore one of them into another folder"

@@ -128,18 +128,18 @@ def test_colour_profile_is_carried_over(capsys, tiny_model_prefix, tmp_path):
 
 def test_decompression_bombs_and_max_pixels_are_refused(capsys, tiny_model_prefix, jpeg, tmp_path):
     """A 70-byte PNG claiming 12000 x 9000 pixels is refused before decoding, as is any image
-    over --max-pixels; one error line each, the other files are written, exit 1."""
+    over --max-pixels; one error line each, the other files are written, exit 3."""
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_header_only(12000, 9000))
     code, err = deblock(capsys, tiny_model_prefix, bomb, jpeg, "-o", tmp_path / "out")
-    assert code == 1
+    assert code == 3
     assert error_lines(err) == [
         f"error: {bomb}: image too large: 108000000 pixels > limit 100000000 (decompression bomb?)"
     ]
     assert (tmp_path / "out" / "good.png").is_file()
     limit = ["--max-pixels", str(H * W - 1)]
     code, err = deblock(capsys, tiny_model_prefix, jpeg, "-o", tmp_path / "small", *limit)
-    assert code == 1 and f"> limit {H * W - 1}" in error_lines(err)[0]
+    assert code == 3 and f"> limit {H * W - 1}" in error_lines(err)[0]
 
 
 def test_truncated_jpeg_is_one_error_line(capsys, tiny_model_prefix, jpeg, tmp_path):
@@ -147,7 +147,7 @@ def test_truncated_jpeg_is_one_error_line(capsys, tiny_model_prefix, jpeg, tmp_p
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) // 2])
     code, err = deblock(capsys, tiny_model_prefix, cut, jpeg, "-o", tmp_path / "out")
-    assert code == 1
+    assert code == 3
     assert error_lines(err) == [f"error: {cut}: truncated image data"]
     assert (tmp_path / "out" / "good.png").is_file()
 

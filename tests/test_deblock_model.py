@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from cqrnet_jax.models.build import deblock_from_config
-from cqrnet_jax.models.deblock import DeblockNet
+from cqrnet_jax.models.build import attention_settings, deblock_from_config
 from cqrnet_jax.models.layers import (
     AttentionGroup,
     MultiScaleDilatedConv,
@@ -32,7 +31,7 @@ TINY = dict(features=8, num_local_groups=1, nl_inner=4, nl_window=8)
 @pytest.fixture(scope="module")
 def tiny():
     """(model, variables, jitted apply) of a tiny DeblockNet at initialisation."""
-    model = DeblockNet(**TINY)
+    model = deblock_from_config(TINY)
     key = jax.random.key(0, impl="unsafe_rbg")  # compiles in a third of threefry's time
     variables = jax.jit(model.init)(key, jnp.zeros((1, 16, 16), jnp.float32))
     return model, variables, jax.jit(model.apply)
@@ -82,9 +81,16 @@ def _windowed_nonlocal_numpy(x, params, window: int, subsample: int = 1):
     return out
 
 
+def _non_local(inner, window, **kw):
+    """A WindowedNonLocal of these settings (chunk=, subsample=, attention=), the rest at the
+    config's defaults."""
+    given = {"nl_inner": inner, "nl_window": window, **{f"nl_{k}": v for k, v in kw.items()}}
+    return WindowedNonLocal(attention_settings(given))
+
+
 def _random_block(window, x_shape, seed, **kw):
     """(jitted apply, random non-zero params, random input) of a WindowedNonLocal, inner width 4."""
-    block = WindowedNonLocal(4, window, **kw)
+    block = _non_local(4, window, **kw)
     x = jnp.asarray(np.random.default_rng(seed).standard_normal(x_shape), jnp.float32)
     abstract = jax.eval_shape(block.init, jax.random.key(0), x)["params"]
     return jax.jit(block.apply), _random_params(abstract, seed + 1), x
@@ -201,7 +207,8 @@ def test_attention_group_modulates_the_trunk_as_trunk_times_mask_plus_trunk():
     """What enters the group's output blocks is trunk·mask + trunk (docs/method.md), recorded from
     trunk's and the mask branch's outputs during one call (random weights, mask in (0, 1) and not
     constant)."""
-    group = AttentionGroup(features=4, non_local=True, dilations=(1, 2, 4), nl_inner=2, nl_window=8)
+    settings = attention_settings(dict(nl_inner=2, nl_window=8))
+    group = AttentionGroup(features=4, non_local=True, dilations=(1, 2, 4), attention=settings)
     x = jnp.asarray(np.random.default_rng(9).standard_normal((1, 16, 16, 4)), jnp.float32)
     params = _random_params(jax.eval_shape(group.init, jax.random.key(0), x), 10, scale=0.1)
     seen = {}
@@ -246,8 +253,8 @@ def test_chunked_attention_equals_unchunked(chunk):
     """Attending to `chunk` windows at a time (a sequential map, padded when it does not divide
     the window count) gives the all-at-once result."""
     _, params, x = _random_block(8, (2, 24, 16, 6), seed=30)  # 12 windows
-    whole = jax.jit(WindowedNonLocal(4, 8, chunk=64).apply)({"params": params}, x)
-    chunked = jax.jit(WindowedNonLocal(4, 8, chunk=chunk).apply)({"params": params}, x)
+    whole = jax.jit(_non_local(4, 8, chunk=64).apply)({"params": params}, x)
+    chunked = jax.jit(_non_local(4, 8, chunk=chunk).apply)({"params": params}, x)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=1e-6, atol=1e-6)
 
 
@@ -296,7 +303,7 @@ def two_local_groups():
     """(model kwargs, random params, input) of an unrolled DeblockNet with 2 local groups."""
     kwargs = dict(features=8, num_local_groups=2, nl_inner=4, nl_window=8)
     x = jnp.asarray(np.random.default_rng(1).random((2, 20, 17)), jnp.float32)
-    abstract = jax.eval_shape(DeblockNet(**kwargs).init, jax.random.key(0), x)["params"]
+    abstract = jax.eval_shape(deblock_from_config(kwargs).init, jax.random.key(0), x)["params"]
     return kwargs, _random_params(abstract, 3, scale=0.05), x
 
 
@@ -307,7 +314,7 @@ def test_scanned_groups_equal_unrolled_groups(two_local_groups):
     from cqrnet_jax.models.deblock import scan_layout
 
     kwargs, params, x = two_local_groups
-    unrolled = DeblockNet(**kwargs)
+    unrolled = deblock_from_config(kwargs)
     stacked = scan_layout(params, kwargs["num_local_groups"])
 
     def loss(model, p):
@@ -315,7 +322,7 @@ def test_scanned_groups_equal_unrolled_groups(two_local_groups):
 
     ref, ref_grad = jax.value_and_grad(functools.partial(loss, unrolled))(params)
     for remat in (False, True):
-        scanned = DeblockNet(**kwargs, scan_groups=True, remat=remat)
+        scanned = deblock_from_config({**kwargs, "scan_groups": True, "remat": remat})
         got, grad = jax.value_and_grad(functools.partial(loss, scanned))(stacked)
         np.testing.assert_allclose(got, ref, rtol=1e-5)
         g = scan_layout(ref_grad, kwargs["num_local_groups"])
@@ -328,8 +335,8 @@ def test_dot_product_attention_equals_the_chunked_einsum(two_local_groups):
     """nl_attention='xla' (jax.nn.dot_product_attention, the path 'cudnn' takes on a GPU)
     gives the chunked einsum's output: one head, no 1/sqrt(d) scale."""
     kwargs, params, x = two_local_groups
-    ref = DeblockNet(**kwargs, nl_chunk=1).apply({"params": params}, x)
-    got = DeblockNet(**kwargs, nl_attention="xla").apply({"params": params}, x)
+    ref = deblock_from_config({**kwargs, "nl_chunk": 1}).apply({"params": params}, x)
+    got = deblock_from_config({**kwargs, "nl_attention": "xla"}).apply({"params": params}, x)
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
@@ -338,8 +345,8 @@ def test_bfloat16_network_is_close_to_float32_and_returns_float32(two_local_grou
     """dtype=bfloat16 computes in bfloat16 and returns float32 output within bfloat16's
     rounding (a few 1e-3 on [0, 1] images) of the float32 network's."""
     kwargs, params, x = two_local_groups
-    ref = DeblockNet(**kwargs).apply({"params": params}, x)
-    got = DeblockNet(**kwargs, dtype=jnp.bfloat16).apply({"params": params}, x)
+    ref = deblock_from_config(kwargs).apply({"params": params}, x)
+    got = deblock_from_config(kwargs, "bfloat16").apply({"params": params}, x)
     assert got.dtype == jnp.float32
     err = float(jnp.max(jnp.abs(got - ref)))
     assert 0 < err < 0.02, err

@@ -1,5 +1,6 @@
 """`cqrnet-jax estimate` on real files: what luma is scored, large images, and the same input
-handling as `deblock` (files, folders, globs, one error line per bad file, exit 1)."""
+handling as `deblock` (files, folders, globs, one error line per bad file, exit 3; a bug keeps its
+traceback)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from helpers import photo, png_header_only
 from PIL import Image
 
+from cqrnet_jax import quality
 from cqrnet_jax.apps.cli import main
 from cqrnet_jax.apps.estimate import _estimate_one, scored_region
 from cqrnet_jax.data.color import rgb_to_y
@@ -61,7 +63,7 @@ def _estimate(capsys, ranker, *args):
 def test_files_folders_globs_and_bad_inputs(capsys, tiny_ranker, tmp_path):
     """Folders give their images, globs their matches (a file named twice is scored once);
     a pattern without matches, a missing file, a non-image and a decompression bomb are one
-    `error: INPUT: reason` line each; the good files are all scored; exit status 1."""
+    `error: INPUT: reason` line each; the good files are all scored; exit status 3."""
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("a.jpg", "b.png"):
@@ -72,7 +74,7 @@ def test_files_folders_globs_and_bad_inputs(capsys, tiny_ranker, tmp_path):
     missing, nothing = tmp_path / "gone.jpg", f"{tmp_path}/*.tif"
     args = [folder, f"{folder}/*.jpg", missing, nothing, folder / "notes.txt", bomb]
     code, files, err = _estimate(capsys, tiny_ranker, *args)
-    assert code == 1
+    assert code == 3
     assert files == [str(folder / "a.jpg"), str(folder / "b.png")]
     lines = err.strip().splitlines()
     assert lines[0] == f"error: {missing}: no such file"
@@ -88,8 +90,23 @@ def test_max_pixels_flag(capsys, tiny_ranker, tmp_path):
     code, files, err = _estimate(capsys, tiny_ranker, path, "--max-pixels", 48 * 64)
     assert (code, files) == (0, [str(path)])
     code, files, err = _estimate(capsys, tiny_ranker, path, "--max-pixels", 48 * 64 - 1)
-    assert (code, files) == (1, []) and "image too large" in err
+    assert (code, files) == (3, []) and "image too large" in err
     code, files, err = _estimate(capsys, tiny_ranker, path, "--max-pixels", "0")
     assert code == 2 and err.strip() == (
         "error: argument --max-pixels: '0' is not an integer >= 1 (see cqrnet-jax estimate --help)"
     )
+
+
+def test_a_bug_while_scoring_keeps_its_traceback(capsys, tiny_ranker, tmp_path, monkeypatch):
+    """A ValueError from inside the ranker is a bug, not a bad file: it escapes `main` (Python
+    prints its traceback) instead of becoming an `error: FILE` line."""
+
+    def broken(self, stack):
+        raise ValueError("a shape bug inside the ranker")
+
+    path = tmp_path / "a.png"
+    Image.fromarray(photo(48, 64)).save(path)
+    monkeypatch.setattr(quality.RankerScorer, "_run", broken)
+    with pytest.raises(ValueError, match="a shape bug inside the ranker"):
+        _estimate(capsys, tiny_ranker, path)
+    assert "error:" not in capsys.readouterr().err

@@ -344,30 +344,31 @@ def test_cli_ensemble_scores_the_self_ensemble(data_dir, tiny_model_prefix, tmp_
 
 
 @pytest.mark.parametrize(
-    "args",
+    "args, status",
     [
-        ["evaluate", "--qualities", "0"],
-        ["evaluate", "--qualities", "101"],
-        ["evaluate", "--qualities", "abc"],
-        ["evaluate", "--qualities", ","],
-        ["evaluate", "--datasets", "Set14"],
-        ["evaluate", "--data-dir", "/nonexistent/cqrnet"],
-        ["evaluate", "--datasets", "LIVE1"],  # a data dir with no LIVE1 folder
-        ["evaluate", "--model", "default"],
-        ["evaluate", "--json", "{data}/Classic5/out.json"],  # never write into the data
-        ["evaluate", "--bogus"],
-        ["evaluate", "--canvas", "48", "--tile", "64"],
-        ["evaluate", "--batch", "0"],
-        ["evaluate", "--canvas", "-1"],
-        ["evaluate", "--model", "jpeg", "--ensemble"],
-        [],
+        (["evaluate", "--qualities", "0"], 2),
+        (["evaluate", "--qualities", "101"], 2),
+        (["evaluate", "--qualities", "abc"], 2),
+        (["evaluate", "--qualities", ","], 2),
+        (["evaluate", "--datasets", "Set14"], 2),
+        (["evaluate", "--data-dir", "/nonexistent/cqrnet"], 3),
+        (["evaluate", "--datasets", "LIVE1"], 3),  # a data dir with no LIVE1 folder
+        (["evaluate", "--model", "default"], 3),
+        (["evaluate", "--json", "{data}/Classic5/out.json"], 2),  # never write into the data
+        (["evaluate", "--bogus"], 2),
+        (["evaluate", "--canvas", "48", "--tile", "64"], 2),
+        (["evaluate", "--batch", "0"], 2),
+        (["evaluate", "--canvas", "-1"], 2),
+        (["evaluate", "--model", "jpeg", "--ensemble"], 2),
+        ([], 2),
     ],
 )
-def test_cli_bad_arguments_exit_2_with_one_error_line(args, data_dir, capsys):
+def test_cli_bad_arguments_exit_with_one_error_line(args, status, data_dir, capsys):
+    """A bad flag exits 2, a missing or unreadable data folder 3 (cqrnet_jax/errors.py)."""
     args = [a.replace("{data}", str(data_dir)) for a in args]
     if args and "--data-dir" not in args:
         args += ["--data-dir", str(data_dir)]
-    assert cli.main(args) == 2
+    assert cli.main(args) == status
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err

@@ -181,11 +181,12 @@ def test_overwrite_replaces_an_earlier_export(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
-def test_wrong_model_kind_is_a_usage_error(tmp_path, capsys):
+def test_wrong_model_kind_is_an_input_error(tmp_path, capsys):
+    """A --model file that is not the kind asked for: exit status 3, as a missing one."""
     deblock = os.fspath(pretrained.shipped("deblock"))
     assert (
         _export(tmp_path / "x", "--format", "stablehlo", "--what", "ranker", "--model", deblock)
-        == 2
+        == 3
     )
     assert "is not a ranker model" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -17,6 +17,7 @@ from PIL import Image
 
 from cqrnet_jax.apps.cli import main
 from cqrnet_jax.data import fetch
+from cqrnet_jax.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +83,7 @@ def test_sets_and_groups():
         "BSDS500/val",
         "BSDS500/test",
     ]
-    with pytest.raises(fetch.FetchError, match="unknown set 'Set14'; choose from all, test"):
+    with pytest.raises(ConfigError, match="unknown set 'Set14'; choose from all, test"):
         fetch.select("Set14")
 
 
@@ -92,7 +93,7 @@ def test_sets_and_groups():
 def test_a_bad_checksum_is_one_error_line_and_nothing_is_written(
     tiny_layout, tmp_path, monkeypatch, capsys
 ):
-    """The file the network gave is not the listed one: exit status 2, one line naming its URL
+    """The file the network gave is not the listed one: exit status 3, one line naming its URL
     and the problem, and neither the file nor a partial one is left in --out."""
     fetched = []
 
@@ -102,7 +103,7 @@ def test_a_bad_checksum_is_one_error_line_and_nothing_is_written(
 
     monkeypatch.setattr(fetch, "download", corrupted)
     out = tmp_path / "data"
-    assert main(["fetch-data", "--out", str(out), "--jobs", "1"]) == 2
+    assert main(["fetch-data", "--out", str(out), "--jobs", "1"]) == 3
     err = capsys.readouterr().err
     url = fetch.GitHub().where("Classic5/a.bmp")
     assert err.startswith(f"error: {url}: checksum mismatch (sha256 "), err
@@ -173,7 +174,7 @@ def test_derived_files_are_made_from_their_source_and_checked_by_pixels(tmp_path
 def test_verify_names_each_missing_or_wrong_file(tiny_layout, tmp_path, capsys):
     (tmp_path / "Classic5").mkdir()
     (tmp_path / "Classic5" / "a.bmp").write_bytes(b"first image, edited")
-    assert main(["fetch-data", "--verify", str(tmp_path)]) == 1
+    assert main(["fetch-data", "--verify", str(tmp_path)]) == 3
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert lines[0].startswith(f"error: {tmp_path / 'Classic5' / 'a.bmp'}: checksum mismatch")

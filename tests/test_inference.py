@@ -23,7 +23,7 @@ from helpers import shared_data_dir
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.inference import Restorer, balanced_batches, load_restorer, to_uint8
-from cqrnet_jax.models.build import deblock_from_config
+from cqrnet_jax.models.build import attention_settings, deblock_from_config
 from cqrnet_jax.models.layers import WindowedNonLocal
 
 MODEL = dict(features=8, num_local_groups=1, dilations=[1, 2, 4], nl_inner=4, nl_window=16)
@@ -230,11 +230,12 @@ class _NonLocalOnly(nn.Module):
     model): without convolutions, every mode must give the same output wherever it attends to the
     same keys, so any padding that reaches the attention shows."""
 
-    nl_window: int = 16
+    alignment: int = 16  # its windows' side, which tiles and canvases align to
 
     @nn.compact
     def __call__(self, x, valid=None):
-        block = WindowedNonLocal(4, self.nl_window, subsample=2, name="non_local")
+        settings = attention_settings(dict(nl_inner=4, nl_window=self.alignment, nl_subsample=2))
+        block = WindowedNonLocal(settings, name="non_local")
         return block(x[..., None], valid)[..., 0]
 
 

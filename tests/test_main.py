@@ -1,10 +1,11 @@
-"""The training entry point tells the user's errors from bugs: a bad config value, missing data
-or a missing ranker is one line "error: ..." on stderr and exit status 1; any other exception (a
-shape error from JAX) propagates with its traceback. A run that fails before it has anything to
-keep removes the workdir it created; the data (training and evaluation sets) are checked before
-the train step compiles; Ctrl-C stops with one line saying where a rerun resumes, exit status 130.
-`main.main` runs in-process with its flags replaced, so a test can break something deep inside;
-the flag-parsing and Ctrl-C-from-outside cases run the command."""
+"""The training entry point tells the user's errors from bugs: a bad config value (exit status 2),
+missing data or a missing ranker (3) is one line "error: ..." on stderr, as in the `cqrnet-jax`
+commands; any other exception (a shape error from JAX) propagates with its traceback. A run that
+fails before it has anything to keep removes the workdir it created; the data (training and
+evaluation sets) are checked before the train step compiles; Ctrl-C stops with one line saying
+where a rerun resumes, exit status 130. `main.main` runs in-process with its flags replaced, so a
+test can break something deep inside; the flag-parsing and Ctrl-C-from-outside cases run the
+command."""
 
 from __future__ import annotations
 
@@ -53,12 +54,17 @@ def _smoke(ranker_config):
 
 def _unknown_task(config, tmp_path):
     config.task = "nope"
-    return "unknown task 'nope'"
+    return "task: one of ranker, deblock, not 'nope'"
 
 
 def _unknown_schedule(config, tmp_path):
-    config.optim.schedule = "nope"  # found while the state is initialised inside jax.jit
-    return "unknown learning-rate schedule 'nope'"
+    config.optim.schedule = "nope"  # found before anything is read or compiled
+    return "optim.schedule: one of constant, step, cosine, not 'nope'"
+
+
+def _checkpoints_every_minus_one(config, tmp_path):
+    config.checkpoint_every = -1
+    return "checkpoint_every must be 0 or more, got -1"
 
 
 def _missing_data_dir(config, tmp_path):
@@ -83,23 +89,24 @@ def _batch_not_divisible(config, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "break_config",
+    "break_config, status",
     [
-        _unknown_task,
-        _unknown_schedule,
-        _missing_data_dir,
-        _unreadable_training_file,
-        _batch_not_divisible,
+        (_unknown_task, 2),
+        (_unknown_schedule, 2),
+        (_checkpoints_every_minus_one, 2),
+        (_missing_data_dir, 3),
+        (_unreadable_training_file, 3),
+        (_batch_not_divisible, 2),
     ],
 )
-def test_a_user_error_is_one_line_exit_status_1_and_leaves_no_workdir(
-    break_config, ranker_config, tmp_path, monkeypatch, capsys
+def test_a_user_error_is_one_line_with_its_status_and_leaves_no_workdir(
+    break_config, status, ranker_config, tmp_path, monkeypatch, capsys
 ):
-    """Also when it is found after the workdir was created (an unknown schedule, while the state
-    is initialised; an unreadable training image, while the images are read)."""
+    """A bad setting exits 2, bad data 3 (cqrnet_jax/errors.py); also when it is found after the
+    workdir was created (an unreadable training image, while the images are read)."""
     config = _smoke(ranker_config)
     expected = break_config(config, tmp_path)
-    assert _main(monkeypatch, config, tmp_path / "runs" / "run") == 1
+    assert _main(monkeypatch, config, tmp_path / "runs" / "run") == status
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -108,15 +115,20 @@ def test_a_user_error_is_one_line_exit_status_1_and_leaves_no_workdir(
 
 def test_a_failed_start_keeps_a_workdir_that_was_there(ranker_config, tmp_path, monkeypatch):
     """A workdir that existed before the run is left as it was found, empty or not, and so is
-    one that the user wrote into while the run was starting."""
+    one that the user wrote into while the run was starting (each run stops on a user error
+    found once the state exists, before compiling)."""
+
+    def no_compile(*args, **kwargs):
+        raise ConfigError("stopped before compiling")
+
+    monkeypatch.setattr(loop, "compile_step", no_compile)
     config = _smoke(ranker_config)
-    config.optim.schedule = "nope"
     (tmp_path / "empty").mkdir()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    assert _main(monkeypatch, config, tmp_path / "empty") == 1
+    assert _main(monkeypatch, config, tmp_path / "empty") == 2
     assert (tmp_path / "empty").is_dir()
-    assert _main(monkeypatch, config, tmp_path / "mine") == 1
+    assert _main(monkeypatch, config, tmp_path / "mine") == 2
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
     def write_notes(*args, **kwargs):  # the user's file, written while the run starts
@@ -125,7 +137,7 @@ def test_a_failed_start_keeps_a_workdir_that_was_there(ranker_config, tmp_path, 
 
     real_create_state = loop.create_state
     monkeypatch.setattr(loop, "create_state", write_notes)
-    assert _main(monkeypatch, config, tmp_path / "new") == 1
+    assert _main(monkeypatch, config, tmp_path / "new") == 2
     assert (tmp_path / "new" / "notes.txt").read_text() == "mine"
 
 
@@ -134,7 +146,7 @@ def test_no_data_directory_names_the_training_flag(ranker_config, tmp_path, monk
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     config = _smoke(ranker_config)
     config.data.source = "shared"
-    assert _main(monkeypatch, config, tmp_path / "run") == 1
+    assert _main(monkeypatch, config, tmp_path / "run") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no data directory: pass --config.data.data_dir=DIR or set ")
     assert f"{DATA_DIR_ENV}=DIR" in err and "--data-dir" not in err, err
@@ -165,7 +177,7 @@ def test_evaluation_is_off_without_a_data_directory(deblock_config, tmp_path, mo
     config = _deblock_with_eval(deblock_config, monkeypatch)
     config.data.source = "folder"
     config.data.files = str(tmp_path / "photos")
-    assert _main(monkeypatch, config, tmp_path / "run") == 1
+    assert _main(monkeypatch, config, tmp_path / "run") == 2
     out, err = capsys.readouterr()
     assert (
         "no data directory for the evaluation set 'Classic5' (--config.data.data_dir=DIR or "
@@ -192,17 +204,17 @@ def test_an_evaluation_set_that_cannot_be_read_fails_before_compiling(
         (tmp_path / "data").mkdir()
         config.data.data_dir = str(tmp_path / "data")
         expected = f"error: image folder {tmp_path / 'data' / 'Classic5'} does not exist\n"
-    assert _main(monkeypatch, config, tmp_path / "run") == 1
+    assert _main(monkeypatch, config, tmp_path / "run") == 3
     assert capsys.readouterr().err == expected
     assert not (tmp_path / "run").exists()
 
 
-def test_a_missing_ranker_is_one_line_and_exit_status_1(
+def test_a_missing_ranker_is_one_line_and_exit_status_3(
     deblock_config, tmp_path, monkeypatch, capsys
 ):
     config = deblock_config("smoke")
     config.loss.ranker = str(tmp_path / "nowhere" / "ranker")
-    assert _main(monkeypatch, config, tmp_path / "run") == 1
+    assert _main(monkeypatch, config, tmp_path / "run") == 3
     err = capsys.readouterr().err
     assert (
         err
@@ -234,8 +246,8 @@ def test_a_programming_error_keeps_its_traceback(ranker_config, tmp_path, monkey
     ],
 )
 def test_a_bad_config_flag_is_one_line(config_flag, expected, tmp_path):
-    """An unknown preset or a missing config file stops at flag parsing with absl's one-line
-    message (config_flags would put a traceback in it), exit status 1."""
+    """An unknown preset or a missing config file stops at flag parsing with one line (config_flags
+    would put a traceback in it), exit status 2 as any bad setting."""
     cmd = [
         sys.executable,
         "-m",
@@ -244,8 +256,9 @@ def test_a_bad_config_flag_is_one_line(config_flag, expected, tmp_path):
         f"--workdir={tmp_path}",
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    assert f"FATAL Flags parsing error: flag --config={config_flag}: {expected}" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: flag --config={config_flag}: {expected}"), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
 
 

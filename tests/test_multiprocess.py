@@ -232,7 +232,7 @@ def test_join_without_a_detectable_cluster_is_a_user_error(monkeypatch):
 
 
 def test_main_with_distributed_and_no_cluster_exits_with_one_line(tmp_path):
-    """`--distributed` on a machine with no cluster environment: one 'error:' line, exit 1."""
+    """`--distributed` on a machine with no cluster environment: one 'error:' line, exit 2."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_"))}
     env.pop("KUBERNETES_SERVICE_HOST", None)
     cmd = [
@@ -244,7 +244,7 @@ def test_main_with_distributed_and_no_cluster_exits_with_one_line(tmp_path):
         "--distributed",
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.startswith("error: jax.distributed.initialize: ") and "--process_id" in (
         proc.stderr
     )

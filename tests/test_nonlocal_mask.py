@@ -12,11 +12,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cqrnet_jax.models.deblock import DeblockNet
+from cqrnet_jax.models.build import attention_settings, deblock_from_config
 from cqrnet_jax.models.layers import WindowedNonLocal
 
 WINDOW = 8
 SHAPE = (2, 13, 19, 6)  # neither side a multiple of the window; odd, so 2x2 cells are partial
+
+
+def _non_local(inner, window, **kw):
+    """A WindowedNonLocal of these settings (chunk=, subsample=, attention=), the rest at the
+    config's defaults."""
+    given = {"nl_inner": inner, "nl_window": window, **{f"nl_{k}": v for k, v in kw.items()}}
+    return WindowedNonLocal(attention_settings(given))
 
 
 def _random_params(abstract, seed: int, scale: float):
@@ -29,7 +36,7 @@ def _random_params(abstract, seed: int, scale: float):
 def _block_params(seed: int = 1):
     """Random non-zero params of a WindowedNonLocal of inner width 4 on 6 channels."""
     x = jax.ShapeDtypeStruct((1, WINDOW, WINDOW, 6), jnp.float32)
-    abstract = jax.eval_shape(WindowedNonLocal(4, WINDOW).init, jax.random.key(0), x)["params"]
+    abstract = jax.eval_shape(_non_local(4, WINDOW).init, jax.random.key(0), x)["params"]
     return {"params": _random_params(abstract, seed, 0.3)}
 
 
@@ -80,7 +87,7 @@ def test_padded_keys_get_no_attention(image, subsample, attention):
     """On a size with partial windows, each window attends to its real pixels only (NumPy,
     float64), with keys/values pooled over real pixels; chunk=1 takes the sequential map."""
     params = _block_params()
-    block = WindowedNonLocal(4, WINDOW, chunk=1, subsample=subsample, attention=attention)
+    block = _non_local(4, WINDOW, chunk=1, subsample=subsample, attention=attention)
     out = jax.jit(block.apply)(params, image)
     expected = _windowed_reference(image, params, subsample)
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-5)
@@ -91,7 +98,7 @@ def test_a_canvas_with_valid_extents_ignores_its_padding_content(image, subsampl
     """Each image on a 24 x 24 canvas with its real extent in `valid`: the real pixels' output
     equals the whole image's, whatever fills the rest of the canvas (two different fillings)."""
     params = _block_params()
-    apply = jax.jit(WindowedNonLocal(4, WINDOW, subsample=subsample).apply)
+    apply = jax.jit(_non_local(4, WINDOW, subsample=subsample).apply)
     n, h, w, _ = SHAPE
     valid = np.array([[h, w], [h - 5, w - 9]], np.int32)  # the second image is smaller still
     whole = [apply(params, image[i : i + 1, : valid[i, 0], : valid[i, 1]]) for i in range(n)]
@@ -115,9 +122,7 @@ def test_windows_of_pure_padding_stay_finite_with_finite_gradients(image):
     def losses(p, x):
         return jnp.stack(
             [
-                jnp.sum(
-                    WindowedNonLocal(4, WINDOW, subsample=f, attention=a).apply(p, x, valid) ** 2
-                )
+                jnp.sum(_non_local(4, WINDOW, subsample=f, attention=a).apply(p, x, valid) ** 2)
                 for f in (1, 2)
                 for a in ("chunked", "xla")
             ]
@@ -148,14 +153,16 @@ def test_exact_windows_without_valid_trace_no_mask(image):
     mask at all (no select, no comparison), so training computes what it did before the mask
     existed. (A `valid` covering everything computes the same values, to float32 rounding: the
     two programs fuse differently.)"""
-    model = DeblockNet(features=8, num_local_groups=1, nl_inner=4, nl_window=WINDOW, nl_subsample=2)
+    model = deblock_from_config(
+        dict(features=8, num_local_groups=1, nl_inner=4, nl_window=WINDOW, nl_subsample=2)
+    )
     x = jax.ShapeDtypeStruct((2, 16, 24), jnp.float32)
     params = jax.eval_shape(model.init, jax.random.key(0), x)
     assert not _primitives(model.apply, params, x) & {"select_n", "lt", "gt", "le", "ge"}
     full = jnp.array([[16, 24], [16, 24]], jnp.int32)
     assert {"select_n", "lt"} <= _primitives(model.apply, params, x, full)  # a mask shows
 
-    block = WindowedNonLocal(4, WINDOW, subsample=2)
+    block = _non_local(4, WINDOW, subsample=2)
     exact = image[:, :16, :16]
 
     def loss(p, valid):

@@ -182,6 +182,25 @@ def test_numpy_and_tf_backends_give_identical_batches(tf, mode):
     assert len(transforms) >= 5 and min(transforms) < 4 <= max(transforms)
 
 
+@pytest.mark.parametrize("backend", [None, "auto"])
+def test_numpy_is_the_default_backend_and_autos_choice(backend, monkeypatch):
+    """The faster NumPy backend unless a config says tf (benchmarks/train_throughput.sh); an
+    older config's "auto" is NumPy too, also where TensorFlow is installed."""
+    from cqrnet_jax.data import tf_pipeline
+
+    def no_tf(*args, **kwargs):
+        raise AssertionError("tf.data used")
+
+    monkeypatch.setattr(tf_pipeline, "tf_batches", no_tf)
+    monkeypatch.setattr(tf_pipeline, "tensorflow_available", lambda: True)
+    cfg = train_defaults().data
+    assert cfg.backend == "numpy"
+    cfg.backend, cfg.patch_size = backend or cfg.backend, 24
+    batch = next(make_batches(cfg, IMAGES, mode="deblock", global_batch=4, start_step=2))
+    expected = next(numpy_batches(_sampler("deblock"), 2, num_threads=1, prefetch=1))
+    _assert_batches_equal(batch, expected)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "tf"])
 def test_resuming_at_step_s_gives_the_batches_of_a_run_from_zero(request, backend):
     """make_batches(start_step=s) yields exactly what a run from step 0 yields from its s-th on."""

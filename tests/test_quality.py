@@ -135,7 +135,7 @@ def test_estimate_json_lines_and_errors(tiny_ranker, tmp_path, capsys):
     argv = ["estimate", str(jpg), str(text), str(png), str(missing), "--json"]
     code = _run_cli([*argv, "--ranker", str(tiny_ranker)])
     out, err = capsys.readouterr()
-    assert code == 1
+    assert code == 3
     recs = [json.loads(line) for line in out.splitlines()]
     assert [r["file"] for r in recs] == [str(jpg), str(png)]
     for r in recs:
@@ -157,10 +157,14 @@ def test_estimate_text_mode_and_folders(tiny_ranker, tmp_path, capsys):
     assert "estimated_quality=" in line and line.endswith("header_quality=90")
 
 
-def test_estimate_missing_ranker_is_one_line_exit_2(tmp_path, capsys):
-    args = argparse.Namespace(files=["x.jpg"], json=True, ranker=str(tmp_path / "nothing"))
-    assert run_estimate(args) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+def test_estimate_missing_ranker_is_one_line_exit_3(tmp_path, capsys):
+    from cqrnet_jax.apps.cli import main
+
+    missing = tmp_path / "nothing"
+    assert main(["estimate", "x.jpg", "--json", "--ranker", str(missing)]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no usable ranker weights at {missing} (")
+    assert err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("name", [pretrained.GUIDE, pretrained.ESTIMATOR])

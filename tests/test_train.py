@@ -637,19 +637,71 @@ def test_estimator_preset_fine_tunes_the_shipped_guide(ranker_config):
 
 
 def test_cosine_schedule_can_start_late_to_anneal_a_continued_run(ranker_config):
-    """decay_begin keeps the rate flat, then decays it to 0 over decay_steps; 0 keeps the plain
-    warm-up + cosine that earlier runs were trained with."""
+    """decay_begin keeps the rate flat, then decays it to 0 over decay_steps; with decay_begin 0
+    the cosine takes over from the warm-up and still reaches 0 at step decay_steps."""
     from cqrnet_jax.train.state import learning_rate_schedule
 
     optim = ranker_config("smoke").optim
     optim.update(learning_rate=2e-4, schedule="cosine", warmup_steps=300, decay_steps=1000)
     plain = learning_rate_schedule(optim)
-    np.testing.assert_allclose([plain(150), plain(300), plain(1300)], [1e-4, 2e-4, 0.0], atol=1e-9)
+    np.testing.assert_allclose(
+        [plain(150), plain(300), plain(650), plain(1000), plain(1300)],
+        [1e-4, 2e-4, 1e-4, 0.0, 0.0],
+        atol=1e-9,
+    )
     optim.decay_begin = 2500
     late = learning_rate_schedule(optim)
     np.testing.assert_allclose(
         [late(300), late(2500), late(3000), late(3500)], [2e-4, 2e-4, 1e-4, 0.0], atol=1e-9
     )
+
+
+@pytest.mark.parametrize("config_file", ["deblock", "ranker"])
+def test_a_decaying_preset_ends_at_its_final_rate_at_num_steps(
+    config_file, ranker_config, deblock_config
+):
+    """Steps are absolute: the cpu presets' cosine (decay_steps = num_steps, after a warm-up)
+    reaches 0 at their last step, not decay_steps after the warm-up's end."""
+    from cqrnet_jax.train.state import learning_rate_schedule
+
+    config = (deblock_config if config_file == "deblock" else ranker_config)("cpu")
+    assert config.optim.schedule == "cosine" and config.optim.warmup_steps > 0
+    lr = learning_rate_schedule(config.optim)
+    peak = config.optim.learning_rate
+    assert float(lr(config.optim.warmup_steps)) == pytest.approx(peak)
+    assert float(lr(config.num_steps - 1)) == pytest.approx(0.0, abs=peak * 1e-6)
+    assert float(lr(config.num_steps)) == 0.0
+
+
+def test_step_schedule_halves_at_absolute_steps_after_a_warmup(ranker_config):
+    from cqrnet_jax.train.state import learning_rate_schedule
+
+    optim = ranker_config("smoke").optim
+    optim.update(learning_rate=1e-4, schedule="step", decay_steps=1000, decay_rate=0.5)
+    optim.warmup_steps = 100
+    lr = learning_rate_schedule(optim)
+    np.testing.assert_allclose(
+        [lr(50), lr(100), lr(999), lr(1000), lr(2000)], [5e-5, 1e-4, 1e-4, 5e-5, 2.5e-5]
+    )
+
+
+def test_unet_and_gpu_presets_stay_flat_after_the_warmup(deblock_config):
+    """Their runs end by a decay set when they stop (decay_begin=S, decay_steps=D,
+    num_steps=S+D); until then the rate stays at its peak after the warm-up, also on resume."""
+    from cqrnet_jax.train.state import learning_rate_schedule
+
+    for preset in ("unet", "paper,gpu"):
+        optim = deblock_config(preset).optim
+        lr = learning_rate_schedule(optim)
+        peak, warm = optim.learning_rate, optim.warmup_steps
+        np.testing.assert_allclose(
+            [lr(warm // 2), lr(warm), lr(5_000), lr(10**6)], [peak / 2, peak, peak, peak]
+        )
+        optim.update(decay_begin=20_000, decay_steps=4_000)
+        lr = learning_rate_schedule(optim)
+        np.testing.assert_allclose(
+            [lr(20_000), lr(22_000), lr(24_000)], [peak, peak / 2, 0.0], atol=peak * 1e-6
+        )
 
 
 # --- continuing from an export keeps the schedule; wall-clock budgets -----------------------------
@@ -713,6 +765,20 @@ def test_schedule_step_moves_the_schedule_not_adams_bias_correction(ranker_confi
     inner = [int(v) for path, v in counts if "inner_state" in str(path)]
     outer = [int(v) for path, v in counts if "inner_state" not in str(path)]
     assert inner == [0] and outer and set(outer) == {40}
+
+
+def test_zero_turns_checkpoints_and_logging_off(ranker_config, tmp_path):
+    """checkpoint_every=0 and log_every=0 (and export_every, eval_every) mean off: the run saves,
+    logs and exports its last step only, where a modulo by zero used to stop it."""
+    config = _smoke(ranker_config, num_steps=3, checkpoint_every=0, log_every=0, export_every=0)
+    assert [loop._due(config, step, 0, last=step == 3) for step in (1, 2, 3)] == [
+        set(),
+        set(),
+        {"save", "log"},
+    ]
+    state, _ = _run(config, tmp_path)
+    assert int(state.step) == 3 and _logged_steps(tmp_path) == [3]
+    assert loop.checkpoint_manager(str(tmp_path), config).all_steps() == [3]
 
 
 def test_train_seconds_ends_the_run_cleanly(ranker_config, tmp_path):

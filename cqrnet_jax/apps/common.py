@@ -4,13 +4,14 @@ reports record."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
-USAGE_ERROR = 2  # exit status of a user error (bad flags, data, files)
+from cqrnet_jax.errors import ConfigError, InputError
 
 
-class UsageError(ValueError):
-    """A user error; the command prints it as the single line "error: <message>"."""
+class UsageError(ConfigError):
+    """A bad flag or argument; the command prints it as the single line "error: <message>"."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -18,6 +19,42 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+@contextlib.contextmanager
+def writing(target):
+    """Writes under it that fail for want of room or rights (OSError) are the user's to fix:
+    an InputError naming `target`, the path they gave."""
+    try:
+        yield
+    except OSError as err:
+        raise InputError(f"cannot write {target}: {err.strerror or err}") from None
+
+
+def write_json(path, report: dict) -> None:
+    """Writes `report` to `path` (its folder created), whole or not at all; a non-finite float
+    (NaN, inf) becomes null, since JSON has none."""
+    import json
+    import os
+    from pathlib import Path
+
+    from cqrnet_jax.evaluate import json_safe
+
+    path = Path(path)
+    text = json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` says the host or the accelerator ran out of memory (XLA's
+    RESOURCE_EXHAUSTED): a per-file failure to report, where other errors are bugs."""
+    return isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and "RESOURCE_EXHAUSTED" in str(err)
+    )
 
 
 def int_in_range(low: int, high: int | None = None):

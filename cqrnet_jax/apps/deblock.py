@@ -18,9 +18,11 @@ the shipped one) are left alone with one line each and nothing written, unless `
 `--ensemble` restores the 8 flips and rotations of each image and averages them
 (`cqrnet_jax.ensemble`): 8 times the time.
 
-Each bad file gets one `error: FILE: reason` line on stderr and the batch goes on; the exit
-status is 0 when every file was written or skipped, 1 when any failed, 2 for usage errors. The
-output folder is created with the first file written, so a run that writes nothing leaves none.
+Each bad file (unreadable, not an image, too big, not writable, out of memory) gets one
+`error: FILE: reason` line on stderr and the batch goes on; any other exception is a bug and
+stops the run with its traceback. The exit status is 0 when every file was written or skipped,
+3 when any failed, 2 for usage errors (`cqrnet_jax/errors.py`). The output folder is created
+with the first file written, so a run that writes nothing leaves none.
 
 How grey and colour pixels are restored is `photo.restore_image`'s business; alpha is carried over.
 """
@@ -36,8 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cqrnet_jax.apps.common import UsageError, add_model_argument, int_in_range
+from cqrnet_jax.apps.common import UsageError, add_model_argument, int_in_range, out_of_memory
 from cqrnet_jax.apps.input_quality import peek_quality, restore_notes
+from cqrnet_jax.errors import InputError
 from cqrnet_jax.photo import restore_image
 
 # --format -> file suffix; PIL picks the writer from the suffix.
@@ -132,7 +135,7 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-class FileError(Exception):
+class FileError(InputError):
     """One input could not be restored; the message is the reason, one line."""
 
 
@@ -241,10 +244,10 @@ def restore_file(
         out = _restore_with_progress(restorer, loaded, Path(path).name, show_tiles, consistency)
     except ImageLoadError as err:
         raise FileError(err.reason) from None
-    except MemoryError:
+    except (MemoryError, RuntimeError) as err:  # anything but running out of memory is a bug
+        if not out_of_memory(err):
+            raise
         raise FileError("not enough memory (try a smaller --tile)") from None
-    except (RuntimeError, ValueError) as err:  # e.g. XLA's RESOURCE_EXHAUSTED
-        raise FileError(f"cannot restore: {_one_line(err)}") from None
     return (loaded, *_save_options(out, loaded, fmt, quality))
 
 
@@ -262,23 +265,23 @@ def _write(target: Path, out: np.ndarray, options: dict) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)  # with the first file written
         save_image(target, out, **options)
-    except (OSError, ValueError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else _one_line(err)
+    except OSError as err:
+        reason = err.strerror or _one_line(err)
         raise FileError(f"cannot write {target}: {reason}") from None
 
 
 def _output_folder(text: str) -> Path:
     """The output folder, not created yet (the first file written creates it, so a run that
-    writes nothing leaves no empty folder); ValueError (a usage error) if it cannot be one."""
+    writes nothing leaves no empty folder); UsageError if it cannot be one."""
     out = Path(text).expanduser()
     if out.exists() and not out.is_dir():
-        raise ValueError(f"-o {out}: exists and is not a folder")
+        raise UsageError(f"-o {out}: exists and is not a folder")
     if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
-        raise ValueError(f"-o {out}: cannot write into the folder (permission denied)")
+        raise UsageError(f"-o {out}: cannot write into the folder (permission denied)")
     base = next(p for p in (out, *out.absolute().parents) if p.exists())
     if base != out and not (base.is_dir() and os.access(base, os.W_OK | os.X_OK)):
         why = "permission denied" if base.is_dir() else "not a folder"
-        raise ValueError(f"-o {out}: cannot create the folder ({base}: {why})")
+        raise UsageError(f"-o {out}: cannot create the folder ({base}: {why})")
     return out
 
 
@@ -292,7 +295,7 @@ def check_tile(args, restorer) -> None:
 
 
 def run_deblock(args) -> int:
-    """Runs `deblock` for parsed args; returns the exit status (0, or 1 if any file failed)."""
+    """Runs `deblock` for parsed args; returns the exit status (0, or 3 if any file failed)."""
     from cqrnet_jax.devices import MAX_HOST_DEVICES, inference_devices, split_host_cores
 
     # before JAX starts: files (and a large photo's tiles) run on all cores at once
@@ -318,9 +321,6 @@ def run_deblock(args) -> int:
     inputs = {_file_key(p) for p, error in items if error is None} - {None}
     written: dict[tuple[int, int], str] = {}
     failed = skipped = 0
-    bar = tqdm(
-        total=len(items), desc="deblock", unit="file", file=sys.stderr, disable=args.no_progress
-    )
     # As many files in flight as devices (one restorer: its programs are compiled once and its
     # jobs go to the devices in turn); each is checked and written here, in input order, so two
     # inputs of one name never race for one output. Tile bars only when one file runs at a time
@@ -357,7 +357,10 @@ def run_deblock(args) -> int:
             failed += 1
         bar.update(1)
 
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    bar = tqdm(
+        total=len(items), desc="deblock", unit="file", file=sys.stderr, disable=args.no_progress
+    )
+    with bar, concurrent.futures.ThreadPoolExecutor(workers) as pool:  # closed on a bug too
         for path, error in items:
             target = outdir / (Path(path).stem + FORMATS[args.format])
             if error is not None:
@@ -379,8 +382,7 @@ def run_deblock(args) -> int:
                 finish(*pending.popleft())
         while pending:
             finish(*pending.popleft())
-    bar.close()
     counts = [f"{len(written)} written to {outdir}", f"{skipped} skipped" * bool(skipped)]
     summary = ", ".join(c for c in [*counts, f"{failed} failed"] if c)
     print(f"deblock: {summary}", file=sys.stderr)
-    return 1 if failed else 0
+    return InputError.exit_code if failed else 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cqrnet_jax.apps.common import add_model_argument
+from cqrnet_jax.apps.common import UsageError, add_model_argument, int_in_range, writing
 
 DEFAULT_OUTPUT = "cqrnet_demo.png"
 # Bundled photos and the (row, column) centre of their zoomed detail, picked by eye.
@@ -44,7 +44,9 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
         "-o", "--output", default=DEFAULT_OUTPUT, help=f"figure file (default: {DEFAULT_OUTPUT})"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--quality", type=int, default=10, help="JPEG quality (default: 10)")
+    p.add_argument(
+        "--quality", type=int_in_range(1, 100), default=10, help="JPEG quality (default: 10)"
+    )
     p.add_argument(
         "--force",
         action="store_true",
@@ -220,22 +222,19 @@ def compose_figure(panels, detail, footer: str):
 
 
 def _check_args(args) -> Path:
-    from cqrnet_jax.data.jpeg import check_quality
-
-    check_quality(args.quality)
     if args.crop < 8:
-        raise ValueError(f"--crop must be at least 8 pixels, got {args.crop}")
+        raise UsageError(f"--crop must be at least 8 pixels, got {args.crop}")
     if args.size and args.size < MIN_SIZE:
-        raise ValueError(f"--size must be 0 (whole photo) or at least {MIN_SIZE}, got {args.size}")
+        raise UsageError(f"--size must be 0 (whole photo) or at least {MIN_SIZE}, got {args.size}")
     out = Path(args.output).expanduser()
     if out.is_dir():
-        raise IsADirectoryError(f"{out} is a directory; give a file name such as {DEFAULT_OUTPUT}")
+        raise UsageError(f"{out} is a directory; give a file name such as {DEFAULT_OUTPUT}")
     if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
+        raise UsageError(f"{out} exists (use --overwrite to replace it)")
     from PIL import Image
 
     if out.suffix.lower() not in Image.registered_extensions():
-        raise ValueError(f"{out}: unknown image suffix {out.suffix!r} (use .png)")
+        raise UsageError(f"{out}: unknown image suffix {out.suffix!r} (use .png)")
     return out
 
 
@@ -301,8 +300,9 @@ def run_demo(args) -> int:
         "Made by `cqrnet-jax demo`."
     )
     figure = compose_figure(panels, detail, footer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(out, np.asarray(figure))
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(out, np.asarray(figure))
     print(_summary(args.photo, original, args.quality, label, seconds, s_jpeg, s_out))
     print(f"wrote {out} ({figure.width}x{figure.height})")
     return 0

@@ -8,8 +8,8 @@ are off by 7.91 QF on average (3.87 for QF <= 30), against 8.18 (4.02) for Y rec
 decoded RGB and 8.19 (4.02) for the plane mapped to studio range (benchmarks/estimate_luma.py).
 Images larger than MAX_SCORED_SIDE squared are scored on a centred, block-grid aligned crop of
 that size, which bounds memory. Inputs are files, folders and globs as for `deblock`; bad
-files get an `error: FILE: reason` line on stderr and exit status 1; the others are still
-processed.
+files (unreadable, not an image, too big, out of memory) get an `error: FILE: reason` line on
+stderr and exit status 3; the others are still processed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import sys
 
 import numpy as np
 
-EXIT_FILE_ERRORS, EXIT_NO_RANKER = 1, 2
 # Larger images are scored on a centred 2048 x 2048 crop: a 12-megapixel photo then takes 1.2 GB
 # peak RSS and 35 s, against 2.5 GB and 62 s whole (/usr/bin/time -v, 2-core CPU; memory grows
 # with the pixels scored, so a 100-megapixel image would need ~20 GB whole).
@@ -49,6 +48,12 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
         "--ranker", metavar="PREFIX", help="ranker weights prefix (default: the shipped estimator)"
     )
     p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="map scores to qualities with this calibration (written by `cqrnet-jax "
+        "ranker-eval --calibrate FILE`) instead of the ranker's own",
+    )
+    p.add_argument(
         "--max-pixels",
         type=int_in_range(1),
         default=DEFAULT_MAX_PIXELS,
@@ -68,7 +73,7 @@ def scored_region(y: np.ndarray, side: int = MAX_SCORED_SIDE) -> np.ndarray:
 
 
 def _estimate_one(scorer, file: str, max_pixels: int) -> dict:
-    """The output record of one file; raises ImageLoadError / RuntimeError on failure."""
+    """The output record of one file; raises ImageLoadError if it cannot be read."""
     from cqrnet_jax.data.io import load_luma
     from cqrnet_jax.data.jpeg import header_quality
     from cqrnet_jax.quality import estimate_quality
@@ -94,26 +99,28 @@ def _text_line(rec: dict) -> str:
     )
 
 
-def _load_scorer(prefix):
-    """The ranker, or None after printing a one-line error (missing or unusable weights)."""
+def _load_scorer(prefix, calibration_file=None):
+    """The ranker, with the calibration in `calibration_file` if given; InputError (one line
+    saying how to make one) if its weights are missing or are not a ranker's."""
     from cqrnet_jax import pretrained
-    from cqrnet_jax.quality import load_ranker
+    from cqrnet_jax.errors import InputError
+    from cqrnet_jax.quality import load_calibration, load_ranker
 
     where = prefix or pretrained.shipped(pretrained.ESTIMATOR)
     try:
         scorer = load_ranker(where)
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        print(
-            f"error: no usable ranker weights at {where} ({err}); train one with "
+    except InputError as err:
+        raise InputError(
+            f"no usable ranker weights at {where} ({err}); train one with "
             "`python -m cqrnet_jax.main --config=configs/ranker.py:cpu --workdir=DIR` and pass "
-            "--ranker DIR/export/ranker",
-            file=sys.stderr,
-        )
-        return None
+            "--ranker DIR/export/ranker"
+        ) from None
+    if calibration_file:
+        scorer.meta = {**scorer.meta, "calibration": load_calibration(calibration_file)}
     if scorer.calibration is None:
         print(
-            f"warning: {where}.json has no calibration: estimated_quality is null "
-            "(add one with `cqrnet-jax ranker-eval --calibrate`)",
+            f"warning: {where}.json has no calibration: estimated_quality is null (fit one with "
+            "`cqrnet-jax ranker-eval --calibrate FILE` and pass --calibration FILE)",
             file=sys.stderr,
         )
     return scorer
@@ -121,12 +128,11 @@ def _load_scorer(prefix):
 
 def run_estimate(args) -> int:
     """Runs `estimate` for parsed args (files, json, ranker); returns the exit status."""
+    from cqrnet_jax.apps.common import out_of_memory
     from cqrnet_jax.data.datasets import expand_inputs
     from cqrnet_jax.data.io import DEFAULT_MAX_PIXELS, ImageLoadError
 
-    scorer = _load_scorer(getattr(args, "ranker", None))
-    if scorer is None:
-        return EXIT_NO_RANKER
+    scorer = _load_scorer(getattr(args, "ranker", None), getattr(args, "calibration", None))
     failed = False
     max_pixels = getattr(args, "max_pixels", DEFAULT_MAX_PIXELS)
     for file, problem in expand_inputs(args.files):
@@ -138,10 +144,11 @@ def run_estimate(args) -> int:
             print(f"error: {err}", file=sys.stderr, flush=True)
             failed = True
             continue
-        except (MemoryError, RuntimeError) as err:  # e.g. XLA out of memory on a huge image
-            reason = " ".join(str(err).split())[:200] or type(err).__name__
-            print(f"error: {file}: cannot score image: {reason}", file=sys.stderr, flush=True)
+        except (MemoryError, RuntimeError) as err:  # anything but running out of memory is a bug
+            if not out_of_memory(err):
+                raise
+            print(f"error: {file}: not enough memory to score it", file=sys.stderr, flush=True)
             failed = True
             continue
         print(json.dumps(rec) if args.json else _text_line(rec), flush=True)
-    return EXIT_FILE_ERRORS if failed else 0
+    return ImageLoadError.exit_code if failed else 0

@@ -6,13 +6,18 @@ self-ensemble (`cqrnet_jax.ensemble`), reported as model "NAME+ensemble"."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
-from cqrnet_jax.apps.common import UsageError, add_model_argument, environment, int_in_range
+from cqrnet_jax.apps.common import (
+    UsageError,
+    add_model_argument,
+    environment,
+    int_in_range,
+    write_json,
+)
 from cqrnet_jax.data.datasets import DATA_DIR_ENV
 
 BUILTIN = "builtin"  # dataset name of the photos bundled with scikit-image
@@ -185,15 +190,6 @@ def _command_line(argv: list[str], data_dir_from_env: bool) -> str:
     return env + " ".join([prog, *map(shlex.quote, argv)])
 
 
-def _write_json(path: Path, report: dict) -> None:
-    from cqrnet_jax.evaluate import json_safe
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
 def _left_alone(restorer, qualities: list[int], force: bool, consistency: bool) -> set[int]:
     """The qualities above the model's limit, scored as the JPEG itself (as `deblock` leaves
     such files) unless `force`; one line on stderr says so."""
@@ -287,6 +283,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if any("published" in r for r in results):
             pub = published_rows(model_name)
             report["published"] = {"source": PUBLISHED_SOURCE, "results": pub}
-        _write_json(out, report)
+        write_json(out, report)
         print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -10,6 +10,7 @@ import sys
 
 from cqrnet_jax.apps.common import UsageError, int_in_range
 from cqrnet_jax.data.datasets import DATA_DIR_ENV
+from cqrnet_jax.errors import InputError
 
 
 def add_fetch_data_parser(subparsers) -> argparse.ArgumentParser:
@@ -58,7 +59,7 @@ def run_fetch_data(args) -> int:
             print(f"error: {line}", file=sys.stderr)
         if bad:
             print(f"{len(bad)} of {checked} files missing or wrong", file=sys.stderr)
-            return 1
+            return InputError.exit_code
         print(f"{checked} files ok")
         return 0
     mirror = fetch.LocalCopy(args.from_dir) if args.from_dir else fetch.GitHub()

@@ -1,57 +1,89 @@
 """`cqrnet-jax ranker-eval`: how well the quality ranker orders JPEG qualities on test images.
 
-Spearman rho(score, QF) and pairwise order accuracy on BSDS500 test and LIVE1, for QF 1-30 (every
-QF) and 31-95 (31, 35, 40, ..., 95); with --calibrate, first fits score -> QF on training images
-and stores it in PREFIX.json. The library behind it is `cqrnet_jax.quality`.
+Spearman rho(score, QF) and pairwise order accuracy on BSDS500 test and LIVE1 (`--sets`), for
+QF 1-30 (every QF) and 31-95 (31, 35, 40, ..., 95), and the calibrated estimate's QF error. It
+writes only where it is told: the report with `--json OUT`, a calibration fitted on training
+images with `--calibrate OUT` (which `estimate --calibration OUT` and `--calibration` here load),
+never into the ranker's own files. The library behind it is `cqrnet_jax.quality`.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
+import math
+import shlex
+import sys
+import time
 from pathlib import Path
 
-import numpy as np
+from cqrnet_jax.apps.common import UsageError, environment, int_in_range, write_json
 
-from cqrnet_jax.metrics import ranking_metrics
-from cqrnet_jax.quality import (
-    HIGH_QUALITIES,
-    LEVELS,
-    LOW_QUALITIES,
-    calibrate_and_store,
-    estimate_quality,
-    load_ranker,
-    score_matrix,
-)
+DEFAULT_SETS = "BSDS500,LIVE1"
 
 
-def _parse_args(argv):
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="cqrnet-jax ranker-eval",
-        description="Evaluates the quality ranker on test images (BSDS500 test, LIVE1): Spearman "
-        "rho(score, QF) and pairwise order accuracy for QF 1-30 (every QF) and 31-95 (31, 35, "
-        "40, ..., 95). --calibrate first fits score -> QF on training images and stores it in "
-        "PREFIX.json.",
+def add_ranker_eval_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "ranker-eval",
+        help="how well a ranker orders JPEG qualities (test sets)",
+        description="Scores every test image (Y) JPEG-compressed at QF 1-30 and 31, 35, ..., 95 "
+        "and prints Spearman rho(score, QF), pairwise order accuracy and, with a calibration, "
+        "the estimated QF's mean error, per set and QF range. Writes files only where told "
+        "(--json, --calibrate).",
     )
     p.add_argument(
-        "--ranker", metavar="PREFIX", help="weights prefix (default: the shipped estimator)"
+        "--ranker", metavar="PREFIX", help="ranker weights prefix (default: the shipped estimator)"
     )
-    p.add_argument("--data-dir", metavar="DIR", help="data directory (default $CQRNET_DATA_DIR)")
+    p.add_argument("--data-dir", metavar="DIR", help="data directory (default: $CQRNET_DATA_DIR)")
     p.add_argument(
-        "--json", metavar="OUT", default="experiments/results/ranker_blind_estimator.json"
+        "--sets", default=DEFAULT_SETS, help=f"comma-separated test sets (default: {DEFAULT_SETS})"
     )
-    p.add_argument("--calibrate", action="store_true", help="fit + store the calibration first")
-    p.add_argument("--calibration-images", type=int, default=60, metavar="N")
-    p.add_argument("--calibration-crop", type=int, default=320, metavar="PX")
-    p.add_argument("--sets", default="BSDS500,LIVE1", help="comma-separated evaluation sets")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="first N images per set")
-    p.add_argument("--batch-size", type=int, default=32)
-    return p.parse_args(argv)
+    p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--calibrate",
+        metavar="OUT",
+        help="first fit score -> QF on training images, write it to OUT (JSON) and use it",
+    )
+    how.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="use this calibration (written by --calibrate) instead of the ranker's own",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int_in_range(2),
+        default=60,
+        metavar="N",
+        help="training images the calibration is fitted on (default: 60)",
+    )
+    p.add_argument(
+        "--calibration-crop",
+        type=int_in_range(0),
+        default=320,
+        metavar="PX",
+        help="their centre crop's side, 0 for whole images (default: 320)",
+    )
+    p.add_argument(
+        "--limit", type=int_in_range(0), default=0, metavar="N", help="first N images per set"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int_in_range(1),
+        default=32,
+        metavar="N",
+        help="images per ranker call (default: 32)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    return p
 
 
-def _set_metrics(scores: np.ndarray, calibration: dict | None) -> dict:
+def _set_metrics(scores, calibration: dict | None) -> dict:
     """Metrics of one set's (images, LOW + HIGH) score matrix, per QF range."""
+    import numpy as np
+
+    from cqrnet_jax.metrics import ranking_metrics
+    from cqrnet_jax.quality import HIGH_QUALITIES, LEVELS, LOW_QUALITIES, estimate_quality
+
     out = {}
     for key, qs, levels, cols in (
         ("qf_1_30", LOW_QUALITIES, LEVELS, slice(0, len(LOW_QUALITIES))),
@@ -65,98 +97,89 @@ def _set_metrics(scores: np.ndarray, calibration: dict | None) -> dict:
     return out
 
 
-def _print_table(results: dict) -> None:
-    head = f"{'set':<9}{'QF':<7}{'imgs':>5}{'rho':>8}{'rho/img':>9}{'acc lvl':>9}{'acc all':>9}"
-    print(head + f"{'QF MAE':>8}")
+def _number(value, spec: str, width: int) -> str:
+    """`value` formatted, or a dash where there is none (no calibration, no level pairs, NaN)."""
+    if value is None or not math.isfinite(value):
+        return f"{'-':>{width}}"
+    return f"{value:>{width}{spec}}"
+
+
+def format_table(results: dict) -> str:
+    rows = [f"{'set':<9}{'QF':<7}{'imgs':>5}{'rho':>8}{'rho/img':>9}{'acc lvl':>9}{'acc all':>9}"]
+    rows[0] += f"{'QF MAE':>8}"
     for name, per in results.items():
         for key, m in per.items():
-            lvl = m.get("pair_accuracy_levels")
-            print(
+            rows.append(
                 f"{name:<9}{key[3:].replace('_', '-'):<7}{m['images']:>5}"
-                f"{m['spearman_pooled']:>8.4f}{m['spearman_mean_per_image']:>9.4f}"
-                f"{'' if lvl is None else f'{lvl:.4f}':>9}{m['pair_accuracy_all']:>9.4f}"
-                f"{m.get('estimated_quality_mae', float('nan')):>8.2f}"
+                + _number(m["spearman_pooled"], ".4f", 8)
+                + _number(m["spearman_mean_per_image"], ".4f", 9)
+                + _number(m.get("pair_accuracy_levels"), ".4f", 9)
+                + _number(m["pair_accuracy_all"], ".4f", 9)
+                + _number(m.get("estimated_quality_mae"), ".2f", 8)
             )
+    return "\n".join(rows)
 
 
-def _target(results: dict) -> dict | None:
-    """The issue's bar: BSDS500 test, QF 1-30: pooled rho >= 0.95 and >= 98% level pairs right."""
-    bsds = results.get("BSDS500", {}).get("qf_1_30")
-    if not bsds:
-        return None
-    rho_ok = bsds["spearman_pooled"] >= 0.95
-    acc_ok = bsds["pair_accuracy_levels"] >= 0.98
-    return {
-        "set": "BSDS500 test, QF 1-30",
-        "spearman_pooled >= 0.95": rho_ok,
-        "pair_accuracy_levels >= 0.98": acc_ok,
-        "met": rho_ok and acc_ok,
-    }
+def _calibration(args, scorer, prefix, data_dir) -> dict | None:
+    """The calibration to use: fitted and written (--calibrate), read (--calibration), or the
+    ranker's own (None if it has none)."""
+    from cqrnet_jax.quality import calibrate, load_calibration
+
+    if args.calibration:
+        return load_calibration(args.calibration)
+    if not args.calibrate:
+        return scorer.calibration
+    out = Path(args.calibrate).expanduser()
+    if out.is_dir():
+        raise UsageError(f"--calibrate: {out} is a folder; give a file name such as cal.json")
+    cal = calibrate(
+        scorer, data_dir, args.calibration_images, args.calibration_crop or None,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    write_json(out, {**cal, "ranker": str(prefix)})
+    print(f"wrote {out} (calibration: {len(cal['qualities'])} qualities)", file=sys.stderr)
+    return cal
 
 
-def _report(argv, prefix, meta: dict, results: dict, limit: int, seconds: float) -> dict:
-    import shlex
-
-    import jax
-
-    return {
-        "command": shlex.join(["cqrnet-jax", "ranker-eval", *argv]),
-        "ranker": {
-            "prefix": str(prefix),
-            "step": meta.get("step"),
-            "model": meta.get("model"),
-            "calibration": meta.get("calibration"),
-        },
-        "protocol": "Y (BT.601 studio) of each test image, grey baseline JPEG at each QF (PIL), "
-        "full image scored. Pair accuracies over within-image pairs; equal scores count as wrong. "
-        "'levels' pairs: QFs from different training levels [1,10], [11,20], [21,30]. "
-        "QF 31-95 = 31, 35, 40, ..., 95.",
-        "results": results,
-        "target": _target(results),
-        "limit_per_set": limit or None,
-        "seconds": round(seconds, 1),
-        "backend": jax.default_backend(),
-    }
-
-
-def main(argv=None) -> int:
-    import sys
-    import time
-
+def run_ranker_eval(args) -> int:
     from cqrnet_jax import pretrained
-    from cqrnet_jax.data.datasets import load_eval_set
+    from cqrnet_jax.data.datasets import load_eval_set, resolve_data_dir
+    from cqrnet_jax.quality import HIGH_QUALITIES, LOW_QUALITIES, load_ranker, score_matrix
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parse_args(argv)
-    prefix = args.ranker or pretrained.shipped(pretrained.ESTIMATOR)
-    try:
-        scorer = load_ranker(prefix, batch_size=args.batch_size)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: cannot load the ranker: {err}", file=sys.stderr)
-        return 2
+    names = [s.strip() for s in args.sets.split(",") if s.strip()]
+    if not names:
+        raise UsageError("--sets: give at least one test set, e.g. BSDS500,LIVE1")
+    out = Path(args.json).expanduser() if args.json else None
+    if out is not None and out.is_dir():
+        raise UsageError(f"--json: {out} is a folder")
+    data_dir = resolve_data_dir(args.data_dir)
+    prefix = Path(args.ranker) if args.ranker else pretrained.shipped(pretrained.ESTIMATOR)
+    scorer = load_ranker(prefix, batch_size=args.batch_size)
     start = time.time()
-    if args.calibrate:
-        cal = calibrate_and_store(
-            prefix, args.data_dir, args.calibration_images, args.calibration_crop, scorer=scorer
-        )
-        print("calibration (QF: median score):", dict(zip(cal["qualities"], cal["scores"])))
+    calibration = _calibration(args, scorer, prefix, data_dir)
     results = {}
-    for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        images = load_eval_set(name, args.data_dir)[: args.limit or None]
-        scores = score_matrix(scorer, images, LOW_QUALITIES + HIGH_QUALITIES, progress=True)
-        results[name] = _set_metrics(scores, scorer.calibration)
-    _print_table(results)
-    report = _report(argv, prefix, scorer.meta, results, args.limit, time.time() - start)
-    if report["target"] is not None:
-        print(
-            f"target (BSDS500, QF 1-30: rho >= 0.95, acc >= 98%): met = {report['target']['met']}"
+    for name in names:
+        images = load_eval_set(name, data_dir)[: args.limit or None]
+        scores = score_matrix(
+            scorer, images, LOW_QUALITIES + HIGH_QUALITIES, progress=not args.no_progress
         )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+        results[name] = _set_metrics(scores, calibration)
+    print(format_table(results))
+    if out is not None:
+        report = {
+            "command": shlex.join(["cqrnet-jax", *getattr(args, "argv", [])]),
+            "ranker": {"prefix": str(prefix), "step": scorer.meta.get("step")},
+            "model": scorer.meta.get("model"),
+            "calibration": calibration,
+            "protocol": "Y (BT.601 studio) of each test image, grey baseline JPEG at each QF "
+            "(PIL), full image scored. Pair accuracies over within-image pairs; equal scores "
+            "count as wrong. 'levels' pairs: QFs from different training levels [1,10], "
+            "[11,20], [21,30]. QF 31-95 = 31, 35, 40, ..., 95.",
+            "results": results,
+            "limit_per_set": args.limit or None,
+            "seconds": round(time.time() - start, 1),
+            "versions": environment(),
+        }
+        write_json(out, report)
+        print(f"wrote {out}", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

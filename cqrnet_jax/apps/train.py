@@ -6,8 +6,6 @@ from __future__ import annotations
 
 def run(argv: list[str]) -> int:
     """Runs training with absl flags `argv` (argv[0] is the program name); the exit status."""
-    from absl import app
-
     from cqrnet_jax import main as entry
 
     if any(a in ("-h", "--help") for a in argv[1:]):  # absl would print __main__'s docstring
@@ -16,7 +14,7 @@ def run(argv: list[str]) -> int:
         print(entry.FLAGS.module_help(entry))
         return 0
     try:
-        app.run(entry.main, argv=argv)
+        entry.run(argv)
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     return 0

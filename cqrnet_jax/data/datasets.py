@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.errors import ConfigError, InputError
 
 from .io import load_y
 
@@ -47,12 +47,13 @@ CLI_FLAG = "--data-dir DIR"
 CONFIG_FLAG = "--config.data.data_dir=DIR"
 
 
-class DataDirError(ConfigError):
+class DataDirError(InputError):
     """The data directory or one of its image folders is missing or unusable (one-line message)."""
 
 
-class NoDataDirError(DataDirError):
-    """No data directory was named at all (neither given nor in $CQRNET_DATA_DIR)."""
+class NoDataDirError(ConfigError, DataDirError):
+    """No data directory was named at all (neither given nor in $CQRNET_DATA_DIR): a setting
+    missing, so a ConfigError's exit status."""
 
 
 def data_dir_given(data_dir: str | os.PathLike | None = None) -> bool:

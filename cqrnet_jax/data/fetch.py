@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.errors import ConfigError, InputError
 
 _HERE = Path(__file__).resolve().parent
 CHECKSUMS = _HERE / "SHA256SUMS"  # sha256 of each file's bytes: `sha256sum -c` format
@@ -66,7 +66,7 @@ GROUPS = {
 }
 
 
-class FetchError(ConfigError):
+class FetchError(InputError):
     """A file could not be fetched, checked or written (one line naming it)."""
 
 
@@ -104,7 +104,7 @@ def select(sets: str | None) -> list[str]:
     for name in (n.strip() for n in sets.split(",") if n.strip()):
         if name.lower().strip("/") not in known:
             choices = ", ".join([*GROUPS, *SOURCES])
-            raise FetchError(f"unknown set {name!r}; choose from {choices}")
+            raise ConfigError(f"unknown set {name!r}; choose from {choices}")
         out += [f for f in known[name.lower().strip("/")] if f not in out]
     return out
 
@@ -223,11 +223,13 @@ def _fetch_one(mirror, rel: str, out: Path) -> bool:
     bad = problem(rel, data)
     if bad:
         raise FetchError(f"{mirror.where(rel)}: {bad}; {dest} not written")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.part")
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         part.write_bytes(data)
         os.replace(part, dest)  # whole or not at all
+    except OSError as err:
+        raise FetchError(f"cannot write {dest}: {err.strerror or err}") from None
     finally:
         part.unlink(missing_ok=True)
     return True

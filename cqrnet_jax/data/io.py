@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.errors import InputError
 
 from .color import rgb_to_y
 from .consistency import JpegLuma, read_jpeg_luma
@@ -34,7 +34,7 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-class ImageLoadError(ConfigError):
+class ImageLoadError(InputError):
     """An image file could not be read; `str(err)` is the single line "{path}: {reason}"."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

@@ -86,10 +86,8 @@ def make_batches(
         quality_weights=tuple(data_cfg.quality_weights) if qualities else (),
     )
     backend = data_cfg.backend
-    if backend == "auto":
-        from cqrnet_jax.data.tf_pipeline import tensorflow_available
-
-        backend = "tf" if tensorflow_available() else "numpy"
+    if backend in ("numpy", "auto"):  # auto: an older config's value (tf when installed then)
+        return numpy_batches(sampler, start_step, data_cfg.num_threads, data_cfg.prefetch)
     if backend == "tf":
         from cqrnet_jax.data.tf_pipeline import tensorflow_available, tf_batches
 
@@ -99,6 +97,4 @@ def make_batches(
                 "(or data.backend=numpy, which gives the same batches)"
             )
         return tf_batches(sampler, start_step, data_cfg.num_threads, data_cfg.prefetch)
-    if backend == "numpy":
-        return numpy_batches(sampler, start_step, data_cfg.num_threads, data_cfg.prefetch)
-    raise ConfigError(f"unknown data.backend {backend!r}; choose auto, tf or numpy")
+    raise ConfigError(f"unknown data.backend {backend!r}; choose numpy or tf")

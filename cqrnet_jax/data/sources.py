@@ -9,7 +9,7 @@ import numpy as np
 
 from cqrnet_jax.data import datasets
 from cqrnet_jax.data.io import load_y
-from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.errors import ConfigError, InputError
 
 SOURCES = ("shared", "folder", "div2k", "builtin")
 
@@ -20,7 +20,7 @@ def _expand(files: str) -> list[str]:
     items = datasets.expand_inputs(entries)
     bad = [f"{path}: {error}" for path, error in items if error]
     if bad or not items:
-        raise ConfigError(f"training files {files!r}: " + ("; ".join(bad) or "nothing given"))
+        raise InputError(f"training files {files!r}: " + ("; ".join(bad) or "nothing given"))
     return [path for path, _ in items]
 
 

@@ -7,15 +7,16 @@ Inference, export, evaluation and training all build their networks here.
 
 from __future__ import annotations
 
-import math
 import os
 
 import jax.numpy as jnp
 
 from cqrnet_jax import pretrained
-from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.config_base import deblock_model_defaults
+from cqrnet_jax.errors import ConfigError, InputError
 from cqrnet_jax.models.baselines import ARCNN, DnCNN
 from cqrnet_jax.models.deblock import DeblockNet
+from cqrnet_jax.models.layers import ATTENTION, AttentionSettings
 from cqrnet_jax.models.ranker import QualityRanker
 from cqrnet_jax.models.unet import UNetDeblocker
 
@@ -23,57 +24,69 @@ ARCHITECTURES = ("cqr", "unet", "arcnn", "dncnn")  # model.arch of a de-blocker 
 
 
 def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | None = None):
-    """The de-blocker of a config's (or an export's) `model`: `DeblockNet` (`arch` "cqr", the
-    default), or a Table 2 baseline (`ARCNN`, `DnCNN`); `dtype` overrides its compute dtype (e.g.
-    float32 inference of a model trained in bfloat16: the parameters are float32 either way) and
-    `attention` DeblockNet's `nl_attention` (e.g. "chunked" for whole photos)."""
-    arch = model_cfg.get("arch", "cqr")
-    compute = jnp.dtype(dtype or model_cfg.get("dtype", "float32"))
+    """The de-blocker of a config's (or an export's) `model`, its missing keys at their defaults
+    (`config_base.deblock_model_defaults`): `DeblockNet` (`arch` "cqr"), `UNetDeblocker` or a
+    Table 2 baseline (`ARCNN`, `DnCNN`); `dtype` overrides its compute dtype (e.g. float32
+    inference of a model trained in bfloat16: the parameters are float32 either way) and
+    `attention` its attention's implementation (e.g. "chunked" for whole photos)."""
+    cfg = {**deblock_model_defaults(), **model_cfg}
+    check_deblock_model(cfg)
+    arch, compute = cfg["arch"], jnp.dtype(dtype or cfg["dtype"])
     if arch == "arcnn":
         return ARCNN(dtype=compute)
     if arch == "dncnn":
-        if (start := model_cfg.get("residual_init", "zeros")) not in ("zeros", "he"):
-            raise ConfigError(f"model.residual_init: zeros or he, not {start!r}")
         return DnCNN(
-            depth=model_cfg.get("depth", 20),
-            features=model_cfg["features"],
-            residual_init=start,
+            depth=cfg["depth"],
+            features=cfg["features"],
+            residual_init=cfg["residual_init"],
             dtype=compute,
         )
+    settings = attention_settings(cfg, attention)
     if arch == "unet":
         return UNetDeblocker(
-            features=tuple(model_cfg["widths"]),
-            blocks=tuple(model_cfg["blocks"]),
-            dilations=tuple(model_cfg["dilations"]),
-            nl_inner=model_cfg["nl_inner"],
-            nl_window=model_cfg["nl_window"],
-            nl_chunk=model_cfg.get("nl_chunk", 16),
+            features=tuple(cfg["widths"]),
+            blocks=tuple(cfg["blocks"]),
+            dilations=tuple(cfg["dilations"]),
+            attention=settings,
             dtype=compute,
         )
-    if arch != "cqr":
-        raise ConfigError(f"model.arch: one of {', '.join(ARCHITECTURES)}, not {arch!r}")
     return DeblockNet(
-        features=model_cfg["features"],
-        num_local_groups=model_cfg["num_local_groups"],
-        dilations=tuple(model_cfg["dilations"]),
-        nl_inner=model_cfg["nl_inner"],
-        nl_window=model_cfg["nl_window"],
-        nl_subsample=model_cfg.get("nl_subsample", 1),
-        nl_chunk=model_cfg.get("nl_chunk", 16),
-        nl_attention=attention or model_cfg.get("nl_attention", "chunked"),
+        features=cfg["features"],
+        num_local_groups=cfg["num_local_groups"],
+        dilations=tuple(cfg["dilations"]),
+        attention=settings,
         dtype=compute,
-        scan_groups=model_cfg.get("scan_groups", False),
-        remat=model_cfg.get("remat", False),
+        scan_groups=cfg["scan_groups"],
+        remat=cfg["remat"],
     )
+
+
+def attention_settings(model_cfg, implementation: str | None = None) -> AttentionSettings:
+    """The non-local attention's settings of a config's `model` (missing keys at their
+    defaults), with `implementation` in place of its own if given."""
+    cfg = {**deblock_model_defaults(), **model_cfg}
+    return AttentionSettings(
+        inner=cfg["nl_inner"],
+        window=cfg["nl_window"],
+        subsample=cfg["nl_subsample"],
+        chunk=cfg["nl_chunk"],
+        implementation=implementation or cfg["nl_attention"],
+    )
+
+
+def check_deblock_model(model_cfg) -> None:
+    """ConfigError (one line naming the key) unless the de-blocker's choices are known ones."""
+    choices = dict(arch=ARCHITECTURES, nl_attention=ATTENTION, residual_init=("zeros", "he"))
+    choices["dtype"] = ("float32", "bfloat16")
+    for key, known in choices.items():
+        if key in model_cfg and model_cfg[key] not in known:
+            raise ConfigError(f"model.{key}: one of {', '.join(known)}, not {model_cfg[key]!r}")
 
 
 def size_alignment(model) -> int:
     """What image sides (and tile origins) must be multiples of for a de-blocker to see the same
     attention windows as the whole image: 1 for the networks without attention."""
-    if hasattr(model, "alignment"):
-        return model.alignment
-    window = getattr(model, "nl_window", None)
-    return math.lcm(window, 2) if window else 1  # whole windows, even for the stride-2 mask
+    return getattr(model, "alignment", 1)
 
 
 def ranker_from_config(model_cfg) -> QualityRanker:
@@ -85,7 +98,7 @@ def ranker_from_config(model_cfg) -> QualityRanker:
     )
 
 
-class NotAModelError(ConfigError):
+class NotAModelError(InputError):
     """A parameter file that is not the kind of model asked for."""
 
 

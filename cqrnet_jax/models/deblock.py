@@ -6,13 +6,14 @@ plus the long skip (M predicts a residual added to its input). Images in [0, 1],
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import jax.numpy as jnp
 from flax import linen as nn
 
-from cqrnet_jax.models.layers import AttentionGroup, as_nhwc, conv3x3
+from cqrnet_jax.models.layers import AttentionGroup, AttentionSettings, as_nhwc, conv3x3
 
 
 class _LocalGroupStep(nn.Module):
@@ -36,19 +37,23 @@ class DeblockNet(nn.Module):
     `valid` (optional int (N, 2)) is each image's real (height, width) from the top-left, for a
     batch padded bottom/right to one size: the non-local blocks attend to real pixels only. It is
     traced, so one program serves every extent; None means the whole input is real.
+    The settings' values and their meaning are in `config_base.deblock_model_defaults`; build
+    the network from a config with `models.build.deblock_from_config`.
     """
 
-    features: int = 64
-    num_local_groups: int = 8  # RNAN's CAR model: 10 groups = 1 non-local + 8 local + 1 non-local
-    dilations: Sequence[int] = (1, 2, 4)
-    nl_inner: int = 32  # theta/phi/g width, RNAN: features // 2
-    nl_window: int = 48  # = the training patch: training attends over the whole patch, as RNAN
-    nl_subsample: int = 1  # 2: keys/values 2x2 max-pooled (the CPU preset's saving)
-    nl_chunk: int = 16  # windows attended at once by the "chunked" attention
-    nl_attention: str = "chunked"  # chunked | xla | cudnn (layers.WindowedNonLocal)
+    features: int
+    num_local_groups: int  # RNAN's: 10 groups = 1 non-local + 8 local + 1 non-local
+    dilations: Sequence[int]
+    attention: AttentionSettings  # of the non-local groups' attention
     dtype: Any = jnp.float32
     scan_groups: bool = False
     remat: bool = False
+
+    @property
+    def alignment(self) -> int:
+        """Tile origins on multiples of this see the attention windows of the whole image (and
+        the stride-2 mask branch its pixel pairs)."""
+        return math.lcm(self.attention.window, 2)
 
     @nn.compact
     def __call__(self, x, valid=None):
@@ -57,11 +62,7 @@ class DeblockNet(nn.Module):
         group_kwargs = dict(
             features=self.features,
             dilations=tuple(self.dilations),
-            nl_inner=self.nl_inner,
-            nl_window=self.nl_window,
-            nl_subsample=self.nl_subsample,
-            nl_chunk=self.nl_chunk,
-            nl_attention=self.nl_attention,
+            attention=self.attention,
             dtype=dt,
         )
         group = nn.remat(AttentionGroup) if self.remat else AttentionGroup

@@ -8,6 +8,7 @@ masks the padding out of its keys.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from flax import linen as nn
 # PyTorch's default conv init (uniform, variance 1/(3 fan_in)), which RNAN/EDSR train with: Flax's
 # lecun_normal is 3x the variance and blows up the un-normalised residual stack at initialisation.
 torch_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+ATTENTION = ("chunked", "xla", "cudnn")  # AttentionSettings.implementation
 
 
 def conv3x3(
@@ -95,6 +97,21 @@ class MultiScaleDilatedConv(nn.Module):
         return fuse(jnp.concatenate(branches, axis=-1))
 
 
+@dataclasses.dataclass(frozen=True)
+class AttentionSettings:
+    """The windowed non-local attention's settings: built once from a config's `model`
+    (`models.build.attention_settings`, defaults in `config_base.deblock_model_defaults`) and
+    handed down whole, DeblockNet -> AttentionGroup -> MaskBranch -> WindowedNonLocal."""
+
+    inner: int  # theta / phi / g width (model.nl_inner; RNAN: features // 2)
+    window: int  # side of the square windows attended within (model.nl_window)
+    subsample: int  # keys and values max-pooled by this factor, 1: RNAN's (model.nl_subsample)
+    chunk: int  # windows attended at once by "chunked": memory ~ chunk * window^4 (model.nl_chunk)
+    # "chunked": our einsum softmax, `chunk` windows at a time; "xla" / "cudnn":
+    # jax.nn.dot_product_attention with that implementation (model.nl_attention)
+    implementation: str
+
+
 class WindowedNonLocal(nn.Module):
     """Embedded-Gaussian non-local block (z = W·y + x, W zero-initialised) within square windows.
 
@@ -106,39 +123,34 @@ class WindowedNonLocal(nn.Module):
     everything outside it. Max-pooled keys pool real pixels only; a cell with none is masked.
     """
 
-    inner: int
-    window: int = 48
-    chunk: int = 16  # windows attended at once: bounds memory at (chunk * window^4) floats
-    subsample: int = 1  # max-pool keys and values by this factor (1 = RNAN's full attention)
-    # "chunked": our einsum softmax, `chunk` windows at a time; "xla" / "cudnn":
-    # jax.nn.dot_product_attention with that implementation (cuDNN's fused kernel on a GPU)
-    attention: str = "chunked"
+    attention: AttentionSettings
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x, valid=None):
         n, h, w, c = x.shape
-        xp, _ = pad_to_multiple(x, self.window)
-        hp, wp, k = xp.shape[1], xp.shape[2], self.window
+        how = self.attention
+        xp, _ = pad_to_multiple(x, how.window)
+        hp, wp, k = xp.shape[1], xp.shape[2], how.window
         tokens = _to_windows(xp, k)  # (N * windows, k * k, C)
         key_valid = _real_pixels(valid, n, h, w, hp, wp)  # None: every key is real
         if key_valid is not None:
             key_valid = _to_windows(key_valid[..., None], k)[..., 0]
         dense = dict(kernel_init=torch_init, dtype=self.dtype)
-        theta = nn.Dense(self.inner, name="theta", **dense)(tokens)
-        phi = nn.Dense(self.inner, name="phi", **dense)(tokens)
-        g = nn.Dense(self.inner, name="g", **dense)(tokens)
-        if self.subsample > 1:  # Wang et al.'s trick: keys/values max-pooled, 4x cheaper at 2
-            phi, g = (_pool_tokens(t, k, self.subsample, key_valid) for t in (phi, g))
+        theta = nn.Dense(how.inner, name="theta", **dense)(tokens)
+        phi = nn.Dense(how.inner, name="phi", **dense)(tokens)
+        g = nn.Dense(how.inner, name="g", **dense)(tokens)
+        if how.subsample > 1:  # Wang et al.'s trick: keys/values max-pooled, 4x cheaper at 2
+            phi, g = (_pool_tokens(t, k, how.subsample, key_valid) for t in (phi, g))
             if key_valid is not None:
-                key_valid = _pool_tokens(key_valid[..., None], k, self.subsample)[..., 0]
-        if self.attention == "chunked":
-            y = _chunked_attention(theta, phi, g, self.chunk, key_valid)
-        elif self.attention in ("xla", "cudnn"):
+                key_valid = _pool_tokens(key_valid[..., None], k, how.subsample)[..., 0]
+        if how.implementation == "chunked":
+            y = _chunked_attention(theta, phi, g, how.chunk, key_valid)
+        elif how.implementation in ("xla", "cudnn"):
             mask = None
             if key_valid is not None:  # (B, heads, queries, keys); cuDNN wants every query
                 mask = key_valid[:, None, None, :]
-                if self.attention == "cudnn":
+                if how.implementation == "cudnn":
                     mask = jnp.broadcast_to(mask, (mask.shape[0], 1, theta.shape[1], mask.shape[3]))
             # one head; embedded Gaussian = softmax(theta phi^T) with no 1/sqrt(d) scale
             y = jax.nn.dot_product_attention(
@@ -147,10 +159,10 @@ class WindowedNonLocal(nn.Module):
                 g[:, :, None],
                 mask=mask,
                 scale=1.0,
-                implementation=self.attention,
+                implementation=how.implementation,
             )[:, :, 0]
         else:
-            raise ValueError(f"attention: 'chunked', 'xla' or 'cudnn', not {self.attention!r}")
+            raise ValueError(f"attention: {', '.join(ATTENTION)}, not {how.implementation!r}")
         y = nn.Dense(c, kernel_init=nn.initializers.zeros, dtype=self.dtype, name="out")(y)
         y = y.reshape(n, hp // k, wp // k, k, k, c).transpose(0, 1, 3, 2, 4, 5)
         y = y.reshape(n, hp, wp, c)[:, :h, :w]
@@ -258,26 +270,14 @@ class MaskBranch(nn.Module):
 
     features: int
     non_local: bool
-    nl_inner: int
-    nl_window: int
-    nl_subsample: int = 1
-    nl_chunk: int = 16
-    nl_attention: str = "chunked"
+    attention: AttentionSettings
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x, valid=None):
         f, dt = self.features, self.dtype
         if self.non_local:
-            x = WindowedNonLocal(
-                self.nl_inner,
-                self.nl_window,
-                chunk=self.nl_chunk,
-                subsample=self.nl_subsample,
-                attention=self.nl_attention,
-                dtype=dt,
-                name="non_local",
-            )(x, valid)
+            x = WindowedNonLocal(self.attention, dt, name="non_local")(x, valid)
         skip = ResBlock(f, dt, name="rb_in")(x)
         padded, (h, w) = pad_to_multiple(skip, 2)
         y = conv3x3(f, "down", strides=2, dtype=dt)(padded)
@@ -297,11 +297,7 @@ class AttentionGroup(nn.Module):
     features: int
     non_local: bool
     dilations: Sequence[int]
-    nl_inner: int
-    nl_window: int
-    nl_subsample: int = 1
-    nl_chunk: int = 16
-    nl_attention: str = "chunked"
+    attention: AttentionSettings
     dtype: Any = None
 
     @nn.compact
@@ -309,17 +305,7 @@ class AttentionGroup(nn.Module):
         f, dt = self.features, self.dtype
         h = ResBlock(f, dt, name="rb_in")(x)
         trunk = ResBlock(f, dt, name="trunk1")(ResBlock(f, dt, name="trunk0")(h))
-        mask = MaskBranch(
-            f,
-            self.non_local,
-            self.nl_inner,
-            self.nl_window,
-            self.nl_subsample,
-            self.nl_chunk,
-            self.nl_attention,
-            dt,
-            name="mask",
-        )(h, valid)
+        mask = MaskBranch(f, self.non_local, self.attention, dt, name="mask")(h, valid)
         y = trunk * mask + trunk
         y = ResBlock(f, dt, name="rb_out1")(ResBlock(f, dt, name="rb_out0")(y))
         y = MultiScaleDilatedConv(f, tuple(self.dilations), dt, name="dilated")(y)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from cqrnet_jax.models.layers import (
+    AttentionSettings,
     MultiScaleDilatedConv,
     ResBlock,
     WindowedNonLocal,
@@ -33,17 +34,15 @@ class UNetDeblocker(nn.Module):
     """(N, H, W) or (N, H, W, 1) JPEG-decoded Y in [0, 1] -> restored Y, same shape, unclipped.
 
     `features[i]` channels and `blocks[i]` residual blocks (each side) at scale 1/2^i; the last
-    scale is the bottleneck: blocks, a non-local block over `nl_window`-wide windows of that
-    scale, the dilated unit, blocks. `valid` (int (N, 2), real extents) keeps padding out of the
-    attention, as in `DeblockNet`.
+    scale is the bottleneck: blocks, a non-local block over `attention.window`-wide windows of
+    that scale (bottleneck pixels), the dilated unit, blocks. `valid` (int (N, 2), real extents)
+    keeps padding out of the attention, as in `DeblockNet`.
     """
 
-    features: Sequence[int] = (16, 32, 64, 128)
-    blocks: Sequence[int] = (2, 2, 2, 2)
-    dilations: Sequence[int] = (1, 2, 4)
-    nl_inner: int = 64
-    nl_window: int = 16  # in bottleneck pixels
-    nl_chunk: int = 16
+    features: Sequence[int]
+    blocks: Sequence[int]
+    dilations: Sequence[int]
+    attention: AttentionSettings
     dtype: Any = jnp.float32
 
     @property
@@ -54,7 +53,7 @@ class UNetDeblocker(nn.Module):
     @property
     def alignment(self) -> int:
         """Tile origins on multiples of this see the attention windows of the whole image."""
-        return self.scale * self.nl_window
+        return self.scale * self.attention.window
 
     @nn.compact
     def __call__(self, x, valid=None):
@@ -82,9 +81,7 @@ class UNetDeblocker(nn.Module):
         coarse_valid = None if valid is None else -(-jnp.asarray(valid) // self.scale)
         for b in range(self.blocks[last]):
             y = ResBlock(feats[last], dt, name=f"mid_rb{b}")(y)
-        y = WindowedNonLocal(
-            self.nl_inner, self.nl_window, chunk=self.nl_chunk, dtype=dt, name="non_local"
-        )(y, coarse_valid)
+        y = WindowedNonLocal(self.attention, dt, name="non_local")(y, coarse_valid)
         y = y + MultiScaleDilatedConv(feats[last], tuple(self.dilations), dt, name="dilated")(y)
         for b in range(self.blocks[last]):
             y = ResBlock(feats[last], dt, name=f"mid_rb{self.blocks[last] + b}")(y)

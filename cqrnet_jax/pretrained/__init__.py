@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax import serialization
 
-from cqrnet_jax.errors import MissingFileError
+from cqrnet_jax.errors import InputError, MissingFileError
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,7 +67,8 @@ def save_variables(
 
 
 def load_variables(prefix: str | os.PathLike):
-    """Returns (variables, meta) for a prefix written by `save_variables`."""
+    """Returns (variables, meta) for a prefix written by `save_variables`; MissingFileError if a
+    file is missing, InputError if one is not what `save_variables` writes."""
     prefix = Path(prefix)
     weights, meta = (
         prefix.with_name(prefix.name + ".msgpack"),
@@ -76,8 +77,11 @@ def load_variables(prefix: str | os.PathLike):
     parts = [weights] if weights.is_file() else _weight_files(prefix)
     if not parts or not meta.is_file():
         raise MissingFileError(f"{prefix}: expected {weights.name} and {meta.name}")
-    variables = serialization.msgpack_restore(b"".join(p.read_bytes() for p in parts))
-    return variables, json.loads(meta.read_text())
+    try:
+        variables = serialization.msgpack_restore(b"".join(p.read_bytes() for p in parts))
+        return variables, json.loads(meta.read_text())
+    except ValueError as err:  # msgpack's and json's errors on damaged files
+        raise InputError(f"{prefix}: not a parameter file ({err})") from None
 
 
 def shipped(name: str) -> Path:

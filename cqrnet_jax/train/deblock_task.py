@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from cqrnet_jax import pretrained
-from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.losses import feature_matching_loss, mae_loss, mse_loss, quality_loss
 from cqrnet_jax.models.build import deblock_from_config, load_ranker_model
 from cqrnet_jax.train.loop import export_target
@@ -31,16 +30,14 @@ class DeblockTask:
         self.config = config
         self.model = deblock_from_config(config.model)
         loss = config.loss
-        self.pixel_loss = loss.get("pixel", "mae")
-        if self.pixel_loss not in ("mae", "mse"):
-            raise ConfigError(f"loss.pixel: 'mae' or 'mse', not {self.pixel_loss!r}")
+        self.pixel_loss = loss.pixel  # mae | mse (config_check)
         self.uses_ranker = bool(loss.alpha or loss.beta)
         self.ranker = self.ranker_variables = None
         self.ranker_prefix = None
         self._eval_cache = None
         if self.uses_ranker:
             self.ranker, self.ranker_variables, self.ranker_prefix = load_frozen_ranker(
-                loss, config.model.get("dtype", "float32")
+                loss, config.model.dtype
             )
 
     @property

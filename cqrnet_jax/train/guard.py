@@ -15,8 +15,10 @@ import collections
 import jax
 import jax.numpy as jnp
 
+from cqrnet_jax.errors import TrainingError
 
-class NonFiniteLossError(RuntimeError):
+
+class NonFiniteLossError(TrainingError):
     """Too many consecutive steps had a non-finite loss or gradient; training stopped, its
     checkpoints hold the last finite state."""
 

@@ -33,6 +33,7 @@ from cqrnet_jax.data.pipeline import make_batches
 from cqrnet_jax.data.sources import load_training_images, training_files
 from cqrnet_jax.devices import compiler_options
 from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.train.config_check import check_config
 from cqrnet_jax.train.guard import NonFiniteGuard, all_finite
 from cqrnet_jax.train.logging import MetricWriter, Progress
 from cqrnet_jax.train.state import (
@@ -180,7 +181,7 @@ def _start_state(task, config, mesh: Mesh, manager) -> tuple[TrainState, int]:
     resumes, while `state.step` counts the updates applied (fewer by the steps skipped as
     non-finite), which the learning-rate schedule and Adam follow."""
     state = create_state(task, config, mesh)
-    if manager.latest_step() is None and config.get("init_from"):
+    if manager.latest_step() is None and config.init_from:
         state = init_from_params(state, config.init_from)
         report(f"initialised from {config.init_from} at step {int(state.step)}")
     state = load_latest_checkpoint(manager, state)
@@ -228,7 +229,7 @@ def _evaluation_every(config, task) -> int:
     """config.eval_every, once the task's evaluation data is read (before anything compiles, so a
     set that cannot be read stops the run at once, with one line); 0 when no data directory is
     named at all: evaluation only monitors training, so the run goes on without it, saying so."""
-    every = config.get("eval_every", 0)
+    every = config.eval_every
     load = getattr(task, "load_evaluation", None)
     if not every or load is None or jax.process_index() != 0:  # only process 0 evaluates
         return every
@@ -236,7 +237,7 @@ def _evaluation_every(config, task) -> int:
         load()
     except NoDataDirError:
         report(
-            f"no data directory for the evaluation set {config.get('eval_set')!r} "
+            f"no data directory for the evaluation set {config.eval_set!r} "
             f"({CONFIG_FLAG} or ${DATA_DIR_ENV}): evaluation, which only monitors "
             "training, is off"
         )
@@ -250,6 +251,7 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     The data are checked first, before anything is written or compiled. Ctrl-C stops the run
     after the step in progress, saves a checkpoint there and raises `TrainingInterrupted`; a
     second Ctrl-C stops at once (the latest checkpoint is where a rerun resumes)."""
+    check_config(config)
     mesh = make_mesh()
     check_batch_divisible(config.batch_size, mesh)
     training_files(config.data)  # listed, not read: a missing folder or file fails here
@@ -276,12 +278,10 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
     batches = itertools.chain([first], batches)
     main_process = jax.process_index() == 0
     writer = MetricWriter(os.path.join(workdir, "logs"), enabled=main_process)
-    budget = float(config.get("train_seconds", 0) or 0)
+    budget = float(config.train_seconds)
     progress = Progress(start, config.num_steps, t0 + budget if budget else None)
-    guard = NonFiniteGuard(
-        config.get("max_nonfinite_steps", 20), start - int(state.step), main_process
-    )
-    steady_from = start + max(config.get("log_first_steps", 0), 1)  # past compile and synced steps
+    guard = NonFiniteGuard(config.max_nonfinite_steps, start - int(state.step), main_process)
+    steady_from = start + max(config.log_first_steps, 1)  # past compile and synced steps
     pending, step, t_steady, waited = [], start, None, 0.0
     stopping = interrupted = False
     try:
@@ -335,20 +335,25 @@ def train_and_evaluate(config, workdir: str, task) -> TrainState:
 
 def _due(config, step: int, start: int, last: bool, eval_every: int | None = None) -> set[str]:
     """What step `step` does besides its update: "log", "eval", "save" (a checkpoint), "export".
-    `eval_every`: config.eval_every unless given (0 when the evaluation data are missing)."""
+    `eval_every`: config.eval_every unless given (0 when the evaluation data are missing). Each
+    `*_every` of 0 is off: then only the last step saves (and logs, as every save does)."""
     due = set()
-    if step % config.checkpoint_every == 0 or last:
+    if _every(step, config.checkpoint_every) or last:
         due.add("save")
     # log_first_steps: the first steps shown at once (a broken run fails within a minute)
-    if due or step % config.log_every == 0 or step <= start + config.get("log_first_steps", 0):
+    if due or _every(step, config.log_every) or step <= start + config.log_first_steps:
         due.add("log")
     eval_every = config.eval_every if eval_every is None else eval_every
-    if eval_every and (step % eval_every == 0 or last):
+    if _every(step, eval_every) or (eval_every and last):
         due.add("eval")
-    export_every = config.get("export_every", 0)
-    if export_every and step % export_every == 0 and not last:
+    if _every(step, config.export_every) and not last:
         due.add("export")
     return due
+
+
+def _every(step: int, every: int) -> bool:
+    """Whether `step` is one of every `every` steps; never when `every` is 0 (off)."""
+    return bool(every) and step % every == 0
 
 
 def _training_batches(config, task, start: int, sharding: NamedSharding):
@@ -363,14 +368,14 @@ def _training_batches(config, task, start: int, sharding: NamedSharding):
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    return device_prefetch(local, sharding, depth=config.get("device_prefetch", 2))
+    return device_prefetch(local, sharding, depth=config.device_prefetch)
 
 
 def export_target(config, workdir: str, name: str) -> tuple[str, int]:
     """(prefix, split_bytes) of a task's export: WORKDIR/export/NAME, or config.export_dir/NAME,
     in parts of config.export_split_mb MiB (0: one file)."""
-    folder = config.get("export_dir") or os.path.join(workdir, "export")
-    return os.path.join(folder, name), int(config.get("export_split_mb", 0) * 2**20)
+    folder = config.export_dir or os.path.join(workdir, "export")
+    return os.path.join(folder, name), int(config.export_split_mb * 2**20)
 
 
 def compile_step(task, config, mesh: Mesh, state, batch, frozen):
@@ -441,12 +446,13 @@ def device_prefetch(batches, sharding: NamedSharding, depth: int = 2):
 
 def _out_of_time(t0: float, budget: float, step: int, every: int) -> bool:
     """Whether the wall budget is spent. All processes must stop at the same step: with several,
-    process 0 decides, at logging steps only (one broadcast, no per-step sync)."""
+    process 0 decides, at logging steps only (one broadcast, no per-step sync; every step when
+    logging is off)."""
     if budget <= 0:
         return False
     if jax.process_count() == 1:
         return time.perf_counter() - t0 >= budget
-    if step % every:
+    if every and step % every:
         return False
     from jax.experimental import multihost_utils
 

@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 
 from cqrnet_jax import pretrained
-from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.losses import cross_image_ranking_loss, margin_ranking_loss, pair_order_accuracy
 from cqrnet_jax.models.build import ranker_from_config
 from cqrnet_jax.train.loop import export_target
@@ -40,11 +39,9 @@ class RankerTask:
         margin = self.config.loss.margin
         loss = margin_ranking_loss(s[:, 0], s[:, 1], labels[:, 0], labels[:, 1], margin)
         acc = pair_order_accuracy(s[:, 0], s[:, 1], labels[:, 0], labels[:, 1])
-        weight = self.config.loss.get("cross_image_weight", 0.0)
-        if weight:
-            by = self.config.loss.get("cross_image_labels", "level")
-            if by not in ("level", "quality"):
-                raise ConfigError(f"loss.cross_image_labels: 'level' or 'quality', not {by!r}")
+        weight = self.config.loss.cross_image_weight
+        if weight:  # cross-image pairs ordered by "level" or exact "quality" (config_check)
+            by = self.config.loss.cross_image_labels
             cross_labels = batch["quality"] if by == "quality" else labels
             loss = loss + weight * cross_image_ranking_loss(s, cross_labels, margin)
         return loss, (dict(pair_accuracy=acc), updates["batch_stats"])

@@ -19,12 +19,21 @@ class TrainState(train_state.TrainState):
 
 
 def learning_rate_schedule(optim_cfg) -> optax.Schedule:
-    """'constant', 'step' (x decay_rate every decay_steps, the paper's) or 'cosine' (to 0 over
-    decay_steps steps, from step decay_begin or the warm-up's end), after an optional linear
-    warm-up over warmup_steps from step warmup_begin (0; a continuation warms up from its first
-    step). Steps are absolute: the step of the state, which a continuation keeps."""
+    """The learning rate at each step. Every step here is absolute (the state's step, which a
+    resumed or continued run keeps), so a schedule ends where its numbers say:
+
+    - 'constant': learning_rate;
+    - 'step': learning_rate x decay_rate every decay_steps steps (the paper's halving);
+    - 'cosine': learning_rate until decay_begin, then a cosine that reaches 0 at step
+      decay_begin + decay_steps and stays there (decay_begin=0, decay_steps=num_steps: 0 at the
+      last step; decay_begin far beyond num_steps: flat, to end the run later with a decay);
+
+    after an optional linear warm-up from 0 over the warmup_steps steps from warmup_begin (0; a
+    continuation's first step, to warm up again), which the schedule then takes over from: a
+    cosine begins at the later of decay_begin and the warm-up's end.
+    """
     lr = optim_cfg.learning_rate
-    warmup_end = optim_cfg.get("warmup_begin", 0) + optim_cfg.warmup_steps
+    warmup_end = optim_cfg.warmup_begin + optim_cfg.warmup_steps
     if optim_cfg.schedule == "constant":
         schedule = optax.constant_schedule(lr)
     elif optim_cfg.schedule == "step":
@@ -32,18 +41,21 @@ def learning_rate_schedule(optim_cfg) -> optax.Schedule:
             lr, optim_cfg.decay_steps, optim_cfg.decay_rate, staircase=True
         )
     elif optim_cfg.schedule == "cosine":
-        schedule = optax.cosine_decay_schedule(lr, max(1, optim_cfg.decay_steps))
-        # flat until step decay_begin (to anneal a continued run), else the cosine starts at once
-        flat = optim_cfg.get("decay_begin", 0) - warmup_end
-        if flat > 0:
-            schedule = optax.join_schedules([optax.constant_schedule(lr), schedule], [flat])
+        begin = max(optim_cfg.decay_begin, warmup_end)
+        length = max(1, optim_cfg.decay_begin + optim_cfg.decay_steps - begin)
+        schedule = optax.join_schedules(
+            [optax.constant_schedule(lr), optax.cosine_decay_schedule(lr, length)], [begin]
+        )
     else:
         raise ConfigError(f"unknown learning-rate schedule {optim_cfg.schedule!r}")
     if optim_cfg.warmup_steps:
         warmup = optax.linear_schedule(
-            0.0, lr, optim_cfg.warmup_steps, transition_begin=warmup_end - optim_cfg.warmup_steps
+            0.0, lr, optim_cfg.warmup_steps, transition_begin=optim_cfg.warmup_begin
         )
-        schedule = optax.join_schedules([warmup, schedule], [warmup_end])
+        after = schedule  # join_schedules hands it steps counted from warmup_end: made absolute
+        schedule = optax.join_schedules(
+            [warmup, lambda count: after(count + warmup_end)], [warmup_end]
+        )
     return schedule
 
 

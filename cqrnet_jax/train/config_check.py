@@ -1,0 +1,52 @@
+"""One check of a training config before anything starts: every choice known, every count in
+range, each problem one line naming the setting (a ConfigError), so that a typo stops the run
+at once rather than after the data are read or the step is compiled. The defaults and meanings
+are in `config_base.py` and `configs/*.py`."""
+
+from __future__ import annotations
+
+from cqrnet_jax.data.sources import SOURCES
+from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.models.build import check_deblock_model
+
+TASKS = ("ranker", "deblock")
+SCHEDULES = ("constant", "step", "cosine")
+OPTIMIZERS = ("adam", "adamw")
+BACKENDS = ("numpy", "tf", "auto")  # auto: an older config's value, now numpy
+PIXEL_LOSSES = ("mae", "mse")
+CROSS_IMAGE_LABELS = ("level", "quality")
+
+
+def _choice(name: str, value, known) -> None:
+    if value not in known:
+        raise ConfigError(f"{name}: one of {', '.join(known)}, not {value!r}")
+
+
+def _at_least(config, names: str, low) -> None:
+    for name in names.split():
+        node = config
+        for part in name.split("."):
+            node = node[part]
+        if node < low:
+            raise ConfigError(f"{name} must be {low} or more, got {node}")
+
+
+def check_config(config) -> None:
+    """ConfigError (one line) for the first setting of `config` that is out of range."""
+    _choice("task", config.task, TASKS)
+    _choice("optim.schedule", config.optim.schedule, SCHEDULES)
+    _choice("optim.name", config.optim.name, OPTIMIZERS)
+    _choice("data.backend", config.data.backend, BACKENDS)
+    _choice("data.source", config.data.source, SOURCES)
+    _at_least(config, "batch_size num_steps keep_checkpoints data.patch_size", 1)
+    _at_least(config, "host_devices log_every log_first_steps eval_every checkpoint_every", 0)
+    _at_least(config, "export_every max_nonfinite_steps device_prefetch train_seconds", 0)
+    _at_least(config, "optim.warmup_steps optim.warmup_begin optim.decay_begin", 0)
+    _at_least(config, "optim.learning_rate", 0.0)
+    if config.optim.schedule != "constant":
+        _at_least(config, "optim.decay_steps", 1)
+    if config.task == "deblock":
+        check_deblock_model(config.model)
+        _choice("loss.pixel", config.loss.pixel, PIXEL_LOSSES)
+    else:
+        _choice("loss.cross_image_labels", config.loss.cross_image_labels, CROSS_IMAGE_LABELS)
