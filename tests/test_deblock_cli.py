@@ -41,9 +41,10 @@ def test_grey_colour_and_rgba_files_are_restored(
 ):
     """Grey JPEG -> grey PNG equal to the restorer's output; colour JPEG -> RGB PNG of the same
     size whose Y is the restorer's Y (within a grey level); RGBA PNG -> RGBA with the alpha
-    channel unchanged; all as OUTDIR/STEM.png, exit status 0."""
+    channel unchanged; all as OUTDIR/STEM.png, exit status 0. (The network's own output:
+    the JPEG-consistency projection is tested in test_deblock_files.py.)"""
     out = tmp_path / "out"
-    code, err = deblock(capsys, tiny_model_prefix, *three, "-o", out)
+    code, err = deblock(capsys, tiny_model_prefix, *three, "-o", out, "--no-consistency")
     assert code == 0 and not error_lines(err), err
     assert sorted(p.name for p in out.iterdir()) == ["colour.png", "grey.png", "rgba.png"]
 
@@ -249,7 +250,9 @@ def test_formats_name_the_output_by_the_input_stem(
         ("tif", ".tif", "TIFF"), ("bmp", ".bmp", "BMP"),
     ]:  # fmt: skip
         out = tmp_path / fmt
-        code, err = deblock(capsys, tiny_model_prefix, *three, "-o", out, "--format", fmt)
+        code, err = deblock(
+            capsys, tiny_model_prefix, *three, "-o", out, "--format", fmt, "--no-consistency"
+        )
         assert code == 0 and not error_lines(err), err
         names = ["colour", "grey", "rgba"]
         assert sorted(p.name for p in out.iterdir()) == [n + suffix for n in names]
@@ -282,7 +285,9 @@ def test_same_stem_twice_in_a_batch_writes_the_first_only(
         save_jpeg(path, pixels)
     for extra in ([], ["--overwrite"]):
         out = tmp_path / f"out{len(extra)}"
-        code, err = deblock(capsys, tiny_model_prefix, first, second, "-o", out, *extra)
+        code, err = deblock(
+            capsys, tiny_model_prefix, first, second, "-o", out, *extra, "--no-consistency"
+        )
         assert code == 3
         assert error_lines(err) == [
             f"error: {second}: {out / 'photo.png'} was already written from {first} (same name): "
@@ -334,7 +339,9 @@ def test_progress_bars_over_files_and_tiles(
     """stderr shows a bar over the files and, for an image of several tiles, over its tiles
     (here 2 x 2 tiles whose margins cover the image: the result equals the untiled one)."""
     out = tmp_path / "out"
-    code, err = deblock(capsys, tiny_model_prefix, three[0], "-o", out, "--tile", "32")
+    code, err = deblock(
+        capsys, tiny_model_prefix, three[0], "-o", out, "--tile", "32", "--no-consistency"
+    )
     assert code == 0
     assert "deblock: 100%" in err and "| 1/1 [" in err  # the files
     assert "grey.jpg:" in err and "| 0/4 [" in err and "tile/s" in err  # its 4 tiles
@@ -410,7 +417,17 @@ def test_ensemble_restores_the_8_transforms_in_tiles(
     from cqrnet_jax.ensemble import SelfEnsemble
 
     out = tmp_path / "out"
-    code, err = deblock(capsys, tiny_model_prefix, three[0], "-o", out, "--ensemble", "--tile", 32)
+    code, err = deblock(
+        capsys,
+        tiny_model_prefix,
+        three[0],
+        "-o",
+        out,
+        "--ensemble",
+        "--tile",
+        32,
+        "--no-consistency",
+    )
     assert code == 0 and not error_lines(err), err
     assert "| 0/32 [" in err  # 8 passes of 4 tiles
     y = load_image(three[0]).pixels

@@ -336,8 +336,9 @@ def test_cli_ensemble_scores_the_self_ensemble(data_dir, tiny_model_prefix, tmp_
     assert [r["model"] for r in report["results"]] == [f"{tiny_model_prefix}+ensemble"]
     _, restorer = get_restorer(tiny_model_prefix, canvas=48, max_batch=1)
     sets = [("Classic5", IMAGES)]
-    expected = evaluate_sets(SelfEnsemble(restorer), "e", sets, [10], progress=False)
-    plain = evaluate_sets(restorer, "p", sets, [10], progress=False)
+    kept = dict(progress=False, consistency=True)  # the CLI's default
+    expected = evaluate_sets(SelfEnsemble(restorer), "e", sets, [10], **kept)
+    plain = evaluate_sets(restorer, "p", sets, [10], **kept)
     for m in METRICS:
         assert report["results"][0][m] == pytest.approx(expected["results"][0][m], abs=1e-9)
         assert report["results"][0][m] != plain["results"][0][m]

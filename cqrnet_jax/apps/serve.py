@@ -126,7 +126,7 @@ def run_serve(args) -> int:
     from pathlib import Path
 
     from cqrnet_jax.apps.deblock import check_tile
-    from cqrnet_jax.apps.estimate import EXIT_NO_RANKER, _load_scorer
+    from cqrnet_jax.apps.estimate import _load_scorer
     from cqrnet_jax.apps.input_quality import restore_limit, trained_qualities
     from cqrnet_jax.apps.serve_jobs import JobQueue
     from cqrnet_jax.inference import load_restorer
@@ -136,9 +136,7 @@ def run_serve(args) -> int:
         args.model, tile=args.tile, devices=inference_devices(args.parallel)
     )
     check_tile(args, restorer)
-    scorer = _load_scorer(args.ranker)
-    if scorer is None:
-        return EXIT_NO_RANKER
+    scorer = _load_scorer(args.ranker)  # a missing ranker is an InputError, caught by the CLI
     limit = args.skip_above if args.skip_above is not None else restore_limit(meta)
     local = args.host in LOCAL_HOSTS
     hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if local else ["*"]
