@@ -70,6 +70,21 @@ def mse_loss(restored, target):
     return jnp.mean(jnp.square(restored - target))
 
 
+def block_boundary_loss(restored, target, block: int = 8):
+    """Mean |Δ restored − Δ target| over neighbour pairs that straddle a JPEG block boundary
+    (columns and rows j, j+1 with j % block == block − 1): the steps PSNR-B's blocking factor
+    counts, pulled towards the clean image's own steps there. Images (..., H, W)."""
+
+    def steps(x):
+        across_cols = x[..., :, block::block] - x[..., :, block - 1 : -1 : block]
+        across_rows = x[..., block::block, :] - x[..., block - 1 : -1 : block, :]
+        return across_cols, across_rows
+
+    (oc, orow), (tc, trow) = steps(restored), steps(target)
+    n = oc.size + orow.size
+    return (jnp.sum(jnp.abs(oc - tc)) + jnp.sum(jnp.abs(orow - trow))) / n
+
+
 def quality_loss(scores):
     """L_Q = mean sigmoid(-CQR(M(x))): small when the ranker finds the restored image good."""
     return jnp.mean(jax.nn.sigmoid(-scores))

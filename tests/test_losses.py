@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cqrnet_jax.losses import (
+    block_boundary_loss,
     feature_matching_loss,
     mae_loss,
     margin_ranking_loss,
@@ -109,6 +110,23 @@ def test_mae_loss():
     x, y = _f([[0.25, 0.5], [1.0, 0.0]], [[0.0, 0.5], [0.0, 1.0]])
     assert float(mae_loss(x, y)) == pytest.approx(2.25 / 4)
     assert float(mae_loss(x, x)) == 0.0
+
+
+def test_block_boundary_loss_counts_steps_at_block_edges_only():
+    """A step between columns 7 and 8 (a JPEG block edge) costs its height over the number of
+    boundary pairs; the same step between columns 3 and 4 costs nothing, nor does the target's."""
+    target = np.zeros((16, 16), np.float32)
+    assert float(block_boundary_loss(*_f(target, target))) == 0.0
+    at_edge = target.copy()
+    at_edge[:, 8:] = 0.5
+    # boundary pairs: 16 rows x 1 column edge + 16 columns x 1 row edge = 32; 16 of them step 0.5
+    assert float(block_boundary_loss(*_f(at_edge, target))) == pytest.approx(16 * 0.5 / 32)
+    assert float(block_boundary_loss(*_f(at_edge, at_edge))) == 0.0
+    inside = target.copy()
+    inside[:, 4:] = 0.5
+    assert float(block_boundary_loss(*_f(inside, target))) == 0.0
+    batch = np.stack([at_edge, target])  # (N, H, W): the mean over the batch's pairs
+    assert float(block_boundary_loss(*_f(batch, np.zeros_like(batch)))) == pytest.approx(0.25 / 2)
 
 
 def test_quality_loss():

@@ -48,5 +48,6 @@ def check_config(config) -> None:
     if config.task == "deblock":
         check_deblock_model(config.model)
         _choice("loss.pixel", config.loss.pixel, PIXEL_LOSSES)
+        _at_least(config, "loss.alpha loss.beta loss.boundary", 0.0)
     else:
         _choice("loss.cross_image_labels", config.loss.cross_image_labels, CROSS_IMAGE_LABELS)

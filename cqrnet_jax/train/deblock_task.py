@@ -1,4 +1,5 @@
-"""Stage 2 as a training task: L = L_MAE + alpha * L_Q + beta * L_F through the frozen ranker."""
+"""Stage 2 as a training task: L = L_MAE + alpha * L_Q + beta * L_F through the frozen ranker,
++ boundary * L_B (the block-boundary steps, `losses.block_boundary_loss`) when asked."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from cqrnet_jax import pretrained
-from cqrnet_jax.losses import feature_matching_loss, mae_loss, mse_loss, quality_loss
+from cqrnet_jax.losses import (
+    block_boundary_loss,
+    feature_matching_loss,
+    mae_loss,
+    mse_loss,
+    quality_loss,
+)
 from cqrnet_jax.models.build import deblock_from_config, load_ranker_model
 from cqrnet_jax.train.loop import export_target
 
@@ -62,10 +69,12 @@ class DeblockTask:
         return restored, updates["batch_stats"]
 
     def terms(self, restored, y, frozen=None) -> dict:
-        """Unweighted terms {l_mae or l_mse[, l_q, l_f]} of `restored` against y, in [0, 1];
+        """Unweighted terms {l_mae or l_mse[, l_b, l_q, l_f]} of `restored` against y, in [0, 1];
         `frozen`: the ranker's variables (default: the task's own, as constants)."""
         pixel = self.pixel_loss
         terms = {f"l_{pixel}": (mae_loss if pixel == "mae" else mse_loss)(restored, y)}
+        if self.config.loss.boundary:
+            terms["l_b"] = block_boundary_loss(restored, y)
         if self.uses_ranker:
             frozen = self.ranker_variables if frozen is None else frozen
             frozen = jax.lax.stop_gradient(frozen)  # BN stats and weights fixed
@@ -87,8 +96,9 @@ class DeblockTask:
         return self.terms(self.restore(params, batch_stats, x)[0], y, frozen)
 
     def weigh(self, terms: dict) -> dict:
-        """The terms as they enter the loss: l_mae, alpha * l_q, beta * l_f."""
-        weights = dict(l_q=self.config.loss.alpha, l_f=self.config.loss.beta)
+        """The terms as they enter the loss: l_mae, boundary * l_b, alpha * l_q, beta * l_f."""
+        loss = self.config.loss
+        weights = dict(l_b=loss.boundary, l_q=loss.alpha, l_f=loss.beta)
         return {k: weights.get(k, 1.0) * v for k, v in terms.items()}
 
     def weighted_terms(self, params, x, y, frozen=None) -> dict:
