@@ -102,6 +102,7 @@ def deblock_model_defaults() -> dict:
         remat=False,  # recompute each group's activations in the backward pass
         widths=(16, 32, 64, 128),  # unet only: channels at scales 1, 1/2, 1/4, 1/8
         blocks=(2, 2, 2, 2),  # unet only: residual blocks a side at each scale
+        channels=1,  # 1: Y in and out | 3: RGB in and out (unet only; a data.color run)
         depth=20,  # dncnn only: its number of convolutions
         residual_init="zeros",  # dncnn only: its last conv's kernel, zeros (starts at x) | he
     )
