@@ -80,6 +80,11 @@ def train_defaults() -> ml_collections.ConfigDict:
     # source=shared: the folders (under the data directory) trained on; a run validating on
     # BSDS500 val (eval_set="BSDS500val") leaves BSDS500/val out
     c.data.train_sets = ("BSDS500/train", "BSDS500/val", "Urban100_gray")
+    # Colour training (a model.channels=3 de-blocker): RGB crops, each JPEG-compressed in colour
+    # by PIL and decoded back to RGB, its chroma 4:4:4 with this probability, else 4:2:0 (PIL's
+    # default); patch sizes multiples of 16 (4:2:0 MCUs), the NumPy backend, colour sets only.
+    c.data.color = False
+    c.data.color_444_fraction = 0.25
     return c
 
 
