@@ -12,6 +12,9 @@ Presets compose left to right with commas (e.g. `:cpu,no_dc`):
   unet    the multi-scale CPU de-blocker (models/unet.py), MAE only, 96x96 patches
   allqf   blind to quality: QFs drawn over 5-95, mostly low
   holdout validate on BSDS500 val, trained without it
+  color   the U-Net on RGB (3 channels in and out), trained on colour JPEGs (PIL, 4:2:0 or
+          4:4:4 chroma) of BSDS500 train and Urban100_color_half, monitored by RGB PSNR on
+          BSDS500 val; after `unet` and `holdout`: `:unet,allqf,holdout,color`
   smoke   under a minute on 2 CPU cores, built-in photos (tests and CI)
   no_cqr, no_dc, no_lq, no_lf   the paper's Table 1 ablations
   arcnn, dncnn   Table 2's learned baselines (models/baselines.py), their papers' networks and
@@ -81,6 +84,22 @@ def holdout(c):
     c.data.train_sets = ("BSDS500/train", "Urban100_gray")
     c.eval_set = "BSDS500val"
     c.eval_max_images = 20
+
+
+def color(c):
+    # A colour de-blocker: the U-Net with 3 channels in and out on RGB crops, each a colour JPEG
+    # by PIL (4:2:0, or 4:4:4 for a quarter of them) decoded back to RGB; MAE over the three
+    # channels (the ranker is grey: no L_Q, L_F). Colour training sets only, BSDS500 val held
+    # out for the RGB-PSNR monitoring (holdout's train_sets name the grey Urban100: replaced).
+    c.model.arch = "unet"  # the only colour model; `unet` before this sets its recipe
+    c.model.channels = 3
+    c.data.color = True
+    c.data.color_444_fraction = 0.25
+    c.data.train_sets = ("BSDS500/train", "Urban100_color_half")
+    c.loss.alpha = 0.0
+    c.loss.beta = 0.0
+    c.eval_set = "BSDS500val"
+    c.eval_max_images = c.eval_max_images or 20
 
 
 def gpu(c):
@@ -159,6 +178,7 @@ PRESETS = {
     "unet": unet,
     "allqf": allqf,
     "holdout": holdout,
+    "color": color,
     "no_cqr": no_cqr,
     "no_dc": no_dc,
     "no_lq": no_lq,

@@ -80,6 +80,11 @@ def train_defaults() -> ml_collections.ConfigDict:
     # source=shared: the folders (under the data directory) trained on; a run validating on
     # BSDS500 val (eval_set="BSDS500val") leaves BSDS500/val out
     c.data.train_sets = ("BSDS500/train", "BSDS500/val", "Urban100_gray")
+    # Colour training (a model.channels=3 de-blocker): RGB crops, each JPEG-compressed in colour
+    # by PIL and decoded back to RGB, its chroma 4:4:4 with this probability, else 4:2:0 (PIL's
+    # default); patch sizes multiples of 16 (4:2:0 MCUs), the NumPy backend, colour sets only.
+    c.data.color = False
+    c.data.color_444_fraction = 0.25
     return c
 
 
@@ -102,6 +107,7 @@ def deblock_model_defaults() -> dict:
         remat=False,  # recompute each group's activations in the backward pass
         widths=(16, 32, 64, 128),  # unet only: channels at scales 1, 1/2, 1/4, 1/8
         blocks=(2, 2, 2, 2),  # unet only: residual blocks a side at each scale
+        channels=1,  # 1: Y in and out | 3: RGB in and out (unet only; a data.color run)
         depth=20,  # dncnn only: its number of convolutions
         residual_init="zeros",  # dncnn only: its last conv's kernel, zeros (starts at x) | he
     )

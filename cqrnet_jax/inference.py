@@ -158,7 +158,8 @@ class Restorer:
                 yield out, (max(0, y0 - m), min(h, y0 + t + m), max(0, x0 - m), min(w, x0 + t + m))
 
     def restore_float(self, y, progress=None) -> np.ndarray:
-        """Float (H, W) image in [0, 1] -> restored float (H, W), unclipped."""
+        """Float (H, W) image in [0, 1] -> restored float (H, W), unclipped; a colour model's
+        (H, W, 3) RGB likewise, as whole images or tiles (not canvases)."""
         progress = self.progress if progress is None else progress
         y = np.asarray(y, np.float32)
         if self.canvas:
@@ -172,7 +173,7 @@ class Restorer:
 
     def _tile_jobs(self, y: np.ndarray, out: np.ndarray, progress, on_image=None):
         """Jobs (`_run`) restoring `y` tile by tile into `out`; `on_image()` after the last."""
-        boxes = list(self.tiles(*y.shape))
+        boxes = list(self.tiles(*y.shape[:2]))  # (H, W), or (H, W, 3) for a colour model
         left = [len(boxes)]
         for (a0, a1, b0, b1), (c0, c1, d0, d1) in boxes:
 

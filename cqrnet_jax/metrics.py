@@ -59,6 +59,16 @@ def psnr(a, b) -> jax.Array:
     return 10.0 * jnp.log10(PEAK**2 / mse(a, b))
 
 
+def rgb_psnr(a, b) -> float:
+    """PSNR in dB (peak 255) of two (H, W, 3) RGB images over all their samples: the mean squared
+    error of the three channels together, in float64; inf for identical images."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"expected two (H, W, 3) arrays, got {a.shape} and {b.shape}")
+    err = float(np.mean(np.square(a - b)))
+    return math.inf if err == 0 else 10.0 * math.log10(PEAK**2 / err)
+
+
 def _ssim_weights() -> np.ndarray:
     g = np.exp(-0.5 * (np.arange(-_SSIM_RADIUS, _SSIM_RADIUS + 1) / _SSIM_SIGMA) ** 2)
     g /= g.sum()

@@ -17,7 +17,7 @@ import numpy as np
 
 from cqrnet_jax.errors import ConfigError, InputError
 
-from .io import load_y
+from .io import load_image, load_y
 
 DATA_DIR_ENV = "CQRNET_DATA_DIR"
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
@@ -36,6 +36,10 @@ VALIDATION_SETS = tuple(_VALIDATION_FOLDERS)
 TRAIN_SETS = ("BSDS500/train", "BSDS500/val", "Urban100_gray")
 # Folders holding test images (LIVE1_gray is LIVE1's Y): never allowed in a training list.
 _TEST_FOLDERS = (*_EVAL_FOLDERS.values(), "LIVE1_gray")
+# Training folders of grey images, refused by a colour run (data.color), and the colour sets:
+# Urban100_color_half holds clean colour PNGs, BSDS500's are colour JPEGs (docs/data.md).
+GREY_TRAIN_SETS = ("Urban100_gray",)
+COLOR_TRAIN_SETS = ("BSDS500/train", "BSDS500/val", "Urban100_color_half")
 
 # Photos that ship inside the scikit-image wheel (skimage/data), so no download is ever needed.
 _BUILTIN_PHOTOS = ("camera.png", "astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
@@ -147,6 +151,21 @@ def list_train_images(
     return sorted(files)
 
 
+def check_color_train_sets(sets: Iterable[str]) -> None:
+    """ConfigError (one line) if a colour run's `data.train_sets` names a grey folder."""
+    grey = [s for s in sets if Path(s).as_posix().strip("/").lower() in _lower(GREY_TRAIN_SETS)]
+    if grey:
+        names, verb = ", ".join(map(repr, grey)), "are" if len(grey) > 1 else "is"
+        raise ConfigError(
+            f"data.train_sets: {names} {verb} grey and data.color trains on colour images "
+            f"(e.g. {', '.join(COLOR_TRAIN_SETS)}; presets: `color` after `holdout`)"
+        )
+
+
+def _lower(names: Iterable[str]) -> set[str]:
+    return {n.lower() for n in names}
+
+
 def builtin_photo_files() -> dict[str, Path]:
     """{name: file} of the photos bundled with scikit-image, read straight from the installed
     skimage/data folder (never through pooch downloads): no data, no network."""
@@ -164,6 +183,17 @@ def builtin_photos() -> list[tuple[str, np.ndarray]]:
     """A few real photos bundled with scikit-image, as [(name, Y uint8 (H, W))]: the evaluator's
     default when there is no data directory."""
     return [(name, load_y(path)) for name, path in builtin_photo_files().items()]
+
+
+def builtin_color_photos() -> list[tuple[str, np.ndarray]]:
+    """The colour ones of `builtin_photos` (all but the grey camera), as [(name, RGB uint8
+    (H, W, 3))]: a colour smoke run's training images."""
+    out = []
+    for name, path in builtin_photo_files().items():
+        pixels = load_image(path).pixels
+        if pixels.ndim == 3:
+            out.append((name, pixels))
+    return out
 
 
 def _expand_one(arg: str, from_glob: bool = False) -> list[tuple[str, str | None]]:

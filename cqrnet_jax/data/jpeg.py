@@ -60,6 +60,27 @@ def jpeg_degrade(y_uint8: np.ndarray, quality: int) -> np.ndarray:
     return jpeg_decode(jpeg_encode(y_uint8, quality))
 
 
+# Chroma subsampling of a colour JPEG, as PIL's `subsampling` argument takes it.
+SUBSAMPLINGS = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+
+
+def jpeg_degrade_rgb(rgb_uint8: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
+    """A colour JPEG round trip by PIL (libjpeg): (H, W, 3) uint8 RGB encoded at `quality` (IJG
+    tables, luma and chroma) with `subsampling` ("4:2:0", PIL's default, or "4:4:4"), then decoded
+    back to RGB with libjpeg's chroma upsampling; (H, W, 3) uint8 both ways."""
+    rgb = np.asarray(rgb_uint8)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
+    if subsampling not in SUBSAMPLINGS:
+        raise ValueError(f"subsampling: one of {', '.join(SUBSAMPLINGS)}, not {subsampling!r}")
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(
+        buf, format="JPEG", quality=check_quality(quality), subsampling=SUBSAMPLINGS[subsampling]
+    )
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def ijg_luma_table(quality: int, force_baseline: bool = True) -> np.ndarray:
     """libjpeg's luminance table at `quality` (jpeg_quality_scaling + jpeg_add_quant_table)."""
     q = min(max(int(quality), 1), 100)

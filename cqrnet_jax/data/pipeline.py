@@ -12,6 +12,9 @@ A batch is a dict of NumPy arrays for this process's share of the global batch:
   degraded (B, K, P, P) uint8: the crop JPEG-compressed at K qualities (K = 2 ranker, 1 de-blocker)
   clean    (B, P, P) uint8:    the transformed crop itself
   quality  (B, K) int32, label (B, K) int32 (quality level, 1 = worst; ranker only, else 0)
+A colour run (data.color, de-blocker only, NumPy backend) has RGB crops: degraded
+(B, 1, P, P, 3) and clean (B, P, P, 3) uint8, each crop a colour JPEG by PIL at its quality,
+4:4:4 or 4:2:0 as its plan says (`chroma_444`), decoded back to RGB.
 """
 
 from __future__ import annotations
@@ -23,17 +26,30 @@ from collections.abc import Iterator
 import numpy as np
 
 from cqrnet_jax.data.dihedral import dihedral
-from cqrnet_jax.data.jpeg import jpeg_degrade
+from cqrnet_jax.data.jpeg import jpeg_degrade, jpeg_degrade_rgb
 from cqrnet_jax.data.plans import PlanSampler, quality_levels
 from cqrnet_jax.errors import ConfigError
 
 
 def execute_plan_numpy(plan: dict) -> dict:
-    """The NumPy + PIL backend: transform each crop and JPEG it at its qualities."""
+    """The NumPy + PIL backend: transform each crop and JPEG it at its qualities (a colour plan's
+    crops as colour JPEGs, with the chroma subsampling each one's plan draws)."""
     clean = np.stack([dihedral(p, t) for p, t in zip(plan["patch"], plan["transform"])])
-    degraded = np.stack(
-        [np.stack([jpeg_degrade(c, int(q)) for q in qs]) for c, qs in zip(clean, plan["quality"])]
-    )
+    if "chroma_444" in plan:
+        chroma = ["4:4:4" if full else "4:2:0" for full in plan["chroma_444"]]
+        degraded = np.stack(
+            [
+                np.stack([jpeg_degrade_rgb(c, int(q), s) for q in qs])
+                for c, qs, s in zip(clean, plan["quality"], chroma)
+            ]
+        )
+    else:
+        degraded = np.stack(
+            [
+                np.stack([jpeg_degrade(c, int(q)) for q in qs])
+                for c, qs in zip(clean, plan["quality"])
+            ]
+        )
     return dict(degraded=degraded, clean=clean, quality=plan["quality"], label=plan["label"])
 
 
@@ -68,6 +84,9 @@ def make_batches(
     """This process's batches from `start_step` on, with the backend the config asks for: rows
     `process_index * global_batch / process_count` on of each step's global batch."""
     levels = qualities = None
+    color = bool(getattr(data_cfg, "color", False))
+    if color and data_cfg.backend not in ("numpy", "auto"):
+        raise ConfigError(f"data.color needs data.backend=numpy, not {data_cfg.backend!r}")
     if mode == "ranker":
         levels = quality_levels(*data_cfg.quality_range, data_cfg.num_levels)
     else:
@@ -84,6 +103,7 @@ def make_batches(
         qualities=qualities,
         quality_ranges=tuple(tuple(r) for r in data_cfg.quality_ranges) if qualities else (),
         quality_weights=tuple(data_cfg.quality_weights) if qualities else (),
+        color_444_fraction=float(data_cfg.color_444_fraction) if color else None,
     )
     backend = data_cfg.backend
     if backend in ("numpy", "auto"):  # auto: an older config's value (tf when installed then)

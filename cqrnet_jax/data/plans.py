@@ -1,5 +1,6 @@
 """The per-step plans of the training input (`pipeline.py`): which image, where to crop, which of
-the 8 flips/rotations, which JPEG qualities, drawn from `np.random.default_rng([seed, 0, step])`.
+the 8 flips/rotations, which JPEG qualities (and in a colour run, which chroma subsampling),
+drawn from `np.random.default_rng([seed, 0, step])`.
 Both input backends (NumPy and tf.data) execute these plans, so they agree batch for batch and a
 resumed run needs no iterator state.
 
@@ -71,6 +72,17 @@ def sample_quality_mix(rng, batch: int, ranges, weights):
     return quality.astype(np.int32), np.zeros_like(quality, np.int32)
 
 
+# Colour crops' JPEG chroma subsampling: 4:2:0 MCUs are 16x16, so colour patches are multiples
+COLOR_PATCH_MULTIPLE = 16
+
+
+def sample_chroma_444(rng, batch: int, fraction: float) -> np.ndarray:
+    """Whether each colour example's JPEG keeps full-resolution chroma (4:4:4, with probability
+    `fraction`) rather than 4:2:0; drawn after everything else, so that grey plans, which draw
+    nothing here, are those of a run before colour existed."""
+    return rng.random(batch) < fraction
+
+
 def check_quality_mix(ranges, weights) -> None:
     """ConfigError unless `ranges` are (lo, hi) QF pairs in [1, 100], one weight each."""
     if len(ranges) != len(weights):
@@ -103,8 +115,29 @@ class PlanSampler:
         qualities=None,
         quality_ranges=(),
         quality_weights=(),
+        color_444_fraction=None,
     ):
-        small = [i for i, im in enumerate(images) if min(im.shape) < patch_size]
+        """`color_444_fraction`: None for Y images (H, W); a probability for a colour run, whose
+        images are RGB (H, W, 3) and whose plans draw each crop's chroma subsampling."""
+        self.color = color_444_fraction is not None
+        if self.color:
+            if patch_size % COLOR_PATCH_MULTIPLE:
+                raise ConfigError(
+                    f"data.patch_size {patch_size}: a colour run needs a multiple of "
+                    f"{COLOR_PATCH_MULTIPLE} (4:2:0 JPEG blocks)"
+                )
+            if not 0.0 <= color_444_fraction <= 1.0:
+                raise ConfigError(
+                    f"data.color_444_fraction must be in [0, 1], got {color_444_fraction}"
+                )
+            if mode != "deblock":
+                raise ConfigError("data.color trains a de-blocker only (the ranker is grey)")
+        want = 3 if self.color else 2
+        shaped = [im for im in images if im.ndim != want or (want == 3 and im.shape[-1] != 3)]
+        if shaped:
+            kind = "RGB (H, W, 3)" if self.color else "Y (H, W)"
+            raise ValueError(f"training images must be {kind}, got shape {shaped[0].shape}")
+        small = [i for i, im in enumerate(images) if min(im.shape[:2]) < patch_size]
         if small:
             raise ConfigError(f"{len(small)} training image(s) smaller than patch {patch_size}")
         if mode not in ("ranker", "deblock"):
@@ -116,7 +149,8 @@ class PlanSampler:
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
         self.images = images
-        self.shapes = [im.shape for im in images]
+        self.shapes = [im.shape[:2] for im in images]
+        self.color_444_fraction = color_444_fraction
         self.patch, self.mode, self.seed = patch_size, mode, seed
         self.global_batch = global_batch
         self.batch = global_batch // process_count
@@ -136,6 +170,8 @@ class PlanSampler:
             plan["quality"], plan["label"] = sample_quality_mix(rng, n, *self.quality_mix)
         else:
             plan["quality"], plan["label"] = sample_deblock_qualities(rng, n, self.qualities)
+        if self.color:
+            plan["chroma_444"] = sample_chroma_444(rng, n, self.color_444_fraction)
         plan = {k: v[self.rows] for k, v in plan.items()}  # this process's share
         p = self.patch
         plan["patch"] = np.stack(

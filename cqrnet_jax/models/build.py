@@ -21,6 +21,7 @@ from cqrnet_jax.models.ranker import QualityRanker
 from cqrnet_jax.models.unet import UNetDeblocker
 
 ARCHITECTURES = ("cqr", "unet", "arcnn", "dncnn")  # model.arch of a de-blocker config
+CHANNELS = (1, 3)  # model.channels: Y (every arch) | RGB (unet only)
 
 
 def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | None = None):
@@ -49,6 +50,7 @@ def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | No
             dilations=tuple(cfg["dilations"]),
             attention=settings,
             dtype=compute,
+            channels=int(cfg["channels"]),
         )
     return DeblockNet(
         features=cfg["features"],
@@ -75,12 +77,18 @@ def attention_settings(model_cfg, implementation: str | None = None) -> Attentio
 
 
 def check_deblock_model(model_cfg) -> None:
-    """ConfigError (one line naming the key) unless the de-blocker's choices are known ones."""
+    """ConfigError (one line naming the key) unless the de-blocker's choices are known ones (and
+    3 channels, colour, only with the U-Net)."""
     choices = dict(arch=ARCHITECTURES, nl_attention=ATTENTION, residual_init=("zeros", "he"))
     choices["dtype"] = ("float32", "bfloat16")
+    choices["channels"] = CHANNELS
     for key, known in choices.items():
         if key in model_cfg and model_cfg[key] not in known:
-            raise ConfigError(f"model.{key}: one of {', '.join(known)}, not {model_cfg[key]!r}")
+            known = ", ".join(str(k) for k in known)
+            raise ConfigError(f"model.{key}: one of {known}, not {model_cfg[key]!r}")
+    channels, arch = model_cfg.get("channels", 1), model_cfg.get("arch", "cqr")
+    if channels != 1 and arch != "unet":
+        raise ConfigError(f"model.channels={channels} needs model.arch=unet, not {arch!r}")
 
 
 def size_alignment(model) -> int:

@@ -31,7 +31,9 @@ from cqrnet_jax.models.layers import (
 
 
 class UNetDeblocker(nn.Module):
-    """(N, H, W) or (N, H, W, 1) JPEG-decoded Y in [0, 1] -> restored Y, same shape, unclipped.
+    """(N, H, W) or (N, H, W, 1) JPEG-decoded Y in [0, 1] -> restored Y, same shape, unclipped;
+    with `channels` 3, (N, H, W, 3) decoded RGB -> restored RGB (the head takes and the tail gives
+    three channels, the residual is around the RGB input).
 
     `features[i]` channels and `blocks[i]` residual blocks (each side) at scale 1/2^i; the last
     scale is the bottleneck: blocks, a non-local block over `attention.window`-wide windows of
@@ -44,6 +46,7 @@ class UNetDeblocker(nn.Module):
     dilations: Sequence[int]
     attention: AttentionSettings
     dtype: Any = jnp.float32
+    channels: int = 1  # 1: Y (the grey models' parameter tree, unchanged) | 3: RGB
 
     @property
     def scale(self) -> int:
@@ -57,7 +60,12 @@ class UNetDeblocker(nn.Module):
 
     @nn.compact
     def __call__(self, x, valid=None):
-        x, squeeze = as_nhwc(x)
+        if self.channels == 1:
+            x, squeeze = as_nhwc(x)
+        else:
+            x, squeeze = jnp.asarray(x, jnp.float32), False
+        if x.ndim != 4 or x.shape[-1] != self.channels:
+            raise ValueError(f"expected (N, H, W, {self.channels}) input, got shape {x.shape}")
         dt, feats, levels = self.dtype, tuple(self.features), len(self.features)
         padded, (h, w) = pad_to_multiple(x, self.scale)
 
@@ -93,7 +101,12 @@ class UNetDeblocker(nn.Module):
                 y = ResBlock(feats[i], dt, name=f"dec{i}_rb{b}")(y)
 
         tail = nn.Conv(
-            1, (3, 3), padding=1, kernel_init=nn.initializers.zeros, dtype=dt, name="tail"
+            self.channels,
+            (3, 3),
+            padding=1,
+            kernel_init=nn.initializers.zeros,
+            dtype=dt,
+            name="tail",
         )
         out = x + tail(y).astype(jnp.float32)[:, :h, :w]
         return out[..., 0] if squeeze else out

@@ -5,6 +5,8 @@ are in `config_base.py` and `configs/*.py`."""
 
 from __future__ import annotations
 
+from cqrnet_jax.data.datasets import check_color_train_sets
+from cqrnet_jax.data.plans import COLOR_PATCH_MULTIPLE
 from cqrnet_jax.data.sources import SOURCES
 from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.models.build import check_deblock_model
@@ -49,5 +51,37 @@ def check_config(config) -> None:
         check_deblock_model(config.model)
         _choice("loss.pixel", config.loss.pixel, PIXEL_LOSSES)
         _at_least(config, "loss.alpha loss.beta loss.boundary", 0.0)
+        check_color(config)
+    elif config.data.color:
+        raise ConfigError("data.color trains a de-blocker only (the ranker is grey)")
     else:
         _choice("loss.cross_image_labels", config.loss.cross_image_labels, CROSS_IMAGE_LABELS)
+
+
+def check_color(config) -> None:
+    """A de-blocker config's colour settings agree: data.color with model.channels=3 (the U-Net),
+    the NumPy backend, patches on 4:2:0 JPEG blocks, colour training sets, no ranker terms."""
+    color, channels = bool(config.data.color), config.model.channels
+    if not color:
+        if channels != 1:
+            raise ConfigError(f"model.channels={channels} needs data.color=True (RGB batches)")
+        return
+    if channels != 3:
+        raise ConfigError(f"data.color needs model.channels=3, not {channels}")
+    if config.data.backend not in ("numpy", "auto"):
+        raise ConfigError(f"data.color needs data.backend=numpy, not {config.data.backend!r}")
+    if config.data.patch_size % COLOR_PATCH_MULTIPLE:
+        raise ConfigError(
+            f"data.patch_size {config.data.patch_size}: data.color needs a multiple of "
+            f"{COLOR_PATCH_MULTIPLE} (4:2:0 JPEG blocks)"
+        )
+    fraction = config.data.color_444_fraction
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"data.color_444_fraction must be in [0, 1], got {fraction}")
+    if config.loss.alpha or config.loss.beta:
+        raise ConfigError(
+            "data.color: the ranker's losses are grey; set loss.alpha=0 and loss.beta=0 "
+            f"(got {config.loss.alpha}, {config.loss.beta})"
+        )
+    if config.data.source == "shared":
+        check_color_train_sets(tuple(config.data.train_sets))

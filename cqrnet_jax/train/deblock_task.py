@@ -1,5 +1,8 @@
 """Stage 2 as a training task: L = L_MAE + alpha * L_Q + beta * L_F through the frozen ranker,
-+ boundary * L_B (the block-boundary steps, `losses.block_boundary_loss`) when asked."""
++ boundary * L_B (the block-boundary steps, `losses.block_boundary_loss`) when asked.
+
+A colour run (data.color, model.channels=3: the U-Net on RGB) trains on the pixel loss alone over
+all three channels (the ranker is grey) and monitors RGB PSNR (`evaluate`)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cqrnet_jax import pretrained
+from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.losses import (
     block_boundary_loss,
     feature_matching_loss,
@@ -36,9 +40,16 @@ class DeblockTask:
     def __init__(self, config):
         self.config = config
         self.model = deblock_from_config(config.model)
+        self.channels = int(config.model.channels)  # 3: RGB batches (data.color)
         loss = config.loss
         self.pixel_loss = loss.pixel  # mae | mse (config_check)
         self.uses_ranker = bool(loss.alpha or loss.beta)
+        if self.uses_ranker and self.channels != 1:
+            raise ConfigError(
+                "model.channels=3: the ranker's losses are grey; set loss.alpha=0 and loss.beta=0"
+            )
+        if loss.boundary and self.channels != 1:
+            raise ConfigError("model.channels=3: loss.boundary works on Y; set loss.boundary=0")
         self.ranker = self.ranker_variables = None
         self.ranker_prefix = None
         self._eval_cache = None
@@ -54,10 +65,12 @@ class DeblockTask:
 
     def init_variables(self, rng):
         p = self.config.data.patch_size
-        return self.model.init(rng, jnp.zeros((1, p, p), jnp.float32))
+        shape = (1, p, p) if self.channels == 1 else (1, p, p, self.channels)
+        return self.model.init(rng, jnp.zeros(shape, jnp.float32))
 
     def restore(self, params, batch_stats, x, train: bool = False):
-        """(restored, batch_stats) of x (N, H, W) in [0, 1]. A network with BatchNorm (DnCNN)
+        """(restored, batch_stats) of x (N, H, W) in [0, 1] ((N, H, W, 3) RGB for a colour
+        model). A network with BatchNorm (DnCNN)
         normalises by the batch and updates its running statistics when `train`, and uses the
         running ones otherwise; the others have no statistics and pass them through."""
         if not batch_stats:
@@ -116,26 +129,39 @@ class DeblockTask:
     def load_evaluation(self) -> None:
         """Reads the monitoring set (config.eval_set) once per run, so that `evaluate` needs no
         file; nothing without one. DataDirError (one line) if it cannot be read: NoDataDirError
-        when no data directory is named at all. The training loop calls it before compiling."""
+        when no data directory is named at all. The training loop calls it before compiling.
+        A colour model's set is read as RGB (ConfigError for a grey image)."""
         if not self.config.eval_set or self._eval_cache is not None:
             return
         from cqrnet_jax.data.datasets import CONFIG_FLAG, list_eval_images, resolve_data_dir
         from cqrnet_jax.data.io import load_y
+        from cqrnet_jax.data.sources import load_rgb
         from cqrnet_jax.inference import Restorer
 
         root = resolve_data_dir(self.config.data.data_dir, flag=CONFIG_FLAG)
         files = list_eval_images(self.config.eval_set, root)
         if self.config.eval_max_images:
             files = files[: self.config.eval_max_images]
-        images = [(p.stem, load_y(p)) for p in files]
+        load = load_y if self.channels == 1 else load_rgb
+        images = [(p.stem, load(p)) for p in files]
         self._eval_cache = Restorer(self.model, None, tile=self.config.eval_tile), images
 
     def evaluate(self, state) -> dict:
-        """PSNR gain over JPEG on the configured monitoring set (not used to select anything)."""
+        """PSNR gain over JPEG on the configured monitoring set (not used to select anything).
+        A colour model: RGB PSNR (all three channels, 8-bit, whole image) and its gain over the
+        decoded colour JPEG (PIL's default 4:2:0), logged as eval/SET_qQ_rgb_psnr[_gain]."""
         if not self.config.eval_set:
             return {}
-        from cqrnet_jax.data.jpeg import jpeg_degrade
-        from cqrnet_jax.metrics import psnr
+        from cqrnet_jax.data.jpeg import jpeg_degrade, jpeg_degrade_rgb
+        from cqrnet_jax.metrics import psnr, rgb_psnr
+
+        if self.channels != 1:
+            degrade, score, kind = jpeg_degrade_rgb, rgb_psnr, "_rgb"
+        else:
+            degrade, kind = jpeg_degrade, ""
+
+            def score(a, b):
+                return float(psnr(a, b))
 
         self.load_evaluation()  # compile and read the images once per run, not per eval
         restorer, images = self._eval_cache
@@ -146,11 +172,12 @@ class DeblockTask:
         for q in self.config.eval_qualities or self.config.data.qualities:
             scores, gains = [], []
             for _, y in images:
-                jpeg = jpeg_degrade(y, q)
-                scores.append(float(psnr(restorer(jpeg), y)))
-                gains.append(scores[-1] - float(psnr(jpeg, y)))
-            out[f"eval/{self.config.eval_set}_q{q}_psnr"] = float(np.mean(scores))
-            out[f"eval/{self.config.eval_set}_q{q}_psnr_gain"] = float(np.mean(gains))
+                jpeg = degrade(y, q)
+                scores.append(score(restorer(jpeg), y))
+                gains.append(scores[-1] - score(jpeg, y))
+            name = f"eval/{self.config.eval_set}_q{q}{kind}_psnr"
+            out[name] = float(np.mean(scores))
+            out[f"{name}_gain"] = float(np.mean(gains))
         return out
 
     def finalize(self, state, workdir: str):

@@ -1,0 +1,254 @@
+"""Colour de-blocking (issue 27): the U-Net with 3 channels, the colour training pipeline (RGB
+crops as colour JPEGs, 4:2:0 or 4:4:4 chroma drawn by the plan), its config checks, and a short
+colour training run that exports a model `load_deblock_model` rebuilds in colour."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from cqrnet_jax.data.color import rgb_to_ycbcr
+from cqrnet_jax.data.datasets import builtin_color_photos
+from cqrnet_jax.data.jpeg import jpeg_degrade_rgb
+from cqrnet_jax.data.pipeline import execute_plan_numpy, make_batches
+from cqrnet_jax.data.plans import PlanSampler
+from cqrnet_jax.data.sources import load_training_images, training_files
+from cqrnet_jax.errors import ConfigError
+from cqrnet_jax.inference import Restorer
+from cqrnet_jax.metrics import rgb_psnr
+from cqrnet_jax.models.build import deblock_from_config, load_deblock_model
+from cqrnet_jax.train.config_check import check_config
+
+SMALL = dict(arch="unet", widths=(4, 8, 8), blocks=(1, 1, 1), dilations=(1, 2, 4), nl_inner=4,
+             nl_window=4)  # fmt: skip
+# The grey SMALL U-Net's parameter tree, (path, shape) per leaf, as the model had it before it
+# had channels (commit d92f159): 52 leaves, head kernel (3, 3, 1, 4), tail kernel (3, 3, 4, 1).
+GREY_TREE_SHA256 = "57c60fe1d6118b80ae2c4699911d386f3073e4c2744e2222895c682c32fc4a3d"
+
+
+def _tree(model, x):
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    return {
+        jax.tree_util.keystr(path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]
+    }
+
+
+# --- the model ----------------------------------------------------------------------------------
+
+
+def test_grey_unet_keeps_its_parameter_tree():
+    """channels=1 (the default, and a config or export without the key) builds the parameter
+    tree the grey models were trained with, so they load unchanged."""
+    for cfg in (SMALL, {**SMALL, "channels": 1}):
+        tree = _tree(deblock_from_config(cfg), jnp.zeros((1, 16, 16)))
+        text = "\n".join(f"{path} {shape}" for path, shape in tree.items())
+        assert hashlib.sha256(text.encode()).hexdigest() == GREY_TREE_SHA256, text
+    assert tree["['params']['head']['kernel']"] == (3, 3, 1, 4)
+    assert tree["['params']['tail']['kernel']"] == (3, 3, 4, 1)
+
+
+def test_colour_unet_maps_rgb_to_rgb_and_starts_as_the_identity():
+    model = deblock_from_config({**SMALL, "channels": 3})
+    x = jnp.asarray(np.random.default_rng(0).random((2, 21, 30, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), x)
+    tree = _tree(model, x)
+    assert tree["['params']['head']['kernel']"] == (3, 3, 3, 4)
+    assert tree["['params']['tail']['kernel']"] == (3, 3, 4, 3)
+    out = model.apply(variables, x)
+    assert out.shape == (2, 21, 30, 3)
+    np.testing.assert_array_equal(out, x)
+    # perturbed, it is no longer the identity, and still RGB in, RGB out, any size
+    leaves, tree_def = jax.tree.flatten(variables)
+    rng = np.random.default_rng(1)
+    leaves = [a + 0.05 * rng.standard_normal(a.shape).astype(a.dtype) for a in leaves]
+    out = model.apply(jax.tree.unflatten(tree_def, leaves), x)
+    assert out.shape == x.shape and not np.allclose(out, x)
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
+        model.apply(variables, x[..., 0])
+    # whole-image inference (the training loop's evaluation) restores RGB images
+    rgb = np.random.default_rng(2).integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(Restorer(model, variables)(rgb), rgb)
+
+
+# --- the data -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def colour_images():
+    return [rgb for _, rgb in builtin_color_photos()]
+
+
+def _sampler(images, **kw):
+    settings = dict(patch_size=32, global_batch=8, seed=0, mode="deblock", qualities=(10, 30))
+    return PlanSampler(images, **{**settings, "color_444_fraction": 0.25, **kw})
+
+
+def test_colour_batches_have_the_documented_shapes_and_are_deterministic(colour_images):
+    assert colour_images and all(im.ndim == 3 and im.shape[-1] == 3 for im in colour_images)
+    sampler = _sampler(colour_images)
+    batch = execute_plan_numpy(sampler.plan(5))
+    assert batch["degraded"].shape == (8, 1, 32, 32, 3) and batch["degraded"].dtype == np.uint8
+    assert batch["clean"].shape == (8, 32, 32, 3) and batch["clean"].dtype == np.uint8
+    assert batch["quality"].shape == (8, 1) and batch["quality"].dtype == np.int32
+    again = execute_plan_numpy(_sampler(colour_images).plan(5))
+    for key in batch:
+        np.testing.assert_array_equal(batch[key], again[key])
+    assert not np.array_equal(batch["clean"], execute_plan_numpy(sampler.plan(6))["clean"])
+    # each crop is the colour JPEG of its clean crop, with the subsampling its plan drew
+    plan = sampler.plan(5)
+    for i, (clean, q, full) in enumerate(zip(batch["clean"], plan["quality"], plan["chroma_444"])):
+        expected = jpeg_degrade_rgb(clean, int(q[0]), "4:4:4" if full else "4:2:0")
+        np.testing.assert_array_equal(batch["degraded"][i, 0], expected)
+
+
+def test_the_plan_draws_4_4_4_for_its_fraction_of_crops(colour_images):
+    sampler = _sampler(colour_images, global_batch=64)
+    full = np.concatenate([sampler.plan(s)["chroma_444"] for s in range(40)])
+    assert full.dtype == bool and 0.21 < full.mean() < 0.29
+    assert not _sampler(colour_images, color_444_fraction=0.0).plan(0)["chroma_444"].any()
+
+
+def test_grey_plans_draw_no_chroma_and_are_unchanged(colour_images):
+    grey = [im[..., 1].copy() for im in colour_images]
+    settings = dict(patch_size=32, global_batch=8, seed=0, mode="deblock", qualities=(10, 30))
+    grey_plan = PlanSampler(grey, **settings).plan(3)
+    colour_plan = _sampler(colour_images).plan(3)
+    assert "chroma_444" not in grey_plan
+    for key in ("index", "y0", "x0", "transform", "quality"):  # chroma is drawn last
+        np.testing.assert_array_equal(grey_plan[key], colour_plan[key])
+
+
+def test_4_2_0_crops_lose_more_chroma_than_4_4_4(colour_images):
+    plan = _sampler(colour_images, global_batch=16).plan(0)
+    plan["quality"][:] = 50
+
+    def chroma_error(full: bool):
+        batch = execute_plan_numpy({**plan, "chroma_444": np.full(16, full)})
+        diff = rgb_to_ycbcr(batch["degraded"][:, 0]) - rgb_to_ycbcr(batch["clean"])
+        return np.sqrt(np.mean(np.square(diff[..., 1:]))), batch["degraded"]
+
+    err_420, degraded_420 = chroma_error(False)
+    err_444, degraded_444 = chroma_error(True)
+    assert not np.array_equal(degraded_420, degraded_444)
+    assert err_420 > 1.15 * err_444  # 4.03 against 3.14 here
+
+
+def test_the_dihedral_transforms_act_on_rgb_crops_channel_by_channel(colour_images):
+    from cqrnet_jax.data.dihedral import dihedral, undo_dihedral
+
+    crop = colour_images[0][:32, :48]
+    for t in range(8):
+        out = dihedral(crop, t)
+        assert out.shape[-1] == 3 and out.flags.c_contiguous
+        for c in range(3):
+            np.testing.assert_array_equal(out[..., c], dihedral(crop[..., c], t))
+        np.testing.assert_array_equal(undo_dihedral(out, t), crop)
+
+
+# --- config errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "presets, change, message",
+    [
+        ("unet,color,holdout", {}, "'Urban100_gray' is grey"),
+        ("unet,color", {"model.arch": "cqr"}, "model.channels=3 needs model.arch=unet"),
+        ("unet", {"model.channels": 3}, "model.channels=3 needs data.color=True"),
+        ("unet", {"model.channels": 2}, "model.channels: one of 1, 3, not 2"),
+        ("unet,color", {"model.channels": 1}, "data.color needs model.channels=3"),
+        ("unet,color", {"data.patch_size": 40}, "multiple of 16"),
+        ("unet,color", {"data.backend": "tf"}, "data.color needs data.backend=numpy"),
+        ("unet,color", {"loss.beta": 0.9}, "the ranker's losses are grey"),
+        ("unet,color", {"data.color_444_fraction": 1.5}, "color_444_fraction"),
+    ],
+)
+def test_colour_config_errors_are_one_line(deblock_config, presets, change, message):
+    config = deblock_config(presets)
+    for key, value in change.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    with pytest.raises(ConfigError, match=message) as err:
+        check_config(config)
+    assert "\n" not in str(err.value)
+
+
+def test_colour_sources_refuse_grey_sets_and_images(deblock_config, tmp_path):
+    config = deblock_config("unet,allqf,holdout,color")
+    assert config.data.train_sets == ("BSDS500/train", "Urban100_color_half")
+    assert config.eval_set == "BSDS500val" and config.model.channels == 3
+    config.data.train_sets = ("BSDS500/train", "Urban100_gray")
+    with pytest.raises(ConfigError, match="Urban100_gray"):
+        training_files(config.data)
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "grey.png")
+    config.data.source, config.data.files = "folder", str(tmp_path)
+    with pytest.raises(ConfigError, match="grey.png: a grey image") as err:
+        load_training_images(config.data)
+    assert "\n" not in str(err.value)
+    config.data.backend = "tf"
+    images = [np.zeros((64, 64, 3), np.uint8)]
+    with pytest.raises(ConfigError, match="data.color needs data.backend=numpy"):
+        make_batches(config.data, images, mode="deblock", global_batch=2, start_step=0)
+
+
+# --- a short colour run -------------------------------------------------------------------------
+
+
+def _save_colour_images(folder, n, size, seed):
+    """Smooth colour images with some texture, as PNG."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    for i in range(n):
+        phase = rng.uniform(0, 6, 3)
+        rgb = 127.5 + 90 * np.sin(6 * (xx[..., None] + yy[..., None] * (i + 1)) + phase)
+        rgb += rng.normal(0, 8, rgb.shape)
+        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(folder / f"im{i}.png")
+
+
+@pytest.mark.slow  # compiles a train step and an evaluation: ~20 s on 2 busy cores
+def test_a_short_colour_run_exports_a_colour_model(deblock_config, tmp_path):
+    from cqrnet_jax.train import loop
+    from cqrnet_jax.train.deblock_task import DeblockTask
+
+    _save_colour_images(tmp_path / "train", 3, (72, 88), seed=0)
+    _save_colour_images(tmp_path / "data" / "BSDS500" / "val", 3, (40, 56), seed=1)
+    config = deblock_config("unet,color,smoke")
+    config.update(num_steps=5, log_every=5, checkpoint_every=5, eval_every=5)
+    config.model.update(widths=(4, 8), blocks=(1, 1), nl_inner=4, nl_window=4)
+    config.data.update(source="folder", files=str(tmp_path / "train"), patch_size=32)
+    config.data.data_dir = str(tmp_path / "data")
+    config.update(eval_set="BSDS500val", eval_max_images=2, eval_qualities=(10,))
+    config.optim.warmup_steps = 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        loop.train_and_evaluate(config, str(tmp_path / "run"), DeblockTask(config))
+    log = [json.loads(line) for line in (tmp_path / "run/logs/metrics.jsonl").open()]
+    last = log[-1]
+    assert last["step"] == 5 and np.isfinite(last["l_mae"])
+    assert np.isfinite(last["eval/BSDS500val_q10_rgb_psnr"])
+    assert np.isfinite(last["eval/BSDS500val_q10_rgb_psnr_gain"])
+    assert "eval/BSDS500val_q10_rgb_psnr=" in out.getvalue()
+
+    model, variables, meta = load_deblock_model(tmp_path / "run/export/deblock")
+    assert meta["model"]["channels"] == 3 and model.channels == 3
+    assert meta["config"]["data"]["color"] is True
+    x = np.random.default_rng(3).random((1, 24, 40, 3)).astype(np.float32)
+    assert model.apply(variables, x).shape == (1, 24, 40, 3)
+
+
+def test_rgb_psnr_is_over_all_three_channels():
+    a = np.zeros((4, 5, 3), np.uint8)
+    b = a.copy()
+    b[..., 0] = 3  # MSE over all samples: 9 / 3
+    assert rgb_psnr(a, b) == pytest.approx(10 * np.log10(255**2 / 3))
+    assert rgb_psnr(a, a) == np.inf
