@@ -38,8 +38,8 @@ import numpy as np
 
 from cqrnet_jax.data.datasets import load_eval_set
 from cqrnet_jax.data.jpeg import jpeg_degrade
-from cqrnet_jax.evaluate import METRICS, evaluate_sets
 from cqrnet_jax.inference import Restorer, load_restorer
+from cqrnet_jax.scoring import METRICS, evaluate_sets
 
 EDGE = 16  # pixels from the bottom/right edges: "interior" differences are measured beyond this
 

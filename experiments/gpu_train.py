@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 from cqrnet_jax import pretrained  # noqa: E402
 from cqrnet_jax.config_base import load_config_file  # noqa: E402
 from cqrnet_jax.data import datasets  # noqa: E402
-from cqrnet_jax.evaluate import evaluate_sets, json_safe  # noqa: E402
 from cqrnet_jax.inference import load_restorer  # noqa: E402
+from cqrnet_jax.scoring import evaluate_sets, json_safe  # noqa: E402
 from cqrnet_jax.train import loop  # noqa: E402
 from cqrnet_jax.train.deblock_task import DeblockTask  # noqa: E402
 

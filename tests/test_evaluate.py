@@ -1,4 +1,4 @@
-"""The evaluator (cqrnet_jax.evaluate) and the `cqrnet-jax evaluate` command
+"""The evaluator (cqrnet_jax.scoring) and the `cqrnet-jax evaluate` command
 (cqrnet_jax.apps.evaluate).
 
 The slow test needs the real test sets: run with CQRNET_DATA_DIR=/work/shared/data.
@@ -21,7 +21,8 @@ from PIL import Image
 from cqrnet_jax.apps import cli
 from cqrnet_jax.data import datasets
 from cqrnet_jax.data.jpeg import jpeg_degrade
-from cqrnet_jax.evaluate import (
+from cqrnet_jax.metrics import image_metrics
+from cqrnet_jax.scoring import (
     compare_published,
     evaluate_sets,
     format_table,
@@ -30,7 +31,6 @@ from cqrnet_jax.evaluate import (
     identity,
     json_safe,
 )
-from cqrnet_jax.metrics import image_metrics
 
 METRICS = ("psnr", "ssim", "psnr_b")
 

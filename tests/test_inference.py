@@ -355,7 +355,7 @@ def test_canvas_agrees_with_whole_image_on_classic5_with_the_shipped_model():
     """Canvas evaluation (step 48, the CLI default) of the shipped model on Classic5 at QF 10
     gives the whole-image mean PSNR within 0.01 dB (benchmarks/canvas_eval.py: all sets)."""
     from cqrnet_jax.data.datasets import load_eval_set
-    from cqrnet_jax.evaluate import evaluate_sets
+    from cqrnet_jax.scoring import evaluate_sets
 
     shared_data_dir("Classic5")
     sets = [("Classic5", load_eval_set("Classic5"))]

@@ -38,7 +38,7 @@ def write_json(path, report: dict) -> None:
     import os
     from pathlib import Path
 
-    from cqrnet_jax.evaluate import json_safe
+    from cqrnet_jax.scoring import json_safe
 
     path = Path(path)
     text = json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"

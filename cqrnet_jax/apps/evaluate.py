@@ -1,6 +1,6 @@
 """`cqrnet-jax evaluate`: a model (the shipped one unless --model says otherwise; `jpeg` for the
 JPEG itself) scored on JPEG-compressed test sets with the literature's protocol (PSNR / SSIM /
-PSNR-B on Y); the scoring is `cqrnet_jax.evaluate`'s. `--ensemble` scores the model's x8
+PSNR-B on Y); the scoring is `cqrnet_jax.scoring`'s. `--ensemble` scores the model's x8
 self-ensemble (`cqrnet_jax.ensemble`), reported as model "NAME+ensemble"."""
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     split_host_cores(args.parallel or MAX_HOST_DEVICES)  # before anything starts JAX
     from cqrnet_jax.data.datasets import resolve_data_dir
     from cqrnet_jax.ensemble import SelfEnsemble
-    from cqrnet_jax.evaluate import (
+    from cqrnet_jax.scoring import (
         PUBLISHED_SOURCE,
         compare_published,
         evaluate_sets,

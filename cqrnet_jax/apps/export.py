@@ -1,5 +1,5 @@
 """`cqrnet-jax export --format stablehlo|savedmodel|onnx -o DIR`: a model as an artifact that
-runs without this package (docs/export.md shows how); the formats are `cqrnet_jax.export`'s.
+runs without this package (docs/export.md shows how); the formats are `cqrnet_jax.artifacts`'s.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 from cqrnet_jax.apps.common import add_model_argument, environment
-from cqrnet_jax.export import (
+from cqrnet_jax.artifacts import (
     FORMATS,
     INPUT_NAME,
     MANIFEST,

@@ -313,8 +313,8 @@ took 5 200 steps of the `:cpu` network, about 6 hours on 2 CPU cores
 (`cqrnet_jax/pretrained/deblock.md`)."""),
     new_code_cell("""\
 from cqrnet_jax.data.datasets import builtin_photos
-from cqrnet_jax.evaluate import evaluate_sets, format_table, get_restorer
 from cqrnet_jax.quality import center_crop
+from cqrnet_jax.scoring import evaluate_sets, format_table, get_restorer
 
 photos = [(n, center_crop(y, 96 if TINY else 256)) for n, y in builtin_photos()[:2]]
 rows = []
@@ -354,8 +354,8 @@ FIG4_QUALITIES = (10, 30) if TINY else (10, 20, 30)"""),
 from IPython.display import Markdown, display
 
 from cqrnet_jax.data.datasets import builtin_photos
-from cqrnet_jax.evaluate import evaluate_sets, format_per_image, format_table, get_restorer
 from cqrnet_jax.quality import center_crop
+from cqrnet_jax.scoring import evaluate_sets, format_per_image, format_table, get_restorer
 
 photos = [(name, center_crop(y, CROP)) for name, y in builtin_photos()]
 results, per_image = [], []
