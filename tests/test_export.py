@@ -20,6 +20,7 @@ import skimage.data
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.apps.cli import main
+from cqrnet_jax.artifacts import size_multiple
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.inference import load_restorer
 from cqrnet_jax.models.build import load_ranker_model
@@ -111,15 +112,16 @@ def test_onnx_without_the_extra_is_a_usage_error(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["stablehlo", "savedmodel"])
 def test_symbolic_size(tmp_path, request, restorer, fmt):
-    """Without --height/--width the de-blocker's input is (b, 48*h, 48*w): one artifact restores
-    any batch of images whose height and width are multiples of 48, as the JAX model does (at 2
-    windows, where the JAX model takes its one-product attention path, and at 35 windows)."""
+    """Without --height/--width the de-blocker's input is (b, M*h, M*w), M its size multiple (the
+    span of its attention windows): one artifact restores any batch of images whose height and
+    width are multiples of M, as the JAX model does (batches of one and of two images)."""
+    m = size_multiple("deblock", restorer.model)
     out = tmp_path / fmt
     assert _export(out, "--format", fmt) == 0
-    assert _manifest(out)["input"]["shape"] == ["b", "48*h", "48*w"]
+    assert _manifest(out)["input"]["shape"] == ["b", f"{m}*h", f"{m}*w"]
     if fmt == "stablehlo":
         exported = jax.export.deserialize(bytearray((out / "deblock.jax_export").read_bytes()))
-        assert str(exported.in_avals[0].shape) == "(b, 48*h, 48*w)"
+        assert str(exported.in_avals[0].shape) == f"(b, {m}*h, {m}*w)"
 
         def run(x):
             return np.asarray(exported.call(x))
@@ -132,7 +134,8 @@ def test_symbolic_size(tmp_path, request, restorer, fmt):
             return serve(y=tf.constant(x))["restored"].numpy()
 
     y = jpeg_degrade(skimage.data.camera(), 10).astype(np.float32) / 255.0
-    for x in (np.stack([y[:48, :96], y[200:248, 300:396]]), y[None, 16:256, 8:344]):
+    two = np.stack([y[:m, : 2 * m], y[256 : 256 + m, 128 : 128 + 2 * m]])
+    for x in (two, y[None, 16 : 16 + 2 * m, 8 : 8 + 3 * m]):
         restored = run(x)
         assert restored.shape == x.shape and restored.dtype == np.float32
         expected = np.stack([restorer.restore_float(im) for im in x])
