@@ -1,6 +1,6 @@
 """How close the package runs to this machine's arithmetic peak, and to PyTorch.
 
-  python benchmarks/bench.py [--quick] [--json OUT]
+  python benchmarks/bench.py [--quick] [--only PARTS] [--json OUT]
 
 Measures, in one run (leave the cores idle while it runs; the figures are noisy otherwise):
   peak_gflops                 XLA float32 matmul, the best of a few sizes
@@ -10,6 +10,8 @@ Measures, in one run (leave the cores idle while it runs; the figures are noisy 
                               the CPU split into one device per core) as `evaluate` runs it
   deblock_*                   `cqrnet-jax deblock` end to end (a fresh process: start-up, reading,
                               colour, compiles, writing) on a folder of JPEG photos of mixed sizes
+  photo12_*                   the same on one 12-megapixel colour JPEG (4000 x 3000, QF 20): its
+                              wall time and the process's peak resident memory
   train_*, trainer_patches    the real trainer (`python -m cqrnet_jax.main`, the `cpu` preset,
                               batch 16 of 48 x 48, with the ranker's losses) on the built-in photos
   pipeline_patches_per_s      the NumPy input pipeline alone (JPEG at three qualities per batch)
@@ -45,6 +47,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 BSDS = (321, 481)
+PARTS = ("flops", "inference", "deblock", "photo12", "train", "pipeline", "torch")
 
 
 def cpu_description() -> dict:
@@ -101,7 +104,7 @@ def model_flops() -> dict:
 
     out = {}
     x = jnp.zeros((1, *BSDS), jnp.float32)
-    for preset in ("cpu", "paper", "arcnn", "dncnn"):
+    for preset in ("cpu", "unet", "paper", "arcnn", "dncnn"):
         cfg = load_config_file(str(REPO / "configs" / "deblock.py"), preset)
         model = deblock_from_config(cfg.model, "float32", "chunked")
         variables = jax.eval_shape(model.init, jax.random.key(0), x[:, :48, :48])
@@ -187,6 +190,34 @@ def deblock(quick: bool, peak: float, mflop_px: float) -> dict:
         "deblock_mpix_per_s": pixels / 1e6 / wall,
     }
     out["deblock_fraction_of_peak"] = out["deblock_mpix_per_s"] * mflop_px * 1e3 / peak
+    print(out, flush=True)
+    return out
+
+
+def photo12() -> dict:
+    """`cqrnet-jax deblock` on one 12 MP colour JPEG: seconds and peak resident memory (the
+    child's maxrss, read from wait4)."""
+    import skimage.data
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "in"), Path(tmp, "out")
+        src.mkdir()
+        img = Image.fromarray(skimage.data.astronaut()).resize((4000, 3000), Image.BICUBIC)
+        img.save(src / "photo12mp.jpg", quality=20)
+        cmd = [sys.executable, "-m", "cqrnet_jax", "deblock", str(src), "-o", str(dst)]
+        start = time.perf_counter()
+        proc = subprocess.Popen([*cmd, "--no-progress"], cwd=REPO, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0 or not any(dst.iterdir()):
+            raise RuntimeError(f"deblock failed on the 12 MP photo: {cmd}")
+    out = {
+        "photo12_megapixels": 12.0,
+        "photo12_wall_s": wall,
+        "photo12_s_per_mpix": wall / 12.0,
+        "photo12_peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,  # ru_maxrss is in KiB on Linux
+    }
     print(out, flush=True)
     return out
 
@@ -352,9 +383,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats and photos (~3 min)")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT")
+    p.add_argument(
+        "--only",
+        metavar="PARTS",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run (default all: {','.join(PARTS)})",
+    )
     args = p.parse_args(argv)
+    parts = [x for x in args.only.split(",") if x]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        p.error(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}")
     report = {
-        "command": "python benchmarks/bench.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(
+            ["python benchmarks/bench.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "jax": jax.__version__,
         "backend": jax.default_backend(),
@@ -363,13 +406,23 @@ def main(argv=None) -> int:
     }
     report.update(peak_gflops(args.quick))
     peak = report["peak_gflops"]
-    report["flops_mflop_per_pixel"] = model_flops()
-    report.update(inference(args.quick, peak))
-    report.update(deblock(args.quick, peak, report["inference_mflop_per_pixel"]))
-    report.update(train(args.quick, peak))
-    report.update(pipeline(args.quick))
-    report.update(versus_torch(args.quick))
-    if report.get("torch_inference_s"):  # images restored as evaluate does (spread) vs torch
+    if "flops" in parts:
+        report["flops_mflop_per_pixel"] = model_flops()
+    if "inference" in parts or "deblock" in parts:
+        report.update(inference(args.quick, peak))
+    if "deblock" in parts:
+        report.update(deblock(args.quick, peak, report["inference_mflop_per_pixel"]))
+    if "photo12" in parts:
+        report.update(photo12())
+    if "train" in parts:
+        report.update(train(args.quick, peak))
+    if "pipeline" in parts:
+        report.update(pipeline(args.quick))
+    if "torch" in parts:
+        report.update(versus_torch(args.quick))
+    if (
+        report.get("torch_inference_s") and "inference_spread_s_per_image" in report
+    ):  # images restored as evaluate does (spread) vs torch
         spread = report["inference_spread_s_per_image"]
         report["torch_inference_ratio"] = report["torch_inference_s"] / spread
     print(json.dumps(report, indent=1))
