@@ -83,6 +83,18 @@ def sample_chroma_444(rng, batch: int, fraction: float) -> np.ndarray:
     return rng.random(batch) < fraction
 
 
+def check_color_data(patch_size: int, fraction: float) -> None:
+    """ConfigError (one line) unless a colour run's patches sit on 4:2:0 JPEG blocks and its
+    4:4:4 fraction is a probability."""
+    if patch_size % COLOR_PATCH_MULTIPLE:
+        raise ConfigError(
+            f"data.patch_size {patch_size}: data.color needs a multiple of "
+            f"{COLOR_PATCH_MULTIPLE} (4:2:0 JPEG blocks)"
+        )
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"data.color_444_fraction must be in [0, 1], got {fraction}")
+
+
 def check_quality_mix(ranges, weights) -> None:
     """ConfigError unless `ranges` are (lo, hi) QF pairs in [1, 100], one weight each."""
     if len(ranges) != len(weights):
@@ -121,15 +133,7 @@ class PlanSampler:
         images are RGB (H, W, 3) and whose plans draw each crop's chroma subsampling."""
         self.color = color_444_fraction is not None
         if self.color:
-            if patch_size % COLOR_PATCH_MULTIPLE:
-                raise ConfigError(
-                    f"data.patch_size {patch_size}: a colour run needs a multiple of "
-                    f"{COLOR_PATCH_MULTIPLE} (4:2:0 JPEG blocks)"
-                )
-            if not 0.0 <= color_444_fraction <= 1.0:
-                raise ConfigError(
-                    f"data.color_444_fraction must be in [0, 1], got {color_444_fraction}"
-                )
+            check_color_data(patch_size, color_444_fraction)
             if mode != "deblock":
                 raise ConfigError("data.color trains a de-blocker only (the ranker is grey)")
         want = 3 if self.color else 2

@@ -6,7 +6,7 @@ are in `config_base.py` and `configs/*.py`."""
 from __future__ import annotations
 
 from cqrnet_jax.data.datasets import check_color_train_sets
-from cqrnet_jax.data.plans import COLOR_PATCH_MULTIPLE
+from cqrnet_jax.data.plans import check_color_data
 from cqrnet_jax.data.sources import SOURCES
 from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.models.build import check_deblock_model
@@ -70,18 +70,13 @@ def check_color(config) -> None:
         raise ConfigError(f"data.color needs model.channels=3, not {channels}")
     if config.data.backend not in ("numpy", "auto"):
         raise ConfigError(f"data.color needs data.backend=numpy, not {config.data.backend!r}")
-    if config.data.patch_size % COLOR_PATCH_MULTIPLE:
-        raise ConfigError(
-            f"data.patch_size {config.data.patch_size}: data.color needs a multiple of "
-            f"{COLOR_PATCH_MULTIPLE} (4:2:0 JPEG blocks)"
-        )
-    fraction = config.data.color_444_fraction
-    if not 0.0 <= fraction <= 1.0:
-        raise ConfigError(f"data.color_444_fraction must be in [0, 1], got {fraction}")
+    check_color_data(config.data.patch_size, config.data.color_444_fraction)
     if config.loss.alpha or config.loss.beta:
         raise ConfigError(
             "data.color: the ranker's losses are grey; set loss.alpha=0 and loss.beta=0 "
             f"(got {config.loss.alpha}, {config.loss.beta})"
         )
+    if config.loss.boundary:
+        raise ConfigError("data.color: loss.boundary works on Y; set loss.boundary=0")
     if config.data.source == "shared":
         check_color_train_sets(tuple(config.data.train_sets))

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from cqrnet_jax import pretrained
-from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.losses import (
     block_boundary_loss,
     feature_matching_loss,
@@ -44,12 +43,6 @@ class DeblockTask:
         loss = config.loss
         self.pixel_loss = loss.pixel  # mae | mse (config_check)
         self.uses_ranker = bool(loss.alpha or loss.beta)
-        if self.uses_ranker and self.channels != 1:
-            raise ConfigError(
-                "model.channels=3: the ranker's losses are grey; set loss.alpha=0 and loss.beta=0"
-            )
-        if loss.boundary and self.channels != 1:
-            raise ConfigError("model.channels=3: loss.boundary works on Y; set loss.boundary=0")
         self.ranker = self.ranker_variables = None
         self.ranker_prefix = None
         self._eval_cache = None
