@@ -85,6 +85,27 @@ def block_boundary_loss(restored, target, block: int = 8):
     return (jnp.sum(jnp.abs(oc - tc)) + jnp.sum(jnp.abs(orow - trow))) / n
 
 
+def blocking_excess_loss(restored, target, block: int = 8):
+    """Batch mean of max(0, E(restored) − E(target)), E = D_B − D_Bc: the mean squared step
+    across 8x8 block edges less that between other neighbours, the quantity PSNR-B's blocking
+    factor counts (`metrics.blocking_effect_factor`). Images (N, H, W) in [0, 1]."""
+
+    def excess(x):
+        d_h = jnp.square(x[..., :, 1:] - x[..., :, :-1])
+        d_v = jnp.square(x[..., 1:, :] - x[..., :-1, :])
+        col_b = jnp.arange(x.shape[-1] - 1) % block == block - 1
+        row_b = (jnp.arange(x.shape[-2] - 1) % block == block - 1)[:, None]
+        n_b = col_b.sum() * x.shape[-2] + row_b.sum() * x.shape[-1]
+        n_c = d_h.shape[-1] * d_h.shape[-2] + d_v.shape[-1] * d_v.shape[-2] - n_b
+        on_b = jnp.sum(jnp.where(col_b, d_h, 0.0), (-2, -1)) + jnp.sum(
+            jnp.where(row_b, d_v, 0.0), (-2, -1)
+        )
+        off_b = jnp.sum(d_h, (-2, -1)) + jnp.sum(d_v, (-2, -1)) - on_b
+        return on_b / n_b - off_b / n_c
+
+    return jnp.mean(jax.nn.relu(excess(restored) - excess(target)))
+
+
 def quality_loss(scores):
     """L_Q = mean sigmoid(-CQR(M(x))): small when the ranker finds the restored image good."""
     return jnp.mean(jax.nn.sigmoid(-scores))

@@ -169,7 +169,8 @@ def test_the_dihedral_transforms_act_on_rgb_crops_channel_by_channel(colour_imag
         ("unet,color", {"data.backend": "tf"}, "data.color needs data.backend=numpy"),
         ("unet,color", {"loss.beta": 0.9}, "the ranker's losses are grey"),
         ("unet,color", {"data.color_444_fraction": 1.5}, "color_444_fraction"),
-        ("unet,color", {"loss.boundary": 1.0}, "loss.boundary works on Y"),
+        ("unet,color", {"loss.boundary": 1.0}, "loss.boundary and loss.blocking work on Y"),
+        ("unet,color", {"loss.blocking": 1.0}, "loss.boundary and loss.blocking work on Y"),
     ],
 )
 def test_colour_config_errors_are_one_line(deblock_config, presets, change, message):

@@ -24,7 +24,13 @@ from jax.sharding import PartitionSpec as P
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.pipeline import make_batches
 from cqrnet_jax.data.sources import load_training_images
-from cqrnet_jax.losses import block_boundary_loss, feature_matching_loss, mae_loss, quality_loss
+from cqrnet_jax.losses import (
+    block_boundary_loss,
+    blocking_excess_loss,
+    feature_matching_loss,
+    mae_loss,
+    quality_loss,
+)
 from cqrnet_jax.models.build import ranker_from_config
 from cqrnet_jax.train import loop
 from cqrnet_jax.train.deblock_task import DeblockTask, load_frozen_ranker
@@ -213,6 +219,22 @@ def test_boundary_weight_adds_the_block_edge_term(deblock_config, tmp_path, setu
     assert set(metrics) == {"l_mae", "l_b"} and float(l_b) > 0
     np.testing.assert_allclose(float(metrics["l_b"]), float(l_b), rtol=1e-5)
     np.testing.assert_allclose(float(total), float(mae_loss(restored, y) + 0.5 * l_b), rtol=1e-5)
+
+
+def test_blocking_weight_adds_the_blocking_excess_term(deblock_config, tmp_path, setup):
+    """loss.blocking = w > 0: L = L_MAE + w L_BEF, with l_bef logged unweighted."""
+    config = _config(deblock_config, str(tmp_path / "no" / "ranker"), "smoke,no_cqr")
+    config.loss.blocking = 20.0
+    task = DeblockTask(config)
+    state, batch = setup["state"], setup["batch"]
+    total, (metrics, _) = jax.jit(task.loss_fn)(state.params, {}, batch, jax.random.key(0))
+    x = jnp.asarray(batch["degraded"][:, 0], jnp.float32) / 255.0
+    y = jnp.asarray(batch["clean"], jnp.float32) / 255.0
+    restored = task.model.apply({"params": state.params}, x)
+    l_bef = blocking_excess_loss(restored, y)
+    assert set(metrics) == {"l_mae", "l_bef"}
+    np.testing.assert_allclose(float(metrics["l_bef"]), float(l_bef), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(float(total), float(mae_loss(restored, y) + 20.0 * l_bef), rtol=1e-5)
 
 
 @pytest.mark.parametrize("presets", ["smoke", "smoke,no_lq", "smoke,no_lf"])

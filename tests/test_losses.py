@@ -9,6 +9,7 @@ import pytest
 
 from cqrnet_jax.losses import (
     block_boundary_loss,
+    blocking_excess_loss,
     feature_matching_loss,
     mae_loss,
     margin_ranking_loss,
@@ -127,6 +128,31 @@ def test_block_boundary_loss_counts_steps_at_block_edges_only():
     assert float(block_boundary_loss(*_f(inside, target))) == 0.0
     batch = np.stack([at_edge, target])  # (N, H, W): the mean over the batch's pairs
     assert float(block_boundary_loss(*_f(batch, np.zeros_like(batch)))) == pytest.approx(0.25 / 2)
+
+
+def test_blocking_excess_loss_is_psnr_b_blocking_factor_over_the_clean_image():
+    """On 8-multiple images against a target with no blocking excess, 255² η L_BEF is the
+    metric's BEF; the target's own excess is subtracted, and an output smoother at block edges
+    than inside costs nothing."""
+    from cqrnet_jax.metrics import blocking_effect_factor
+
+    rng = np.random.default_rng(0)
+    blocky = np.kron(rng.uniform(0, 1, (2, 4, 5)), np.ones((8, 8))).astype(np.float32)
+    blocky += 0.01 * rng.standard_normal(blocky.shape).astype(np.float32)  # (2, 32, 40)
+    flat = np.full_like(blocky, 0.5)
+    eta = 3 / np.log2(32)
+    bef = np.asarray(blocking_effect_factor(255.0 * blocky))
+    loss = float(blocking_excess_loss(*_f(blocky, flat)))
+    assert loss * 255**2 * eta == pytest.approx(bef.mean(), rel=1e-4) and loss > 0
+    assert float(blocking_excess_loss(*_f(blocky, blocky))) == 0.0
+    ramp = (np.arange(32)[:, None] + np.arange(32)) / np.float32(64)  # every step 1/64
+    assert float(blocking_excess_loss(*_f(ramp[None], flat[:1, :, :32]))) == pytest.approx(
+        0.0, abs=1e-7
+    )
+    smooth_edges = rng.uniform(0, 1, (2, 32, 40)).astype(np.float32)
+    smooth_edges[:, :, 8::8] = smooth_edges[:, :, 7:-1:8]  # no step across column edges
+    smooth_edges[:, 8::8, :] = smooth_edges[:, 7:-1:8, :]
+    assert float(blocking_excess_loss(*_f(smooth_edges, flat))) == 0.0
 
 
 def test_quality_loss():

@@ -50,7 +50,7 @@ def check_config(config) -> None:
     if config.task == "deblock":
         check_deblock_model(config.model)
         _choice("loss.pixel", config.loss.pixel, PIXEL_LOSSES)
-        _at_least(config, "loss.alpha loss.beta loss.boundary", 0.0)
+        _at_least(config, "loss.alpha loss.beta loss.boundary loss.blocking", 0.0)
         check_color(config)
     elif config.data.color:
         raise ConfigError("data.color trains a de-blocker only (the ranker is grey)")
@@ -76,7 +76,7 @@ def check_color(config) -> None:
             "data.color: the ranker's losses are grey; set loss.alpha=0 and loss.beta=0 "
             f"(got {config.loss.alpha}, {config.loss.beta})"
         )
-    if config.loss.boundary:
-        raise ConfigError("data.color: loss.boundary works on Y; set loss.boundary=0")
+    if config.loss.boundary or config.loss.blocking:
+        raise ConfigError("data.color: loss.boundary and loss.blocking work on Y; set them to 0")
     if config.data.source == "shared":
         check_color_train_sets(tuple(config.data.train_sets))

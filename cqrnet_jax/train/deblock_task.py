@@ -1,5 +1,6 @@
 """Stage 2 as a training task: L = L_MAE + alpha * L_Q + beta * L_F through the frozen ranker,
-+ boundary * L_B (the block-boundary steps, `losses.block_boundary_loss`) when asked.
++ boundary * L_B (the block-boundary steps, `losses.block_boundary_loss`) and blocking * L_BEF
+(the blocking excess PSNR-B counts, `losses.blocking_excess_loss`) when asked.
 
 A colour run (data.color, model.channels=3: the U-Net on RGB) trains on the pixel loss alone over
 all three channels (the ranker is grey) and monitors RGB PSNR (`evaluate`)."""
@@ -13,6 +14,7 @@ import numpy as np
 from cqrnet_jax import pretrained
 from cqrnet_jax.losses import (
     block_boundary_loss,
+    blocking_excess_loss,
     feature_matching_loss,
     mae_loss,
     mse_loss,
@@ -75,12 +77,14 @@ class DeblockTask:
         return restored, updates["batch_stats"]
 
     def terms(self, restored, y, frozen=None) -> dict:
-        """Unweighted terms {l_mae or l_mse[, l_b, l_q, l_f]} of `restored` against y, in [0, 1];
-        `frozen`: the ranker's variables (default: the task's own, as constants)."""
+        """Unweighted terms {l_mae or l_mse[, l_b, l_bef, l_q, l_f]} of `restored` against y,
+        in [0, 1]; `frozen`: the ranker's variables (default: the task's own, as constants)."""
         pixel = self.pixel_loss
         terms = {f"l_{pixel}": (mae_loss if pixel == "mae" else mse_loss)(restored, y)}
         if self.config.loss.boundary:
             terms["l_b"] = block_boundary_loss(restored, y)
+        if self.config.loss.blocking:
+            terms["l_bef"] = blocking_excess_loss(restored, y)
         if self.uses_ranker:
             frozen = self.ranker_variables if frozen is None else frozen
             frozen = jax.lax.stop_gradient(frozen)  # BN stats and weights fixed
@@ -102,9 +106,10 @@ class DeblockTask:
         return self.terms(self.restore(params, batch_stats, x)[0], y, frozen)
 
     def weigh(self, terms: dict) -> dict:
-        """The terms as they enter the loss: l_mae, boundary * l_b, alpha * l_q, beta * l_f."""
+        """The terms as they enter the loss: l_mae, boundary * l_b, blocking * l_bef, alpha * l_q,
+        beta * l_f."""
         loss = self.config.loss
-        weights = dict(l_b=loss.boundary, l_q=loss.alpha, l_f=loss.beta)
+        weights = dict(l_b=loss.boundary, l_bef=loss.blocking, l_q=loss.alpha, l_f=loss.beta)
         return {k: weights.get(k, 1.0) * v for k, v in terms.items()}
 
     def weighted_terms(self, params, x, y, frozen=None) -> dict:
