@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cqrnet_jax.data.color import rgb_to_ycbcr
+from cqrnet_jax.data.color import _RGB_TO_YCBCR, rgb_to_ycbcr
 from cqrnet_jax.data.datasets import builtin_color_photos
 from cqrnet_jax.data.jpeg import jpeg_degrade_rgb
 from cqrnet_jax.data.pipeline import execute_plan_numpy, make_batches
@@ -77,6 +77,39 @@ def test_colour_unet_maps_rgb_to_rgb_and_starts_as_the_identity():
     # whole-image inference (the training loop's evaluation) restores RGB images
     rgb = np.random.default_rng(2).integers(0, 256, (37, 45, 3), dtype=np.uint8)
     np.testing.assert_array_equal(Restorer(model, variables)(rgb), rgb)
+
+
+def _perturbed(variables, seed=1, scale=0.05):
+    leaves, tree_def = jax.tree.flatten(variables)
+    rng = np.random.default_rng(seed)
+    return jax.tree.unflatten(
+        tree_def, [a + scale * rng.standard_normal(a.shape).astype(a.dtype) for a in leaves]
+    )
+
+
+def test_a_colour_unet_from_a_grey_one_corrects_y_as_it_and_keeps_the_chroma():
+    """colour_from_grey: on RGB the colour model changes the protocol's Y as the grey model
+    changes that Y, and leaves Cb, Cr exactly as they were. (Y not exactly: the Y offset enters
+    the head as a bias, which the grey model's zero padding does not see; that differs most at
+    the border and reaches inwards a little through the U-Net.)"""
+    from cqrnet_jax.models.unet import colour_from_grey
+
+    grey = deblock_from_config(SMALL)
+    grey_vars = _perturbed(grey.init(jax.random.key(0), jnp.zeros((1, 16, 16))))
+    colour = deblock_from_config({**SMALL, "channels": 3})
+    colour_vars = {"params": colour_from_grey(grey_vars["params"])}
+    rgb = np.random.default_rng(2).random((1, 40, 48, 3)).astype(np.float32)
+    to_ycbcr = _RGB_TO_YCBCR.T / 255.0  # RGB in [0, 1] -> YCbCr in [0, 1], less the offsets
+    y = rgb @ to_ycbcr[:, 0] + 16.0 / 255.0
+    out = np.asarray(colour.apply(colour_vars, jnp.asarray(rgb)))
+    want_dy = np.asarray(grey.apply(grey_vars, jnp.asarray(y))) - y
+    got, base = out @ to_ycbcr, rgb @ to_ycbcr
+    assert np.abs(want_dy).mean() > 0.02  # the grey model does change Y
+    error = np.abs(got[..., 0] - base[..., 0] - want_dy)
+    assert error.mean() < 0.05 * np.abs(want_dy).mean(), (error.mean(), np.abs(want_dy).mean())
+    np.testing.assert_allclose(got[..., 1:], base[..., 1:], atol=1e-6)
+    with pytest.raises(ValueError, match="not a grey"):
+        colour_from_grey(colour_vars["params"])
 
 
 # --- the data -----------------------------------------------------------------------------------
@@ -231,9 +264,18 @@ def test_a_short_colour_run_exports_a_colour_model(deblock_config, tmp_path):
     config.data.data_dir = str(tmp_path / "data")
     config.update(eval_set="BSDS500val", eval_max_images=2, eval_qualities=(10,))
     config.optim.warmup_steps = 0
+    # it starts from a grey U-Net's export (at its step 700): colour_from_grey, at step 0
+    from cqrnet_jax import pretrained
+
+    grey = deblock_from_config(dict(config.model, channels=1))
+    grey_vars = _perturbed(grey.init(jax.random.key(0), jnp.zeros((1, 32, 32))))
+    grey_meta = {"kind": "deblock", "step": 700, "model": {**dict(config.model), "channels": 1}}
+    pretrained.save_variables(tmp_path / "grey/deblock", grey_vars, grey_meta)
+    config.init_from = str(tmp_path / "grey/deblock")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         loop.train_and_evaluate(config, str(tmp_path / "run"), DeblockTask(config))
+    assert "initialised from" in out.getvalue() and "at step 0" in out.getvalue()
     log = [json.loads(line) for line in (tmp_path / "run/logs/metrics.jsonl").open()]
     last = log[-1]
     assert last["step"] == 5 and np.isfinite(last["l_mae"])

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from cqrnet_jax.models.layers import (
@@ -110,3 +111,28 @@ class UNetDeblocker(nn.Module):
         )
         out = x + tail(y).astype(jnp.float32)[:, :h, :w]
         return out[..., 0] if squeeze else out
+
+
+# The protocol's Y (MATLAB rgb2ycbcr, studio swing) of RGB in [0, 1]: 16/255 + Y_RGB . rgb.
+Y_RGB = np.array([65.481, 128.553, 24.966]) / 255.0
+Y_OFFSET = 16.0 / 255.0
+
+
+def colour_from_grey(params: dict) -> dict:
+    """Params of a 3-channel U-Net that starts where a grey (Y) one is: the head reads the
+    protocol's Y of the RGB input, and the tail adds the grey model's Y correction to R, G and B
+    alike (which changes Y by exactly that much and leaves Cb, Cr as decoded). Colour training
+    then learns the chroma from there (`--config.init_from` a grey export)."""
+    params = dict(params)
+    head, tail = dict(params["head"]), dict(params["tail"])
+    k = np.asarray(head["kernel"])  # (3, 3, 1, F)
+    if k.shape[2] != 1 or np.shape(tail["kernel"])[-1] != 1:
+        raise ValueError("colour_from_grey: not a grey (1-channel) U-Net's params")
+    head["kernel"] = k * Y_RGB.reshape(1, 1, 3, 1).astype(k.dtype)
+    # the Y offset through the kernel (exact away from the zero-padded border)
+    head["bias"] = np.asarray(head["bias"]) + Y_OFFSET * k.sum(axis=(0, 1, 2)).astype(k.dtype)
+    gain = np.float32(1.0 / Y_RGB.sum())  # an equal step in R, G, B moves Y by Y_RGB.sum() of it
+    tail["kernel"] = np.repeat(np.asarray(tail["kernel"]) * gain, 3, axis=-1)
+    tail["bias"] = np.repeat(np.asarray(tail["bias"]) * gain, 3, axis=-1)
+    params["head"], params["tail"] = head, tail
+    return params

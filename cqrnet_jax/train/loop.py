@@ -123,13 +123,23 @@ def load_latest_checkpoint(manager: ocp.CheckpointManager, state: TrainState) ->
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def init_from_params(state: TrainState, prefix: str) -> TrainState:
+def init_from_params(state: TrainState, prefix: str, channels: int = 1) -> TrainState:
     """Starts from exported params (no optimizer state): the weights and BatchNorm statistics of
     PREFIX, and its step, so the data pipeline and the learning-rate schedule (the optimizer's
-    counter too, `with_schedule_step`) continue where it stopped; Adam's moments start afresh."""
+    counter too, `with_schedule_step`) continue where it stopped; Adam's moments start afresh.
+    A grey U-Net's params for a colour (`channels` 3) model: `unet.colour_from_grey`, at step 0
+    (a new task, with its own schedule)."""
     from cqrnet_jax import pretrained
 
     variables, meta = pretrained.load_variables(prefix)
+    if channels == 3 and meta.get("model", {}).get("channels", 1) == 1:
+        from cqrnet_jax.models.unet import colour_from_grey
+
+        try:
+            variables = {**variables, "params": colour_from_grey(variables["params"])}
+        except (KeyError, ValueError):
+            raise ConfigError(f"{prefix}: not a grey U-Net, cannot start a colour model") from None
+        meta = {**meta, "step": 0}
 
     def like(new, old):
         if np.shape(new) != old.shape:
@@ -182,7 +192,7 @@ def _start_state(task, config, mesh: Mesh, manager) -> tuple[TrainState, int]:
     non-finite), which the learning-rate schedule and Adam follow."""
     state = create_state(task, config, mesh)
     if manager.latest_step() is None and config.init_from:
-        state = init_from_params(state, config.init_from)
+        state = init_from_params(state, config.init_from, config.model.channels)
         report(f"initialised from {config.init_from} at step {int(state.step)}")
     state = load_latest_checkpoint(manager, state)
     start = manager.latest_step()
