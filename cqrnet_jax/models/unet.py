@@ -129,7 +129,8 @@ def colour_from_grey(params: dict) -> dict:
     if k.shape[2] != 1 or np.shape(tail["kernel"])[-1] != 1:
         raise ValueError("colour_from_grey: not a grey (1-channel) U-Net's params")
     head["kernel"] = k * Y_RGB.reshape(1, 1, 3, 1).astype(k.dtype)
-    # the Y offset through the kernel (exact away from the zero-padded border)
+    # the Y offset through the kernel, as a bias: the grey model saw zeros, not the offset, in
+    # its padding, so the two differ at the border (and a little inwards, by the U-Net's reach)
     head["bias"] = np.asarray(head["bias"]) + Y_OFFSET * k.sum(axis=(0, 1, 2)).astype(k.dtype)
     gain = np.float32(1.0 / Y_RGB.sum())  # an equal step in R, G, B moves Y by Y_RGB.sum() of it
     tail["kernel"] = np.repeat(np.asarray(tail["kernel"]) * gain, 3, axis=-1)
