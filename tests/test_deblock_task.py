@@ -205,36 +205,26 @@ def test_no_cqr_never_loads_the_ranker_and_its_loss_is_mae(
     assert set(metrics) == {"l_mae"}
 
 
-def test_boundary_weight_adds_the_block_edge_term(deblock_config, tmp_path, setup):
-    """loss.boundary = w > 0: L = L_MAE + w L_B, with l_b logged unweighted."""
+@pytest.mark.parametrize(
+    "weight, key, term",
+    [("boundary", "l_b", block_boundary_loss), ("blocking", "l_bef", blocking_excess_loss)],
+)
+def test_an_edge_term_weight_adds_its_term(deblock_config, tmp_path, setup, weight, key, term):
+    """loss.boundary / loss.blocking = w > 0: L = L_MAE + w L_B / L_BEF, logged unweighted."""
     config = _config(deblock_config, str(tmp_path / "no" / "ranker"), "smoke,no_cqr")
-    config.loss.boundary = 0.5
+    config.loss[weight] = 0.5
     task = DeblockTask(config)
     state, batch = setup["state"], setup["batch"]
     total, (metrics, _) = jax.jit(task.loss_fn)(state.params, {}, batch, jax.random.key(0))
     x = jnp.asarray(batch["degraded"][:, 0], jnp.float32) / 255.0
     y = jnp.asarray(batch["clean"], jnp.float32) / 255.0
     restored = task.model.apply({"params": state.params}, x)
-    l_b = block_boundary_loss(restored, y)
-    assert set(metrics) == {"l_mae", "l_b"} and float(l_b) > 0
-    np.testing.assert_allclose(float(metrics["l_b"]), float(l_b), rtol=1e-5)
-    np.testing.assert_allclose(float(total), float(mae_loss(restored, y) + 0.5 * l_b), rtol=1e-5)
-
-
-def test_blocking_weight_adds_the_blocking_excess_term(deblock_config, tmp_path, setup):
-    """loss.blocking = w > 0: L = L_MAE + w L_BEF, with l_bef logged unweighted."""
-    config = _config(deblock_config, str(tmp_path / "no" / "ranker"), "smoke,no_cqr")
-    config.loss.blocking = 20.0
-    task = DeblockTask(config)
-    state, batch = setup["state"], setup["batch"]
-    total, (metrics, _) = jax.jit(task.loss_fn)(state.params, {}, batch, jax.random.key(0))
-    x = jnp.asarray(batch["degraded"][:, 0], jnp.float32) / 255.0
-    y = jnp.asarray(batch["clean"], jnp.float32) / 255.0
-    restored = task.model.apply({"params": state.params}, x)
-    l_bef = blocking_excess_loss(restored, y)
-    assert set(metrics) == {"l_mae", "l_bef"}
-    np.testing.assert_allclose(float(metrics["l_bef"]), float(l_bef), rtol=1e-5, atol=1e-9)
-    np.testing.assert_allclose(float(total), float(mae_loss(restored, y) + 20.0 * l_bef), rtol=1e-5)
+    value = term(restored, y)
+    assert set(metrics) == {"l_mae", key}
+    np.testing.assert_allclose(float(metrics[key]), float(value), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(float(total), float(mae_loss(restored, y) + 0.5 * value), rtol=1e-5)
+    if weight == "boundary":
+        assert float(value) > 0
 
 
 @pytest.mark.parametrize("presets", ["smoke", "smoke,no_lq", "smoke,no_lf"])
