@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _order(b_i, b_j):
@@ -85,23 +86,34 @@ def block_boundary_loss(restored, target, block: int = 8):
     return (jnp.sum(jnp.abs(oc - tc)) + jnp.sum(jnp.abs(orow - trow))) / n
 
 
+def block_step_sums(x, block: int = 8):
+    """(D_B, D_Bc) of images (..., H, W): sums of squared neighbour steps across block edges (pair
+    (j, j+1) with j % block == block - 1, rows and columns alike) and between all other
+    neighbours. Rows are summed first: short float32 sums stay accurate on whole photos."""
+
+    def sum_hw(v):
+        return jnp.sum(jnp.sum(v, axis=-1), axis=-1)
+
+    d_h = jnp.square(x[..., :, 1:] - x[..., :, :-1])  # (.., H, W-1): pair (j, j+1)
+    d_v = jnp.square(x[..., 1:, :] - x[..., :-1, :])  # (.., H-1, W): pair (i, i+1)
+    col_b = np.arange(x.shape[-1] - 1) % block == block - 1
+    row_b = (np.arange(x.shape[-2] - 1) % block == block - 1)[:, None]
+    d_b = sum_hw(jnp.where(col_b, d_h, 0.0)) + sum_hw(jnp.where(row_b, d_v, 0.0))
+    d_bc = sum_hw(jnp.where(col_b, 0.0, d_h)) + sum_hw(jnp.where(row_b, 0.0, d_v))
+    return d_b, d_bc
+
+
 def blocking_excess_loss(restored, target, block: int = 8):
-    """Batch mean of max(0, E(restored) − E(target)), E = D_B − D_Bc: the mean squared step
-    across 8x8 block edges less that between other neighbours, the quantity PSNR-B's blocking
-    factor counts (`metrics.blocking_effect_factor`). Images (N, H, W) in [0, 1]."""
+    """Batch mean of max(0, E(restored) − E(target)), E = D_B/N_B − D_Bc/N_Bc: the mean squared
+    step across 8x8 block edges less that between other neighbours, the quantity PSNR-B's
+    blocking factor counts (`metrics.blocking_effect_factor`). Images (N, H, W) in [0, 1]."""
+    height, width = restored.shape[-2:]
+    n_b = (width - 1) // block * height + (height - 1) // block * width  # exact pair counts
+    n_c = height * (width - 1) + width * (height - 1) - n_b
 
     def excess(x):
-        d_h = jnp.square(x[..., :, 1:] - x[..., :, :-1])
-        d_v = jnp.square(x[..., 1:, :] - x[..., :-1, :])
-        col_b = jnp.arange(x.shape[-1] - 1) % block == block - 1
-        row_b = (jnp.arange(x.shape[-2] - 1) % block == block - 1)[:, None]
-        n_b = col_b.sum() * x.shape[-2] + row_b.sum() * x.shape[-1]
-        n_c = d_h.shape[-1] * d_h.shape[-2] + d_v.shape[-1] * d_v.shape[-2] - n_b
-        on_b = jnp.sum(jnp.where(col_b, d_h, 0.0), (-2, -1)) + jnp.sum(
-            jnp.where(row_b, d_v, 0.0), (-2, -1)
-        )
-        off_b = jnp.sum(d_h, (-2, -1)) + jnp.sum(d_v, (-2, -1)) - on_b
-        return on_b / n_b - off_b / n_c
+        d_b, d_bc = block_step_sums(x, block)
+        return d_b / n_b - d_bc / n_c
 
     return jnp.mean(jax.nn.relu(excess(restored) - excess(target)))
 
