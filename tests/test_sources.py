@@ -11,7 +11,9 @@ from cqrnet_jax.data.sources import load_training_images
 
 
 def _cfg(**kw):
-    return ml_collections.ConfigDict({"source": "folder", "data_dir": None, "files": "", **kw})
+    return ml_collections.ConfigDict(
+        {"source": "folder", "data_dir": None, "files": "", "color": False, **kw}
+    )
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def make_batches(
     """This process's batches from `start_step` on, with the backend the config asks for: rows
     `process_index * global_batch / process_count` on of each step's global batch."""
     levels = qualities = None
-    color = bool(getattr(data_cfg, "color", False))
+    color = data_cfg.color
     if color and data_cfg.backend not in ("numpy", "auto"):
         raise ConfigError(f"data.color needs data.backend=numpy, not {data_cfg.backend!r}")
     if mode == "ranker":

@@ -51,7 +51,7 @@ def training_files(data_cfg) -> list[str] | None:
     calls it before it creates anything."""
     source = data_cfg.source
     if source == "shared":
-        if is_color(data_cfg):
+        if data_cfg.color:
             datasets.check_color_train_sets(tuple(data_cfg.train_sets))
         root = datasets.resolve_data_dir(data_cfg.data_dir, flag=datasets.CONFIG_FLAG)
         return [str(p) for p in datasets.list_train_images(root, tuple(data_cfg.train_sets))]
@@ -60,11 +60,6 @@ def training_files(data_cfg) -> list[str] | None:
     if source in SOURCES:
         return None
     raise ConfigError(f"unknown data source {source!r}; choose from {', '.join(SOURCES)}")
-
-
-def is_color(data_cfg) -> bool:
-    """Whether the config's `data` block asks for colour training (an older config: no)."""
-    return bool(getattr(data_cfg, "color", False))
 
 
 def load_rgb(path) -> np.ndarray:
@@ -78,7 +73,7 @@ def load_rgb(path) -> np.ndarray:
 def load_training_images(data_cfg) -> list[np.ndarray]:
     """Loads the images named by the config's `data` block (source, data_dir, files): Y (H, W),
     or with data.color RGB (H, W, 3) (the built-in source: its colour photos)."""
-    color = is_color(data_cfg)
+    color = data_cfg.color
     paths = training_files(data_cfg)
     if paths is not None:
         return [load_rgb(p) if color else load_y(p) for p in paths]
