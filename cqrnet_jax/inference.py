@@ -28,7 +28,7 @@ import numpy as np
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.devices import compiler_options
-from cqrnet_jax.errors import MissingFileError
+from cqrnet_jax.errors import InputError, MissingFileError
 from cqrnet_jax.models.build import size_alignment
 
 # Bottom/right padding of an image to its canvas (numpy.pad mode: mirrored, edge pixel repeated).
@@ -82,6 +82,7 @@ class Restorer:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.model, self.variables = model, variables
+        self.channels = getattr(model, "channels", 1)  # 1: Y (H, W) images | 3: RGB (H, W, 3)
         align = size_alignment(model)
         self.step = align  # tiles, margins and canvases are rounded up to multiples of this
         self.tile = _round_up(tile, align) if tile else 0
@@ -257,9 +258,13 @@ class Restorer:
         return to_uint8(self.restore_float(np.asarray(y_uint8, np.float32) / 255.0))
 
 
+COLOR_MODEL = "deblock_color"  # the shipped colour model's name in `pretrained`
+
+
 def load_restorer(
     spec: str = "default",
     *,
+    channels: int = 1,
     tile: int = 0,
     canvas: int = 0,
     max_batch: int = 8,
@@ -267,10 +272,14 @@ def load_restorer(
     devices: Sequence | None = None,
 ) -> tuple[Restorer, dict]:
     """A Restorer for 'default', a training workdir or a params prefix, and the model's meta;
-    the keywords as `Restorer`'s."""
+    `channels` 1 asks for a Y model, 3 for a colour one (InputError for the other kind); the
+    other keywords as `Restorer`'s."""
     from cqrnet_jax.models.build import load_deblock_model
 
-    prefix = pretrained.resolve_model_prefix(spec)
+    if spec == "default":
+        prefix = pretrained.shipped(COLOR_MODEL if channels == 3 else "deblock")
+    else:
+        prefix = pretrained.resolve_model_prefix(spec)
     try:
         # float32 and chunked attention whatever the model was trained with (bfloat16 and
         # all-window attention suit a training batch, not a whole photo); params are float32
@@ -287,5 +296,25 @@ def load_restorer(
         exact_group=exact_group,
         devices=devices,
     )
+    if restorer.channels != channels:
+        kind = "a colour (RGB) model; give it as --color-model"
+        if restorer.channels == 1:
+            kind = "a Y (grey) model, not a colour one; give it as --model"
+        raise InputError(f"{os.fspath(prefix)}: {kind}")
     restorer.meta = meta  # what it was trained on (e.g. the qualities it restores by default)
     return restorer, meta
+
+
+def has_color_model() -> bool:
+    """Whether the package ships a colour model."""
+    return pretrained.shipped(COLOR_MODEL).with_suffix(".json").is_file()
+
+
+def load_color_restorer(spec: str = "default", **kw) -> Restorer | None:
+    """The colour model colour photos go through (`photo.restore_image`), or None for Y by the
+    Y model and Cb/Cr by the guided filter: 'default' is the shipped colour model (None while
+    the package has none), 'none' is None, anything else a colour model's workdir or prefix;
+    keywords as `load_restorer`'s."""
+    if spec == "none" or (spec == "default" and not has_color_model()):
+        return None
+    return load_restorer(spec, channels=3, **kw)[0]

@@ -73,10 +73,32 @@ def restore_rgb(restorer, rgb: np.ndarray, luma: JpegLuma | None = None) -> np.n
     if luma is not None:
         y = _full_to_studio(project_upright(_studio_to_full(y), luma))
     ycbcr[..., 0] = y
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+    if _is_neutral(rgb):
         ycbcr[..., 1:] = 128.0  # no chroma to filter; one channel, copied, keeps R = G = B exact
         return np.repeat(ycbcr_to_rgb(ycbcr)[..., 1:2], 3, axis=-1)
     return ycbcr_to_rgb(filter_chroma(ycbcr))
+
+
+def restore_rgb_model(restorer, rgb: np.ndarray, luma: JpegLuma | None = None) -> np.ndarray:
+    """Decoded colour JPEG (H, W, 3) uint8 -> restored RGB uint8 by a colour model (RGB in and
+    out). A neutral image gets the mean of the three outputs in each channel, so it stays exactly
+    neutral. With `luma`, the Y of the restored RGB is projected onto what the file allows and
+    its Cb/Cr are kept."""
+    out = restorer.restore_float(np.asarray(rgb, np.float32) / 255.0) * 255.0
+    if _is_neutral(rgb):
+        out = np.repeat(out.mean(axis=-1, keepdims=True), 3, axis=-1)
+    if luma is None:
+        return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    ycbcr = rgb_to_ycbcr(out)  # unrounded
+    ycbcr[..., 0] = _full_to_studio(project_upright(_studio_to_full(ycbcr[..., 0]), luma))
+    if _is_neutral(rgb):
+        ycbcr[..., 1:] = 128.0
+        return np.repeat(ycbcr_to_rgb(ycbcr)[..., 1:2], 3, axis=-1)
+    return ycbcr_to_rgb(ycbcr)
+
+
+def _is_neutral(rgb: np.ndarray) -> bool:
+    return np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
 
 
 def restore_grey(restorer, grey: np.ndarray, luma: JpegLuma | None = None) -> np.ndarray:
@@ -87,21 +109,23 @@ def restore_grey(restorer, grey: np.ndarray, luma: JpegLuma | None = None) -> np
     return np.clip(np.round(y), 0, 255).astype(np.uint8)
 
 
-def restore_image(restorer, loaded, consistency: bool = True) -> np.ndarray:
+def restore_image(restorer, loaded, consistency: bool = True, colour=None) -> np.ndarray:
     """A loaded image (`data.io.LoadedImage`) restored, as uint8: (H, W) grey, (H, W, 3) RGB or
-    (H, W, 4) RGBA (alpha carried over). Colour by `restore_rgb` (chosen on LIVE1 colour PSNR:
-    docs/method.md "Colour images"). With `consistency` and a JPEG whose luma was read, the
+    (H, W, 4) RGBA (alpha carried over). `restorer` is a Y model; colour pixels go through
+    `colour`, a colour model (`restore_rgb_model`), when given, else Y by `restorer` and Cb/Cr
+    by the guided filter (`restore_rgb`). With `consistency` and a JPEG whose luma was read, the
     restored luma keeps every DCT coefficient inside the file's quantization interval
     (`data.consistency`)."""
     pixels = loaded.pixels
     luma = getattr(loaded, "jpeg_luma", None) if consistency else None
     if luma is not None and luma.upright_shape != pixels.shape[:2]:
         luma = None
-    out = (
-        restore_grey(restorer, pixels, luma)
-        if pixels.ndim == 2
-        else restore_rgb(restorer, pixels, luma)
-    )
+    if pixels.ndim == 2:
+        out = restore_grey(restorer, pixels, luma)
+    elif colour is not None:
+        out = restore_rgb_model(colour, pixels, luma)
+    else:
+        out = restore_rgb(restorer, pixels, luma)
     if loaded.alpha is not None:
         rgb = out if out.ndim == 3 else np.repeat(out[..., None], 3, axis=-1)
         out = np.concatenate([rgb, loaded.alpha[..., None]], axis=-1)

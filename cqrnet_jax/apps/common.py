@@ -84,6 +84,18 @@ def add_model_argument(parser: argparse.ArgumentParser, what: str = "de-blocker"
     )
 
 
+def add_color_model_argument(parser: argparse.ArgumentParser):
+    """`--color-model`, the model colour photos go through (`inference.load_color_restorer`)."""
+    parser.add_argument(
+        "--color-model",
+        default="default",
+        metavar="MODEL",
+        help="colour photos: 'default' (the shipped colour model; while the package has none, "
+        "Y by --model and Cb/Cr by a guided filter), 'none' (always the latter), or a colour "
+        "model's training workdir or params prefix (default: default)",
+    )
+
+
 def environment() -> dict[str, str]:
     """Versions of Python and the packages that decide the numbers, and JAX's backend."""
     from importlib.metadata import PackageNotFoundError, version

@@ -38,7 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cqrnet_jax.apps.common import UsageError, add_model_argument, int_in_range, out_of_memory
+from cqrnet_jax.apps.common import (
+    UsageError,
+    add_color_model_argument,
+    add_model_argument,
+    int_in_range,
+    out_of_memory,
+)
 from cqrnet_jax.apps.input_quality import peek_quality, restore_notes
 from cqrnet_jax.errors import InputError
 from cqrnet_jax.photo import restore_image
@@ -71,6 +77,7 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     add_model_argument(p)
+    add_color_model_argument(p)
     p.add_argument(
         "--format",
         type=_format,
@@ -203,20 +210,24 @@ class _TileCounter:
 
 
 def _restore_with_progress(
-    restorer, loaded, label: str, show: bool, consistency: bool = True
+    restorer, loaded, label: str, show: bool, consistency: bool = True, colour=None
 ) -> np.ndarray:
     """`restore_image`, with a progress bar over the tiles when there are several."""
     from tqdm import tqdm
 
-    n = sum(1 for _ in restorer.tiles(*loaded.pixels.shape[:2]))
+    def restore():
+        return restore_image(restorer, loaded, consistency, colour)
+
+    active = colour if colour is not None and loaded.pixels.ndim == 3 else restorer
+    n = sum(1 for _ in active.tiles(*loaded.pixels.shape[:2]))
     if not show or n <= 1:
-        return restore_image(restorer, loaded, consistency)
+        return restore()
     with tqdm(total=n, desc=label, unit="tile", leave=False, file=sys.stderr) as bar:
-        restorer.progress = _TileCounter(bar, n)
+        active.progress = _TileCounter(bar, n)
         try:
-            return restore_image(restorer, loaded, consistency)
+            return restore()
         finally:
-            restorer.progress = None
+            active.progress = None
 
 
 class _Skipped(Exception):
@@ -232,16 +243,19 @@ def restore_file(
     quality: int | None = None,
     show_tiles: bool = False,
     consistency: bool = True,
+    colour=None,
 ):
     """Loads and restores `path` as `deblock` does: (the loaded image, pixels to write, PIL save
     options, warning or None). Raises FileError with the one-line reason on failure. Without
     `show_tiles`, tiles are counted on `restorer.progress` when it is set (`serve`'s page).
-    `consistency`: keep a JPEG's restored luma inside the file's quantization intervals."""
+    `consistency`: keep a JPEG's restored luma inside the file's quantization intervals;
+    `colour`: the colour model for colour pixels (`photo.restore_image`)."""
     from cqrnet_jax.data.io import ImageLoadError, load_image
 
     try:
         loaded = load_image(path, max_pixels=max_pixels)
-        out = _restore_with_progress(restorer, loaded, Path(path).name, show_tiles, consistency)
+        name = Path(path).name
+        out = _restore_with_progress(restorer, loaded, name, show_tiles, consistency, colour)
     except ImageLoadError as err:
         raise FileError(err.reason) from None
     except (MemoryError, RuntimeError) as err:  # anything but running out of memory is a bug
@@ -251,10 +265,10 @@ def restore_file(
     return (loaded, *_save_options(out, loaded, fmt, quality))
 
 
-def _restore_file(restorer, path: str, args, show_tiles: bool):
+def _restore_file(restorer, colour, path: str, args, show_tiles: bool):
     """`restore_file` for parsed args: (pixels, PIL save options, warning or None) to write."""
     kw = dict(max_pixels=args.max_pixels, fmt=args.format, quality=args.quality)
-    kw["consistency"] = not args.no_consistency
+    kw.update(consistency=not args.no_consistency, colour=colour)
     return restore_file(restorer, path, **kw, show_tiles=show_tiles)[1:]
 
 
@@ -305,11 +319,12 @@ def run_deblock(args) -> int:
     from cqrnet_jax.apps.input_quality import restore_limit, trained_qualities
     from cqrnet_jax.data.datasets import expand_inputs
     from cqrnet_jax.ensemble import SelfEnsemble
-    from cqrnet_jax.inference import load_restorer
+    from cqrnet_jax.inference import load_color_restorer, load_restorer
 
     outdir = _output_folder(args.output)
     devices = inference_devices(args.parallel)
     restorer, meta = load_restorer(args.model, tile=args.tile, devices=devices)
+    colour = load_color_restorer(args.color_model, tile=args.tile, devices=devices)
     check_tile(args, restorer)
     trained = trained_qualities(meta)
     limit = args.skip_above
@@ -317,6 +332,7 @@ def run_deblock(args) -> int:
         limit = restore_limit(meta, not args.no_consistency)
     if args.ensemble:
         restorer = SelfEnsemble(restorer)
+        colour = None if colour is None else SelfEnsemble(colour)
     items = expand_inputs(args.inputs)
     inputs = {_file_key(p) for p, error in items if error is None} - {None}
     written: dict[tuple[int, int], str] = {}
@@ -376,7 +392,7 @@ def run_deblock(args) -> int:
                     future = concurrent.futures.Future()
                     future.set_exception(err)
                 else:
-                    future = pool.submit(_restore_file, restorer, path, args, show_tiles)
+                    future = pool.submit(_restore_file, restorer, colour, path, args, show_tiles)
                 pending.append((path, target, future, note))
             while len(pending) > workers or (pending and pending[0][2] is None):
                 finish(*pending.popleft())

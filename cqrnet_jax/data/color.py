@@ -24,9 +24,10 @@ def rgb_to_y(rgb_uint8: np.ndarray) -> np.ndarray:
     return np.clip(np.round(y), 0, 255).astype(np.uint8)
 
 
-def rgb_to_ycbcr(rgb_uint8: np.ndarray) -> np.ndarray:
-    """Full YCbCr as MATLAB `rgb2ycbcr`, float64 (not rounded), shape (..., 3)."""
-    return _as_rgb_float(rgb_uint8) @ _RGB_TO_YCBCR.T + _YCBCR_OFFSET
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """Full YCbCr as MATLAB `rgb2ycbcr` of RGB in 0..255 (uint8, or float as it is), float64 (not
+    rounded), shape (..., 3)."""
+    return _as_rgb_float(rgb) @ _RGB_TO_YCBCR.T + _YCBCR_OFFSET
 
 
 def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
