@@ -119,3 +119,22 @@ def test_the_shipped_colour_model_keeps_the_mean_colour_within_one_level():
             out = restore_image(grey, loaded, colour=colour)
             shift = out.mean((0, 1)) - loaded.pixels.mean((0, 1))
             assert np.abs(shift).max() <= 1.0, (name, quality, shift)
+
+
+def test_the_web_page_restores_colour_uploads_with_the_colour_model(
+    colour_prefix, tiny_restorer, tmp_path
+):
+    """`serve`'s worker gives a colour upload to the colour model, as `deblock` does."""
+    from cqrnet_jax.apps.serve_jobs import DONE, JobQueue
+
+    colour = load_color_restorer(colour_prefix)
+    jobs = JobQueue(
+        tiny_restorer, None, tmp_path, limit=90, trained=(5, 95), max_pixels=10**6, colour=colour
+    )
+    job = jobs.new_job("photo.jpg", force=False)
+    Image.fromarray(rgb()).save(job.upload, format="JPEG", quality=20)
+    jobs.admit(job)
+    jobs._run(job)
+    assert job.state == DONE, job.message
+    want = restore_image(tiny_restorer, load_image(job.upload), colour=colour)
+    np.testing.assert_array_equal(load_image(job.folder / "after.png").pixels, want)

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cqrnet_jax.apps.common import UsageError, add_model_argument, int_in_range, writing
+from cqrnet_jax.apps.common import (
+    UsageError,
+    add_color_model_argument,
+    add_model_argument,
+    int_in_range,
+    writing,
+)
 
 DEFAULT_OUTPUT = "cqrnet_demo.png"
 # Bundled photos and the (row, column) centre of their zoomed detail, picked by eye.
@@ -50,7 +56,7 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--force",
         action="store_true",
-        help="restore even above the highest quality the model is known to improve (70 for "
+        help="restore even above the highest quality the model is known to improve (90 for "
         "the shipped one); without it such a JPEG is shown unrestored",
     )
     p.add_argument(
@@ -60,6 +66,7 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
         "the JPEG's quantization intervals",
     )
     add_model_argument(p)
+    add_color_model_argument(p)
     p.add_argument(
         "--photo",
         default="astronaut",
@@ -132,10 +139,10 @@ def scores(image: np.ndarray, original: np.ndarray, detail) -> dict[str, float]:
     return out
 
 
-def restore(restorer, loaded, consistency: bool = True) -> np.ndarray:
+def restore(restorer, loaded, consistency: bool = True, colour=None) -> np.ndarray:
     from cqrnet_jax.photo import restore_image
 
-    return restore_image(restorer, loaded, consistency)
+    return restore_image(restorer, loaded, consistency, colour)
 
 
 # --- the figure -------------------------------------------------------------------------------
@@ -263,7 +270,7 @@ def _summary(name, original, quality, label, seconds, s_jpeg, s_out) -> str:
 def run_demo(args) -> int:
     from cqrnet_jax.apps.input_quality import restore_limit
     from cqrnet_jax.data.io import save_image
-    from cqrnet_jax.inference import load_restorer
+    from cqrnet_jax.inference import load_color_restorer, load_restorer
 
     out = _check_args(args)
     original = load_photo(args.photo)
@@ -274,6 +281,9 @@ def run_demo(args) -> int:
     detail = square_around(original.shape, centre, args.crop)
     restorer, meta = load_restorer(args.model)
     label = _model_label(args.model, meta)
+    colour = load_color_restorer(args.color_model) if original.ndim == 3 else None
+    if colour is not None:
+        label = f"{_model_label(args.color_model, colour.meta)} (colour: RGB in and out)"
     loaded = compress(original, args.quality)
     jpeg = loaded.pixels
     limit = restore_limit(meta, not args.no_consistency)
@@ -287,7 +297,7 @@ def run_demo(args) -> int:
         restored, label = jpeg, f"{label} (left alone)"
     else:
         print(f"restoring {args.photo} with the {label} ...", file=sys.stderr, flush=True)
-        restored = restore(restorer, loaded, not args.no_consistency)
+        restored = restore(restorer, loaded, not args.no_consistency, colour)
     seconds = time.perf_counter() - t0
     s_jpeg, s_out = scores(jpeg, original, detail), scores(restored, original, detail)
     panels = [

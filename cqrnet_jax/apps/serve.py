@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 
-from cqrnet_jax.apps.common import UsageError, int_in_range
+from cqrnet_jax.apps.common import UsageError, add_color_model_argument, int_in_range
 from cqrnet_jax.apps.deblock import DEFAULT_TILE
 
 DEFAULT_PORT = 8000
@@ -55,6 +55,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--model", default="default", help="'default' (shipped), a training workdir or a prefix"
     )
+    add_color_model_argument(p)
     p.add_argument(
         "--ranker", metavar="PREFIX", help="ranker weights prefix (default: the shipped estimator)"
     )
@@ -69,7 +70,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
         type=int_in_range(1, 100),
         metavar="QF",
         help="leave JPEGs above this quality alone unless 'restore anyway' is ticked (default: "
-        "the highest quality the model is known to improve, 70 for the shipped one)",
+        "the highest quality the model is known to improve, 90 for the shipped one)",
     )
     p.add_argument(
         "--max-upload-mb",
@@ -129,12 +130,12 @@ def run_serve(args) -> int:
     from cqrnet_jax.apps.estimate import _load_scorer
     from cqrnet_jax.apps.input_quality import restore_limit, trained_qualities
     from cqrnet_jax.apps.serve_jobs import JobQueue
-    from cqrnet_jax.inference import load_restorer
+    from cqrnet_jax.inference import load_color_restorer, load_restorer
 
     sock = listening_socket(args.host, args.port)
-    restorer, meta = load_restorer(
-        args.model, tile=args.tile, devices=inference_devices(args.parallel)
-    )
+    devices = inference_devices(args.parallel)
+    restorer, meta = load_restorer(args.model, tile=args.tile, devices=devices)
+    colour = load_color_restorer(args.color_model, tile=args.tile, devices=devices)
     check_tile(args, restorer)
     scorer = _load_scorer(args.ranker)  # a missing ranker is an InputError, caught by the CLI
     limit = args.skip_above if args.skip_above is not None else restore_limit(meta)
@@ -148,6 +149,7 @@ def run_serve(args) -> int:
             limit=limit,
             trained=trained_qualities(meta),
             max_pixels=args.max_pixels,
+            colour=colour,
         )
         app = build_app(jobs, max_upload_bytes=args.max_upload_mb * 10**6, allowed_hosts=hosts)
         port = sock.getsockname()[1]

@@ -89,8 +89,9 @@ def display_name(text: str) -> str:
 class JobQueue:
     """Jobs by id and the one worker thread that runs them (`start` / `stop`)."""
 
-    def __init__(self, restorer, scorer, root: Path, *, limit, trained, max_pixels):
+    def __init__(self, restorer, scorer, root: Path, *, limit, trained, max_pixels, colour=None):
         self.restorer, self.scorer, self.root = restorer, scorer, Path(root)
+        self.colour = colour  # the colour model for colour photos (`photo.restore_image`)
         self.limit, self.trained, self.max_pixels = limit, trained, max_pixels
         self.jobs: dict[str, Job] = {}
         self._waiting: collections.deque[Job] = collections.deque()
@@ -183,16 +184,19 @@ class JobQueue:
         if why:
             job.state, job.message = SKIPPED, f"{job.name}: {why}"
             return
-        self.restorer.progress = _TileProgress(job)
+        models = [m for m in (self.restorer, self.colour) if m is not None]
+        for model in models:  # whichever restores the photo counts its tiles
+            model.progress = _TileProgress(job)
         try:
             loaded, pixels, options, warning = restore_file(
-                self.restorer, str(job.upload), max_pixels=self.max_pixels
+                self.restorer, str(job.upload), max_pixels=self.max_pixels, colour=self.colour
             )
         except FileError as err:
             job.state, job.message = FAILED, f"{job.name}: {err}"
             return
         finally:
-            self.restorer.progress = None
+            for model in models:
+                model.progress = None
         before = loaded.pixels
         if loaded.alpha is not None:  # as restore_image carries it over
             rgb = before if before.ndim == 3 else np.repeat(before[..., None], 3, axis=-1)
