@@ -3,7 +3,8 @@ is `cqrnet-jax export --format stablehlo|savedmodel|onnx -o DIR` (`apps/export.p
 
 - stablehlo: `jax.export` serialized (`DIR/<what>.jax_export`); load it with
   `jax.export.deserialize` and call it. Symbolic batch; height and width symbolic unless
-  --height/--width fix them (the de-blocker's: multiples of 48, its attention window).
+  --height/--width fix them (the de-blocker's: multiples of its size alignment, 128 for the
+  shipped U-Net, `models.build.size_alignment`).
 - savedmodel: a TF SavedModel in DIR through `jax2tf` (the same StableHLO inside an XlaCallModule
   op, weights as TF variables); signature `serving_default`, input `y`.
 - onnx: `DIR/<what>.onnx` through `jax2onnx` (optional extra: `pip install cqrnet-jax[onnx]`).

@@ -235,14 +235,14 @@ def test_skip_above_moves_the_limit(capsys, tiny_model_prefix, qualities, tmp_pa
 
 
 def test_restore_limit_is_the_measured_one_else_the_top_of_training():
-    """The shipped model records its measured limits (70 with the projection, 50 without); a
+    """The shipped model records its measured limits (90 with the projection and without); a
     model trained on QF ranges restores up to their top, one on fixed QFs up to the highest."""
     from cqrnet_jax import pretrained
     from cqrnet_jax.apps.input_quality import restore_limit, trained_qualities
 
     _, meta = pretrained.load_variables(pretrained.shipped("deblock"))
-    assert restore_limit(meta) == 70  # measured with the JPEG-consistency projection
-    assert restore_limit(meta, consistency=False) == 50
+    assert restore_limit(meta) == 90  # measured with the JPEG-consistency projection
+    assert restore_limit(meta, consistency=False) == 90
     ranges = {"config": {"data": {"quality_ranges": [[5, 60], [5, 95]], "qualities": [10]}}}
     assert trained_qualities(ranges) == (5, 95) and restore_limit(ranges) == 95
     assert restore_limit({"config": {"data": {"qualities": [10, 20, 30]}}}) == 30

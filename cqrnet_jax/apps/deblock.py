@@ -7,12 +7,12 @@ never, an existing output only with --overwrite, and when two inputs share a ste
 a.png) the first is written and the second is an error (no silent renaming).
 
 Big images go through the model in tiles (--tile, default 512), which bounds memory: a
-12-megapixel photo restores in 2.4 GB peak RSS (benchmarks/inference_memory.py); tiled and
+12-megapixel photo restores in 2.3 GB peak RSS (benchmarks/bench.py, photo12); tiled and
 whole results agree within one grey level (tests/test_inference.py). A tile is rounded up to
-whole non-local windows (48 pixels for the shipped model); a tile below one window is refused,
+whole non-local windows (128 pixels for the shipped model); a tile below one window is refused,
 not silently enlarged: it would not bound memory as asked.
 
-JPEGs above the quality the model is known to improve (`input_quality.restore_limit`, 50 for
+JPEGs above the quality the model is known to improve (`input_quality.restore_limit`, 90 for
 the shipped one) are left alone with one line each and nothing written, unless `--force`;
 `--skip-above QF` moves that limit. Images that are not JPEGs are restored with a warning.
 `--ensemble` restores the 8 flips and rotations of each image and averages them
@@ -52,7 +52,7 @@ from cqrnet_jax.photo import restore_image
 # --format -> file suffix; PIL picks the writer from the suffix.
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
 _FORMAT_ALIASES = {"jpeg": "jpg", "tif": "tiff"}
-DEFAULT_TILE = 512  # the shipped model rounds it to 528: inputs of 624 x 624 with the margins
+DEFAULT_TILE = 512  # a multiple of the shipped model's 128: inputs of 768 x 768 with the margins
 JPEG_QUALITY = 95  # --format jpg without --quality; written 4:4:4 (no new chroma blur)
 
 
@@ -94,7 +94,7 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
         type=int_in_range(0),
         default=DEFAULT_TILE,
         help="tile size in pixels, bounds memory: rounded up to whole non-local windows of the "
-        "model (48 pixels for the shipped one, also the smallest tile); 0 = whole image "
+        "model (128 pixels for the shipped one, also the smallest tile); 0 = whole image "
         f"(default {DEFAULT_TILE})",
     )
     p.add_argument(
@@ -103,7 +103,7 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
         metavar="QF",
         help="leave JPEGs whose quality (read from their quantization table) is above QF alone: "
         "a line each, nothing written (default: the highest quality the model is known to "
-        "improve: 70 for the shipped one, 50 with --no-consistency)",
+        "improve: 90 for the shipped one)",
     )
     p.add_argument(
         "--force",

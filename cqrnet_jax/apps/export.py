@@ -44,7 +44,8 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--height",
         type=int,
-        help="fixed image height (default: symbolic; the de-blocker's: any multiple of 48; "
+        help="fixed image height (default: symbolic; the de-blocker's: any multiple of its size "
+        "alignment, 128 for the shipped one; "
         "ONNX de-blocker: required)",
     )
     p.add_argument(
