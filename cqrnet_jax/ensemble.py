@@ -6,6 +6,11 @@ input, undo each on its result, and average.
 image goes through the wrapped restorer's own mode (a rotation by 90 degrees swaps height and
 width, so a canvas or a tile grid is laid out on the rotated image). It costs 8 restorations;
 its gain for the shipped model: docs/usage.md "Self-ensemble".
+
+An image whose sides are not multiples of 8 is first padded to them (bottom/right, mirrored), and
+cropped back at the end: a flip or rotation then keeps the JPEG's 8x8 block grid at the origin,
+where the networks expect it (the U-Net's coarse scales pool whole blocks; without the padding its
+ensemble lowered LIVE1's PSNR-B by 0.17 dB at QF 10).
 """
 
 from __future__ import annotations
@@ -16,6 +21,14 @@ import numpy as np
 
 from cqrnet_jax.data.dihedral import NUM_TRANSFORMS, dihedral, undo_dihedral
 from cqrnet_jax.inference import to_uint8
+
+BLOCK = 8  # the JPEG block grid the transforms keep at the origin
+
+
+def grid_padded(y: np.ndarray) -> np.ndarray:
+    """`y` (H, W) or (H, W, C) padded bottom/right, mirrored, to sides that are multiples of 8."""
+    pad = [(0, -y.shape[0] % BLOCK), (0, -y.shape[1] % BLOCK)] + [(0, 0)] * (y.ndim - 2)
+    return np.pad(y, pad, mode="symmetric") if any(p for _, p in pad) else y
 
 
 class _Fraction:
@@ -47,6 +60,7 @@ class SelfEnsemble:
 
     def tiles(self, h: int, w: int):
         """The wrapped restorer's tiles of the 8 passes, each pass on its transformed image."""
+        h, w = h + -h % BLOCK, w + -w % BLOCK  # as padded (`grid_padded`)
         for index in range(NUM_TRANSFORMS):
             yield from self.restorer.tiles(*((w, h) if index % 2 else (h, w)))
 
@@ -54,11 +68,12 @@ class SelfEnsemble:
         """Float (H, W) in [0, 1] -> the mean restored float (H, W), unclipped."""
         progress = self.progress if progress is None else progress
         y = np.asarray(y, np.float32)
-        total = np.zeros(y.shape, np.float64)
+        padded = grid_padded(y)
+        total = np.zeros(padded.shape, np.float64)
         for index in range(NUM_TRANSFORMS):
-            out = self.restorer.restore_float(dihedral(y, index), progress)
+            out = self.restorer.restore_float(dihedral(padded, index), progress)
             total += undo_dihedral(np.asarray(out), index)
-        return (total / NUM_TRANSFORMS).astype(np.float32)
+        return (total[: y.shape[0], : y.shape[1]] / NUM_TRANSFORMS).astype(np.float32)
 
     def restore_float_batch(self, images: Sequence, progress=None) -> list[np.ndarray]:
         """`restore_float` of each image; each pass hands all images to the wrapped restorer's
@@ -66,12 +81,16 @@ class SelfEnsemble:
         progress = self.progress if progress is None else progress
         part = None if progress is None else _Fraction(progress, NUM_TRANSFORMS)
         images = [np.asarray(y, np.float32) for y in images]
-        totals = [np.zeros(y.shape, np.float64) for y in images]
+        padded = [grid_padded(y) for y in images]
+        totals = [np.zeros(p.shape, np.float64) for p in padded]
         for index in range(NUM_TRANSFORMS):
-            moved = [dihedral(y, index) for y in images]
+            moved = [dihedral(p, index) for p in padded]
             for total, out in zip(totals, self.restorer.restore_float_batch(moved, part)):
                 total += undo_dihedral(np.asarray(out), index)
-        return [(total / NUM_TRANSFORMS).astype(np.float32) for total in totals]
+        return [
+            (t[: y.shape[0], : y.shape[1]] / NUM_TRANSFORMS).astype(np.float32)
+            for t, y in zip(totals, images)
+        ]
 
     def restore_batch(self, images: Sequence[np.ndarray], progress=None) -> list[np.ndarray]:
         """Y uint8 images (any sizes) -> restored Y uint8 images, in order."""

@@ -11,7 +11,7 @@ import skimage.data
 from scipy import ndimage
 
 from cqrnet_jax.data.jpeg import jpeg_degrade
-from cqrnet_jax.ensemble import SelfEnsemble
+from cqrnet_jax.ensemble import SelfEnsemble, grid_padded
 from cqrnet_jax.inference import Restorer
 
 # The 8 symmetries of a rectangle, each with its inverse, written out independently of the module.
@@ -114,6 +114,25 @@ def test_mean_over_the_8_transforms_computed_by_hand(photo):
     np.testing.assert_allclose(batch[1], small, atol=1e-6)
 
 
+def test_every_pass_keeps_the_jpeg_block_grid_at_the_origin(photo):
+    """An image whose sides are not multiples of 8 is padded to them (mirrored) before the
+    transforms, so each pass's JPEG blocks start at its origin, and cropped back after: the
+    restorer sees 8-multiples only, the output has the input's size and is the hand-computed
+    mean over the padded image."""
+    fake = FakeRestorer(not_equivariant)
+    y = photo[:37, :51] / 255.0
+    out = SelfEnsemble(fake).restore_float(y)
+    assert out.shape == (37, 51)
+    assert sorted(set(fake.shapes)) == [(40, 56), (56, 40)]
+    padded = grid_padded(y)
+    np.testing.assert_array_equal(padded[:37, :51], y)
+    np.testing.assert_array_equal(padded[37:40, :51], y[36:33:-1])  # mirrored rows
+    np.testing.assert_allclose(
+        out, by_hand(fake.fn, padded.astype(np.float32))[:37, :51], atol=1e-6
+    )
+    assert SelfEnsemble(fake).tiles(37, 51).__next__() == ((0, 40, 0, 56), (0, 40, 0, 56))
+
+
 def test_progress_counts_tiles_of_all_passes_and_whole_images(photo):
     ens = SelfEnsemble(FakeRestorer(not_equivariant))
     tiles, images = Counter(), Counter()
@@ -145,13 +164,14 @@ def test_canvases_of_a_real_model(tiny, photo):
     mean over the canvas restorer (rotated images get rotated canvases)."""
     restorer = Restorer(*tiny, canvas=16, max_batch=2)
     ens = SelfEnsemble(restorer)
-    images = [photo, photo[3:30, 5:50]]
+    images = [photo, photo[3:30, 5:51]]  # the second padded to 32 x 48 first (`grid_padded`)
     got = ens.restore_batch(images)
     for image, out in zip(images, got):
 
         def one(y, image=image):
             return restorer.restore_float_batch([y])[0]
 
-        expected = by_hand(one, image / 255.0)
+        h, w = image.shape
+        expected = by_hand(one, grid_padded(image / 255.0))[:h, :w]
         assert out.shape == image.shape
         assert np.abs(out.astype(int) - np.clip(np.round(expected * 255), 0, 255)).max() <= 1
