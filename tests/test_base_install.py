@@ -28,16 +28,21 @@ def test_stablehlo_export_works_and_loads_on_the_base_install(tmp_path):
     done = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     check = """
-import sys, numpy as np
+import json, sys, numpy as np
 from jax import export
 sys.modules["tensorflow"] = None  # the artifact loads with jax alone
 exported = export.deserialize(bytearray(open(sys.argv[1], "rb").read()))
-y = np.full((1, 48, 48), 0.5, np.float32)
+# the smallest size it accepts: export.json's input shape ["b", "128*h", "128*w"]
+side = int(json.load(open(sys.argv[2]))["input"]["shape"][1].split("*")[0])
+y = np.full((1, side, side), 0.5, np.float32)
 print(float(np.asarray(exported.call(y)).mean()))
 """
     artifact = out / "deblock.jax_export"
     done = subprocess.run(
-        [str(python), "-c", check, str(artifact)], capture_output=True, text=True, timeout=600
+        [str(python), "-c", check, str(artifact), str(out / "export.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert abs(float(done.stdout.split()[-1]) - 0.5) < 0.05  # a flat grey stays about grey
