@@ -208,6 +208,7 @@ def get_config(arg=None):
         beta=0.9,  # weight of L_F
         boundary=0.0,  # weight of L_B, the steps across 8x8 block edges (not in the paper)
         blocking=0.0,  # weight of L_BEF, the blocking excess PSNR-B counts (not in the paper)
+        chroma=0.0,  # colour runs: weight of L_C, the MAE of Cb and Cr (not in the paper)
         ranker="shipped",  # or a prefix written by training, e.g. WORKDIR/export/ranker
         feature_layers=(1, 3, 5),  # ranker maps matched by L_F (stride-2 conv, BN, LeakyReLU)
     )

@@ -118,6 +118,17 @@ def blocking_excess_loss(restored, target, block: int = 8):
     return jnp.mean(jax.nn.relu(excess(restored) - excess(target)))
 
 
+# Cb and Cr rows of MATLAB rgb2ycbcr for RGB in [0, 1], giving Cb, Cr in [0, 1] less 128/255.
+_CBCR_RGB = np.array([[-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+
+
+def chroma_loss(restored, target):
+    """L_C = mean |Cb − Cb'| and |Cr − Cr'| of RGB images (..., 3) in [0, 1], on the protocol's
+    (MATLAB rgb2ycbcr) scale: the colour that RGB MAE weighs little beside luma."""
+    diff = (restored - target) @ jnp.asarray(_CBCR_RGB.T, restored.dtype)
+    return jnp.mean(jnp.abs(diff))
+
+
 def quality_loss(scores):
     """L_Q = mean sigmoid(-CQR(M(x))): small when the ranker finds the restored image good."""
     return jnp.mean(jax.nn.sigmoid(-scores))

@@ -204,6 +204,8 @@ def test_the_dihedral_transforms_act_on_rgb_crops_channel_by_channel(colour_imag
         ("unet,color", {"data.color_444_fraction": 1.5}, "color_444_fraction"),
         ("unet,color", {"loss.boundary": 1.0}, "loss.boundary and loss.blocking work on Y"),
         ("unet,color", {"loss.blocking": 1.0}, "loss.boundary and loss.blocking work on Y"),
+        ("unet", {"loss.chroma": 1.0}, "loss.chroma weighs the colour of RGB output"),
+        ("unet,color", {"loss.chroma": -1.0}, "loss.chroma"),
     ],
 )
 def test_colour_config_errors_are_one_line(deblock_config, presets, change, message):
@@ -264,6 +266,7 @@ def test_a_short_colour_run_exports_a_colour_model(deblock_config, tmp_path):
     config.data.data_dir = str(tmp_path / "data")
     config.update(eval_set="BSDS500val", eval_max_images=2, eval_qualities=(10,))
     config.optim.warmup_steps = 0
+    config.loss.chroma = 0.5  # L_C on top of the RGB MAE
     # it starts from a grey U-Net's export (at its step 700): colour_from_grey, at step 0
     from cqrnet_jax import pretrained
 
@@ -278,7 +281,7 @@ def test_a_short_colour_run_exports_a_colour_model(deblock_config, tmp_path):
     assert "initialised from" in out.getvalue() and "at step 0" in out.getvalue()
     log = [json.loads(line) for line in (tmp_path / "run/logs/metrics.jsonl").open()]
     last = log[-1]
-    assert last["step"] == 5 and np.isfinite(last["l_mae"])
+    assert last["step"] == 5 and np.isfinite(last["l_mae"]) and last["l_c"] > 0
     assert np.isfinite(last["eval/BSDS500val_q10_rgb_psnr"])
     assert np.isfinite(last["eval/BSDS500val_q10_rgb_psnr_gain"])
     assert "eval/BSDS500val_q10_rgb_psnr=" in out.getvalue()

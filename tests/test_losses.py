@@ -10,6 +10,7 @@ import pytest
 from cqrnet_jax.losses import (
     block_boundary_loss,
     blocking_excess_loss,
+    chroma_loss,
     feature_matching_loss,
     mae_loss,
     margin_ranking_loss,
@@ -192,3 +193,16 @@ def test_cross_image_ranking_loss_ranks_every_pair_of_different_crops():
     # (1 vs 2, lab 3>2): max(0, -(1-2)+.5)=1.5   (1 vs .5, lab 3>1): max(0, -(1-.5)+.5)=0
     expected = 2 * (0.0 + 1.5 + 0.0) / 6
     assert float(cross_image_ranking_loss(scores, labels, 0.5)) == pytest.approx(expected)
+
+
+def test_chroma_loss_counts_colour_not_brightness():
+    """L_C: 0 for equal images and for a change of R, G and B alike (a grey change: Cb and Cr
+    stay); a change of red alone by d costs (37.797 + 112) / 2 / 255 d, the rows of rgb2ycbcr."""
+    rng = np.random.default_rng(0)
+    rgb = jnp.asarray(rng.random((2, 8, 8, 3)), jnp.float32)
+    assert float(chroma_loss(rgb, rgb)) == 0.0
+    assert float(chroma_loss(rgb + 0.1, rgb)) == pytest.approx(0.0, abs=1e-6)
+    red = rgb.at[..., 0].add(0.1)
+    assert float(chroma_loss(red, rgb)) == pytest.approx((37.797 + 112.0) / 2 / 255 * 0.1, rel=1e-5)
+    grad = jax.grad(chroma_loss)(red, rgb)
+    assert float(jnp.abs(grad).sum()) > 0

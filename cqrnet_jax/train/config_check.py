@@ -50,7 +50,7 @@ def check_config(config) -> None:
     if config.task == "deblock":
         check_deblock_model(config.model)
         _choice("loss.pixel", config.loss.pixel, PIXEL_LOSSES)
-        _at_least(config, "loss.alpha loss.beta loss.boundary loss.blocking", 0.0)
+        _at_least(config, "loss.alpha loss.beta loss.boundary loss.blocking loss.chroma", 0.0)
         check_color(config)
     elif config.data.color:
         raise ConfigError("data.color trains a de-blocker only (the ranker is grey)")
@@ -65,6 +65,8 @@ def check_color(config) -> None:
     if not color:
         if channels != 1:
             raise ConfigError(f"model.channels={channels} needs data.color=True (RGB batches)")
+        if config.loss.chroma:
+            raise ConfigError("loss.chroma weighs the colour of RGB output: it needs data.color")
         return
     if channels != 3:
         raise ConfigError(f"data.color needs model.channels=3, not {channels}")

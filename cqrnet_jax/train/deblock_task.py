@@ -15,6 +15,7 @@ from cqrnet_jax import pretrained
 from cqrnet_jax.losses import (
     block_boundary_loss,
     blocking_excess_loss,
+    chroma_loss,
     feature_matching_loss,
     mae_loss,
     mse_loss,
@@ -77,7 +78,7 @@ class DeblockTask:
         return restored, updates["batch_stats"]
 
     def terms(self, restored, y, frozen=None) -> dict:
-        """Unweighted terms {l_mae or l_mse[, l_b, l_bef, l_q, l_f]} of `restored` against y,
+        """Unweighted terms {l_mae or l_mse[, l_b, l_bef, l_c, l_q, l_f]} of `restored` against y,
         in [0, 1]; `frozen`: the ranker's variables (default: the task's own, as constants)."""
         pixel = self.pixel_loss
         terms = {f"l_{pixel}": (mae_loss if pixel == "mae" else mse_loss)(restored, y)}
@@ -85,6 +86,8 @@ class DeblockTask:
             terms["l_b"] = block_boundary_loss(restored, y)
         if self.config.loss.blocking:
             terms["l_bef"] = blocking_excess_loss(restored, y)
+        if self.config.loss.chroma:
+            terms["l_c"] = chroma_loss(restored, y)
         if self.uses_ranker:
             frozen = self.ranker_variables if frozen is None else frozen
             frozen = jax.lax.stop_gradient(frozen)  # BN stats and weights fixed
@@ -106,10 +109,11 @@ class DeblockTask:
         return self.terms(self.restore(params, batch_stats, x)[0], y, frozen)
 
     def weigh(self, terms: dict) -> dict:
-        """The terms as they enter the loss: l_mae, boundary * l_b, blocking * l_bef, alpha * l_q,
-        beta * l_f."""
+        """The terms as they enter the loss: l_mae, boundary * l_b, blocking * l_bef,
+        chroma * l_c, alpha * l_q, beta * l_f."""
         loss = self.config.loss
-        weights = dict(l_b=loss.boundary, l_bef=loss.blocking, l_q=loss.alpha, l_f=loss.beta)
+        weights = dict(l_b=loss.boundary, l_bef=loss.blocking, l_c=loss.chroma)
+        weights.update(l_q=loss.alpha, l_f=loss.beta)
         return {k: weights.get(k, 1.0) * v for k, v in terms.items()}
 
     def weighted_terms(self, params, x, y, frozen=None) -> dict:
