@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cqrnet_jax.data.color import RGB_TO_YCBCR
+
 
 def _order(b_i, b_j):
     """eta = +1 where j is better than i (higher label), -1 where worse, 0 where equal."""
@@ -119,7 +121,7 @@ def blocking_excess_loss(restored, target, block: int = 8):
 
 
 # Cb and Cr rows of MATLAB rgb2ycbcr for RGB in [0, 1], giving Cb, Cr in [0, 1] less 128/255.
-_CBCR_RGB = np.array([[-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+_CBCR_RGB = RGB_TO_YCBCR[1:] / 255.0
 
 
 def chroma_loss(restored, target):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cqrnet_jax.data.color import _RGB_TO_YCBCR, rgb_to_ycbcr
+from cqrnet_jax.data.color import RGB_TO_YCBCR, rgb_to_ycbcr
 from cqrnet_jax.data.datasets import builtin_color_photos
 from cqrnet_jax.data.jpeg import jpeg_degrade_rgb
 from cqrnet_jax.data.pipeline import execute_plan_numpy, make_batches
@@ -99,7 +99,7 @@ def test_a_colour_unet_from_a_grey_one_corrects_y_as_it_and_keeps_the_chroma():
     colour = deblock_from_config({**SMALL, "channels": 3})
     colour_vars = {"params": colour_from_grey(grey_vars["params"])}
     rgb = np.random.default_rng(2).random((1, 40, 48, 3)).astype(np.float32)
-    to_ycbcr = _RGB_TO_YCBCR.T / 255.0  # RGB in [0, 1] -> YCbCr in [0, 1], less the offsets
+    to_ycbcr = RGB_TO_YCBCR.T / 255.0  # RGB in [0, 1] -> YCbCr in [0, 1], less the offsets
     y = rgb @ to_ycbcr[:, 0] + 16.0 / 255.0
     out = np.asarray(colour.apply(colour_vars, jnp.asarray(rgb)))
     want_dy = np.asarray(grey.apply(grey_vars, jnp.asarray(y))) - y

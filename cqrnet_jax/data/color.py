@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 # MATLAB rgb2ycbcr for R, G, B in [0, 1]; rows give Y, Cb, Cr, offsets (16, 128, 128).
-_RGB_TO_YCBCR = np.array(
+RGB_TO_YCBCR = np.array(
     [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]
 )
-_YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
+YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
 
 
 def _as_rgb_float(rgb: np.ndarray) -> np.ndarray:
@@ -20,20 +20,20 @@ def _as_rgb_float(rgb: np.ndarray) -> np.ndarray:
 
 def rgb_to_y(rgb_uint8: np.ndarray) -> np.ndarray:
     """Y of YCbCr as MATLAB `rgb2ycbcr` (studio swing, [16, 235]) rounded to uint8."""
-    y = _as_rgb_float(rgb_uint8) @ _RGB_TO_YCBCR[0] + _YCBCR_OFFSET[0]
+    y = _as_rgb_float(rgb_uint8) @ RGB_TO_YCBCR[0] + YCBCR_OFFSET[0]
     return np.clip(np.round(y), 0, 255).astype(np.uint8)
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     """Full YCbCr as MATLAB `rgb2ycbcr` of RGB in 0..255 (uint8, or float as it is), float64 (not
     rounded), shape (..., 3)."""
-    return _as_rgb_float(rgb) @ _RGB_TO_YCBCR.T + _YCBCR_OFFSET
+    return _as_rgb_float(rgb) @ RGB_TO_YCBCR.T + YCBCR_OFFSET
 
 
 def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     """Inverse of `rgb_to_ycbcr` (MATLAB `ycbcr2rgb`), rounded and clipped to uint8."""
-    inv = np.linalg.inv(_RGB_TO_YCBCR)
-    rgb = (np.asarray(ycbcr, np.float64) - _YCBCR_OFFSET) @ inv.T * 255.0
+    inv = np.linalg.inv(RGB_TO_YCBCR)
+    rgb = (np.asarray(ycbcr, np.float64) - YCBCR_OFFSET) @ inv.T * 255.0
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 

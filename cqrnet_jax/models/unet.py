@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from cqrnet_jax.data.color import RGB_TO_YCBCR, YCBCR_OFFSET
 from cqrnet_jax.models.layers import (
     AttentionSettings,
     MultiScaleDilatedConv,
@@ -113,9 +114,9 @@ class UNetDeblocker(nn.Module):
         return out[..., 0] if squeeze else out
 
 
-# The protocol's Y (MATLAB rgb2ycbcr, studio swing) of RGB in [0, 1]: 16/255 + Y_RGB . rgb.
-Y_RGB = np.array([65.481, 128.553, 24.966]) / 255.0
-Y_OFFSET = 16.0 / 255.0
+# The protocol's Y (MATLAB rgb2ycbcr, studio swing) of RGB in [0, 1]: Y_OFFSET + Y_RGB . rgb.
+Y_RGB = RGB_TO_YCBCR[0] / 255.0
+Y_OFFSET = YCBCR_OFFSET[0] / 255.0
 
 
 def colour_from_grey(params: dict) -> dict:
