@@ -85,13 +85,14 @@ def restore_rgb_model(restorer, rgb: np.ndarray, luma: JpegLuma | None = None) -
     neutral. With `luma`, the Y of the restored RGB is projected onto what the file allows and
     its Cb/Cr are kept."""
     out = restorer.restore_float(np.asarray(rgb, np.float32) / 255.0) * 255.0
-    if _is_neutral(rgb):
+    neutral = _is_neutral(rgb)
+    if neutral:
         out = np.repeat(out.mean(axis=-1, keepdims=True), 3, axis=-1)
     if luma is None:
         return np.clip(np.round(out), 0, 255).astype(np.uint8)
     ycbcr = rgb_to_ycbcr(out)  # unrounded
     ycbcr[..., 0] = _full_to_studio(project_upright(_studio_to_full(ycbcr[..., 0]), luma))
-    if _is_neutral(rgb):
+    if neutral:
         ycbcr[..., 1:] = 128.0
         return np.repeat(ycbcr_to_rgb(ycbcr)[..., 1:2], 3, axis=-1)
     return ycbcr_to_rgb(ycbcr)
