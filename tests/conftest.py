@@ -76,23 +76,10 @@ def tf():
 def tiny_model_prefix(tmp_path_factory) -> str:
     """TINY_DEBLOCK with every parameter perturbed by N(0, 0.02^2) (not the identity), saved as
     a params prefix that `--model` accepts."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
+    from helpers import save_perturbed_deblocker
 
-    from cqrnet_jax import pretrained
-    from cqrnet_jax.models.build import deblock_from_config
-
-    model = deblock_from_config(TINY_DEBLOCK)
-    key = jax.random.key(0, impl="unsafe_rbg")  # compiles in a third of threefry's time
-    variables = jax.device_get(jax.jit(model.init)(key, jnp.zeros((1, 16, 16), jnp.float32)))
-    rng = np.random.default_rng(0)
-    variables = jax.tree.map(
-        lambda a: (a + 0.02 * rng.standard_normal(a.shape)).astype(np.float32), variables
-    )
     prefix = tmp_path_factory.mktemp("tiny_model") / "tiny"
-    pretrained.save_variables(prefix, variables, {"kind": "deblock", "model": TINY_DEBLOCK})
-    return str(prefix)
+    return save_perturbed_deblocker(TINY_DEBLOCK, (1, 16, 16), prefix, 0.02)
 
 
 @pytest.fixture(scope="session")

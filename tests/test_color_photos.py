@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import io
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import deblock, error_lines, rgb
+from helpers import deblock, error_lines, rgb, save_perturbed_deblocker
 from PIL import Image
 
-from cqrnet_jax import pretrained
 from cqrnet_jax.data.io import load_image, load_image_bytes
 from cqrnet_jax.inference import has_color_model, load_color_restorer, load_restorer
-from cqrnet_jax.models.build import deblock_from_config
 from cqrnet_jax.photo import restore_image
 
 COLOUR = dict(arch="unet", widths=(4, 8), blocks=(1, 1), dilations=(1, 2, 4), nl_inner=4,
@@ -25,15 +21,8 @@ COLOUR = dict(arch="unet", widths=(4, 8), blocks=(1, 1), dilations=(1, 2, 4), nl
 @pytest.fixture(scope="module")
 def colour_prefix(tmp_path_factory) -> str:
     """The COLOUR U-Net, every parameter perturbed (not the identity), saved as a params prefix."""
-    model = deblock_from_config(COLOUR)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
-    rng = np.random.default_rng(0)
-    variables = jax.tree.map(
-        lambda a: (a + 0.05 * rng.standard_normal(a.shape)).astype(np.float32), variables
-    )
     prefix = tmp_path_factory.mktemp("colour") / "colour"
-    pretrained.save_variables(prefix, variables, {"kind": "deblock", "model": COLOUR})
-    return str(prefix)
+    return save_perturbed_deblocker(COLOUR, (1, 16, 16, 3), prefix, 0.05)
 
 
 def _jpeg(pixels: np.ndarray, quality: int = 20, mode: str = "RGB"):
