@@ -15,6 +15,8 @@ Presets compose left to right with commas (e.g. `:cpu,no_dc`):
   color   the U-Net on RGB (3 channels in and out), trained on colour JPEGs (PIL, 4:2:0 or
           4:4:4 chroma) of BSDS500 train and Urban100_color_half, monitored by RGB PSNR on
           BSDS500 val; after `unet` and `holdout`: `:unet,allqf,holdout,color`
+  chroma  after `color`: Y by the shipped grey U-Net, frozen; Cb/Cr by a U-Net at chroma
+          resolution led by it (models/unet.py ChromaUNet), MAE + L_C
   smoke   under a minute on 2 CPU cores, built-in photos (tests and CI)
   no_cqr, no_dc, no_lq, no_lf   the paper's Table 1 ablations
   arcnn, dncnn   Table 2's learned baselines (models/baselines.py), their papers' networks and
@@ -102,6 +104,16 @@ def color(c):
     c.eval_max_images = c.eval_max_images or 20
 
 
+def chroma(c):
+    # A colour model that keeps the grey model's Y and learns only the chroma, at chroma
+    # resolution (a quarter of the pixels): `:unet,allqf,holdout,color,chroma`
+    from cqrnet_jax import pretrained
+
+    c.model.arch = "chroma"
+    c.loss.chroma = 1.0
+    c.init_from = c.init_from or str(pretrained.shipped("deblock"))  # the frozen Y model
+
+
 def gpu(c):
     # docs/training.md "On a GPU" says why these values
     c.model.dtype = "bfloat16"
@@ -179,6 +191,7 @@ PRESETS = {
     "allqf": allqf,
     "holdout": holdout,
     "color": color,
+    "chroma": chroma,
     "no_cqr": no_cqr,
     "no_dc": no_dc,
     "no_lq": no_lq,

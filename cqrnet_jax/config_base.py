@@ -93,7 +93,7 @@ def deblock_model_defaults() -> dict:
     them; a saved config or an export written before a key existed gets its default here:
     `models.build.deblock_from_config`). The nl_* keys are the non-local attention's."""
     return dict(
-        arch="cqr",  # cqr (DeblockNet) | unet (UNetDeblocker) | arcnn | dncnn (Table 2's)
+        arch="cqr",  # cqr (DeblockNet) | unet (UNetDeblocker) | chroma (ChromaUNet) | arcnn | dncnn
         features=64,
         num_local_groups=8,  # RNAN's: 10 groups = 1 non-local + 8 local + 1 non-local
         dilations=(1, 2, 4),
@@ -107,7 +107,9 @@ def deblock_model_defaults() -> dict:
         remat=False,  # recompute each group's activations in the backward pass
         widths=(16, 32, 64, 128),  # unet only: channels at scales 1, 1/2, 1/4, 1/8
         blocks=(2, 2, 2, 2),  # unet only: residual blocks a side at each scale
-        channels=1,  # 1: Y in and out | 3: RGB in and out (unet only; a data.color run)
+        channels=1,  # 1: Y in and out | 3: RGB in and out (unet, chroma; a data.color run)
+        chroma_widths=(16, 32, 64),  # chroma only: its chroma U-Net's channels at scales 1/2-1/8
+        chroma_blocks=(2, 2, 2),  # chroma only: that U-Net's residual blocks a side per scale
         depth=20,  # dncnn only: its number of convolutions
         residual_init="zeros",  # dncnn only: its last conv's kernel, zeros (starts at x) | he
     )

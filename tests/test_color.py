@@ -112,6 +112,42 @@ def test_a_colour_unet_from_a_grey_one_corrects_y_as_it_and_keeps_the_chroma():
         colour_from_grey(colour_vars["params"])
 
 
+CHROMA = {**SMALL, "arch": "chroma", "channels": 3, "chroma_widths": (4, 8),
+          "chroma_blocks": (1, 1)}  # fmt: skip
+
+
+def test_the_chroma_unet_keeps_the_grey_models_y_and_learns_only_the_chroma():
+    """ChromaUNet: its Y is the grey model's on the (rounded) protocol Y, no gradient reaches
+    that model, and it starts with the decoded Cb, Cr; any size, RGB in and out."""
+    from cqrnet_jax.models.unet import ChromaUNet
+
+    model = deblock_from_config(CHROMA)
+    assert isinstance(model, ChromaUNet) and model.channels == 3
+    rgb = np.random.default_rng(2).random((1, 37, 46, 3)).astype(np.float32)
+    variables = model.init(jax.random.key(0), jnp.asarray(rgb))
+    np.testing.assert_allclose(model.apply(variables, rgb), rgb, atol=2e-6)  # the identity
+
+    grey = deblock_from_config(SMALL)
+    grey_vars = _perturbed(grey.init(jax.random.key(0), jnp.zeros((1, 16, 16))))
+    params = {**variables["params"], "luma": grey_vars["params"]}
+    out = np.asarray(model.apply({"params": params}, rgb))
+    to_ycbcr = RGB_TO_YCBCR.T / 255.0
+    y = rgb @ to_ycbcr[:, 0] + 16.0 / 255.0
+    y8 = np.round(y * 255.0) / 255.0
+    want_y = np.asarray(grey.apply(grey_vars, jnp.asarray(y8))) + (y - y8)
+    got, base = out @ to_ycbcr, rgb @ to_ycbcr
+    assert np.abs(want_y - y).mean() > 0.02  # the grey model does change Y
+    np.testing.assert_allclose(got[..., 0] + 16.0 / 255.0, want_y, atol=2e-5)
+    np.testing.assert_allclose(got[..., 1:], base[..., 1:], atol=2e-5)
+
+    def loss(p):
+        return jnp.mean(jnp.abs(model.apply({"params": p}, rgb) - 0.5))
+
+    grads = jax.grad(loss)(_perturbed({"params": params})["params"])
+    assert all(not np.any(g) for g in jax.tree.leaves(grads["luma"]))
+    assert any(np.any(g) for g in jax.tree.leaves(grads["chroma"]))
+
+
 # --- the data -----------------------------------------------------------------------------------
 
 
@@ -206,13 +242,15 @@ def test_the_dihedral_transforms_act_on_rgb_crops_channel_by_channel(colour_imag
         ("unet,color", {"loss.blocking": 1.0}, "loss.boundary and loss.blocking work on Y"),
         ("unet", {"loss.chroma": 1.0}, "loss.chroma weighs the colour of RGB output"),
         ("unet,color", {"loss.chroma": -1.0}, "loss.chroma"),
+        ("unet,color,chroma", {"model.channels": 1}, "model.arch=chroma is a colour model"),
+        ("unet,color,chroma", {"config.init_from": ""}, "keeps a grey U-Net's Y"),
     ],
 )
 def test_colour_config_errors_are_one_line(deblock_config, presets, change, message):
     config = deblock_config(presets)
     for key, value in change.items():
         section, name = key.split(".")
-        config[section][name] = value
+        (config if section == "config" else config[section])[name] = value
     with pytest.raises(ConfigError, match=message) as err:
         check_config(config)
     assert "\n" not in str(err.value)
@@ -253,26 +291,31 @@ def _save_colour_images(folder, n, size, seed):
 
 
 @pytest.mark.slow  # compiles a train step and an evaluation: ~20 s on 2 busy cores
-def test_a_short_colour_run_exports_a_colour_model(deblock_config, tmp_path):
+@pytest.mark.parametrize("arch", ["unet", "chroma"])
+def test_a_short_colour_run_exports_a_colour_model(deblock_config, tmp_path, arch):
     from cqrnet_jax.train import loop
     from cqrnet_jax.train.deblock_task import DeblockTask
 
     _save_colour_images(tmp_path / "train", 3, (72, 88), seed=0)
     _save_colour_images(tmp_path / "data" / "BSDS500" / "val", 3, (40, 56), seed=1)
-    config = deblock_config("unet,color,smoke")
+    config = deblock_config("unet,color,smoke" if arch == "unet" else "unet,color,chroma,smoke")
+    assert config.model.arch == arch
     config.update(num_steps=5, log_every=5, checkpoint_every=5, eval_every=5)
     config.model.update(widths=(4, 8), blocks=(1, 1), nl_inner=4, nl_window=4)
+    config.model.update(chroma_widths=(4, 8), chroma_blocks=(1, 1))
     config.data.update(source="folder", files=str(tmp_path / "train"), patch_size=32)
     config.data.data_dir = str(tmp_path / "data")
     config.update(eval_set="BSDS500val", eval_max_images=2, eval_qualities=(10,))
     config.optim.warmup_steps = 0
     config.loss.chroma = 0.5  # L_C on top of the RGB MAE
-    # it starts from a grey U-Net's export (at its step 700): colour_from_grey, at step 0
+    # it starts from a grey U-Net's export (at its step 700), at step 0: colour_from_grey for
+    # the colour U-Net, the frozen Y model of the chroma U-Net
     from cqrnet_jax import pretrained
 
-    grey = deblock_from_config(dict(config.model, channels=1))
+    grey_cfg = dict(config.model, channels=1, arch="unet")
+    grey = deblock_from_config(grey_cfg)
     grey_vars = _perturbed(grey.init(jax.random.key(0), jnp.zeros((1, 32, 32))))
-    grey_meta = {"kind": "deblock", "step": 700, "model": {**dict(config.model), "channels": 1}}
+    grey_meta = {"kind": "deblock", "step": 700, "model": grey_cfg}
     pretrained.save_variables(tmp_path / "grey/deblock", grey_vars, grey_meta)
     config.init_from = str(tmp_path / "grey/deblock")
     out = io.StringIO()
@@ -288,9 +331,12 @@ def test_a_short_colour_run_exports_a_colour_model(deblock_config, tmp_path):
 
     model, variables, meta = load_deblock_model(tmp_path / "run/export/deblock")
     assert meta["model"]["channels"] == 3 and model.channels == 3
-    assert meta["config"]["data"]["color"] is True
+    assert meta["config"]["data"]["color"] is True and meta["model"]["arch"] == arch
     x = np.random.default_rng(3).random((1, 24, 40, 3)).astype(np.float32)
     assert model.apply(variables, x).shape == (1, 24, 40, 3)
+    if arch == "chroma":  # five steps of Adam left the Y model exactly as it was
+        luma = variables["params"]["luma"]
+        jax.tree.map(np.testing.assert_array_equal, luma, grey_vars["params"])
 
 
 def test_rgb_psnr_is_over_all_three_channels():

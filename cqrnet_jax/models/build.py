@@ -18,18 +18,18 @@ from cqrnet_jax.models.baselines import ARCNN, DnCNN
 from cqrnet_jax.models.deblock import DeblockNet
 from cqrnet_jax.models.layers import ATTENTION, AttentionSettings
 from cqrnet_jax.models.ranker import QualityRanker
-from cqrnet_jax.models.unet import UNetDeblocker
+from cqrnet_jax.models.unet import ChromaUNet, UNetDeblocker
 
-ARCHITECTURES = ("cqr", "unet", "arcnn", "dncnn")  # model.arch of a de-blocker config
-CHANNELS = (1, 3)  # model.channels: Y (every arch) | RGB (unet only)
+ARCHITECTURES = ("cqr", "unet", "chroma", "arcnn", "dncnn")  # model.arch of a de-blocker config
+CHANNELS = (1, 3)  # model.channels: Y (every arch but chroma) | RGB (unet and chroma)
 
 
 def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | None = None):
     """The de-blocker of a config's (or an export's) `model`, its missing keys at their defaults
-    (`config_base.deblock_model_defaults`): `DeblockNet` (`arch` "cqr"), `UNetDeblocker` or a
-    Table 2 baseline (`ARCNN`, `DnCNN`); `dtype` overrides its compute dtype (e.g. float32
-    inference of a model trained in bfloat16: the parameters are float32 either way) and
-    `attention` its attention's implementation (e.g. "chunked" for whole photos)."""
+    (`config_base.deblock_model_defaults`): `DeblockNet` (`arch` "cqr"), `UNetDeblocker`,
+    `ChromaUNet` or a Table 2 baseline (`ARCNN`, `DnCNN`); `dtype` overrides its compute dtype
+    (e.g. float32 inference of a model trained in bfloat16: the parameters are float32 either
+    way) and `attention` its attention's implementation (e.g. "chunked" for whole photos)."""
     cfg = {**deblock_model_defaults(), **model_cfg}
     check_deblock_model(cfg)
     arch, compute = cfg["arch"], jnp.dtype(dtype or cfg["dtype"])
@@ -51,6 +51,16 @@ def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | No
             attention=settings,
             dtype=compute,
             channels=int(cfg["channels"]),
+        )
+    if arch == "chroma":
+        return ChromaUNet(
+            luma_features=tuple(cfg["widths"]),
+            luma_blocks=tuple(cfg["blocks"]),
+            features=tuple(cfg["chroma_widths"]),
+            blocks=tuple(cfg["chroma_blocks"]),
+            dilations=tuple(cfg["dilations"]),
+            attention=settings,
+            dtype=compute,
         )
     return DeblockNet(
         features=cfg["features"],
@@ -78,7 +88,7 @@ def attention_settings(model_cfg, implementation: str | None = None) -> Attentio
 
 def check_deblock_model(model_cfg) -> None:
     """ConfigError (one line naming the key) unless the de-blocker's choices are known ones (and
-    3 channels, colour, only with the U-Net)."""
+    3 channels, colour, only with the U-Nets; the chroma U-Net only in colour)."""
     choices = dict(arch=ARCHITECTURES, nl_attention=ATTENTION, residual_init=("zeros", "he"))
     choices["dtype"] = ("float32", "bfloat16")
     choices["channels"] = CHANNELS
@@ -86,9 +96,12 @@ def check_deblock_model(model_cfg) -> None:
         if key in model_cfg and model_cfg[key] not in known:
             known = ", ".join(str(k) for k in known)
             raise ConfigError(f"model.{key}: one of {known}, not {model_cfg[key]!r}")
-    channels, arch = model_cfg.get("channels", 1), model_cfg.get("arch", "cqr")
-    if channels != 1 and arch != "unet":
+    cfg = {**deblock_model_defaults(), **model_cfg}
+    channels, arch = cfg["channels"], cfg["arch"]
+    if channels != 1 and arch not in ("unet", "chroma"):
         raise ConfigError(f"model.channels={channels} needs model.arch=unet, not {arch!r}")
+    if arch == "chroma" and channels != 3:
+        raise ConfigError(f"model.arch=chroma is a colour model: model.channels=3, not {channels}")
 
 
 def size_alignment(model) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
@@ -68,50 +69,59 @@ class UNetDeblocker(nn.Module):
             x, squeeze = jnp.asarray(x, jnp.float32), False
         if x.ndim != 4 or x.shape[-1] != self.channels:
             raise ValueError(f"expected (N, H, W, {self.channels}) input, got shape {x.shape}")
-        dt, feats, levels = self.dtype, tuple(self.features), len(self.features)
-        padded, (h, w) = pad_to_multiple(x, self.scale)
-
-        y = conv3x3(feats[0], "head", dtype=dt)(padded)
-        skips = []
-        for i in range(levels - 1):
-            for b in range(self.blocks[i]):
-                y = ResBlock(feats[i], dt, name=f"enc{i}_rb{b}")(y)
-            skips.append(y)
-            y = nn.Conv(
-                feats[i + 1],
-                (2, 2),
-                strides=2,
-                padding="VALID",
-                kernel_init=torch_init,
-                dtype=dt,
-                name=f"down{i}",
-            )(y)
-
-        last = levels - 1
-        coarse_valid = None if valid is None else -(-jnp.asarray(valid) // self.scale)
-        for b in range(self.blocks[last]):
-            y = ResBlock(feats[last], dt, name=f"mid_rb{b}")(y)
-        y = WindowedNonLocal(self.attention, dt, name="non_local")(y, coarse_valid)
-        y = y + MultiScaleDilatedConv(feats[last], tuple(self.dilations), dt, name="dilated")(y)
-        for b in range(self.blocks[last]):
-            y = ResBlock(feats[last], dt, name=f"mid_rb{self.blocks[last] + b}")(y)
-
-        for i in reversed(range(levels - 1)):
-            up = nn.Conv(4 * feats[i], (1, 1), kernel_init=torch_init, dtype=dt, name=f"up{i}")
-            y = depth_to_space(up(y)) + skips[i]
-            for b in range(self.blocks[i]):
-                y = ResBlock(feats[i], dt, name=f"dec{i}_rb{b}")(y)
-
-        tail = nn.Conv(
-            self.channels,
-            (3, 3),
-            padding=1,
-            kernel_init=nn.initializers.zeros,
-            dtype=dt,
-            name="tail",
-        )
-        out = x + tail(y).astype(jnp.float32)[:, :h, :w]
+        out = x + unet_body(x, self.channels, self, valid)
         return out[..., 0] if squeeze else out
+
+
+def unet_body(x, out_channels: int, spec, valid=None):
+    """The U-Net's layers on NHWC `x` (called inside a compact `__call__`, whose module owns
+    them): head conv, encoder, bottleneck (blocks, windowed non-local, dilated unit, blocks),
+    decoder, and a zero-initialised tail conv to `out_channels`, cropped to `x`'s extent. `spec`
+    gives features, blocks, dilations, attention, dtype and scale."""
+    dt, feats, levels = spec.dtype, tuple(spec.features), len(spec.features)
+    padded, (h, w) = pad_to_multiple(x, spec.scale)
+
+    y = conv3x3(feats[0], "head", dtype=dt)(padded)
+    skips = []
+    for i in range(levels - 1):
+        for b in range(spec.blocks[i]):
+            y = ResBlock(feats[i], dt, name=f"enc{i}_rb{b}")(y)
+        skips.append(y)
+        down = nn.Conv(
+            feats[i + 1],
+            (2, 2),
+            strides=2,
+            padding="VALID",
+            kernel_init=torch_init,
+            dtype=dt,
+            name=f"down{i}",
+        )
+        y = down(y)
+
+    last = levels - 1
+    coarse_valid = None if valid is None else -(-jnp.asarray(valid) // spec.scale)
+    for b in range(spec.blocks[last]):
+        y = ResBlock(feats[last], dt, name=f"mid_rb{b}")(y)
+    y = WindowedNonLocal(spec.attention, dt, name="non_local")(y, coarse_valid)
+    y = y + MultiScaleDilatedConv(feats[last], tuple(spec.dilations), dt, name="dilated")(y)
+    for b in range(spec.blocks[last]):
+        y = ResBlock(feats[last], dt, name=f"mid_rb{spec.blocks[last] + b}")(y)
+
+    for i in reversed(range(levels - 1)):
+        up = nn.Conv(4 * feats[i], (1, 1), kernel_init=torch_init, dtype=dt, name=f"up{i}")
+        y = depth_to_space(up(y)) + skips[i]
+        for b in range(spec.blocks[i]):
+            y = ResBlock(feats[i], dt, name=f"dec{i}_rb{b}")(y)
+
+    tail = nn.Conv(
+        out_channels,
+        (3, 3),
+        padding=1,
+        kernel_init=nn.initializers.zeros,
+        dtype=dt,
+        name="tail",
+    )
+    return tail(y).astype(jnp.float32)[:, :h, :w]
 
 
 # The protocol's Y (MATLAB rgb2ycbcr, studio swing) of RGB in [0, 1]: Y_OFFSET + Y_RGB . rgb.
@@ -138,3 +148,87 @@ def colour_from_grey(params: dict) -> dict:
     tail["bias"] = np.repeat(np.asarray(tail["bias"]) * gain, 3, axis=-1)
     params["head"], params["tail"] = head, tail
     return params
+
+
+def space_to_depth(x, block: int = 2):
+    """(N, H * b, W * b, C) -> (N, H, W, C * b * b), the inverse of `depth_to_space`."""
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // block, block, w // block, block, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h // block, w // block, block * block * c)
+
+
+# The protocol's YCbCr of RGB, both in [0, 1]: ycc = rgb @ _RGB_TO_YCC + _YCC_OFFSET.
+_RGB_TO_YCC = (RGB_TO_YCBCR.T / 255.0).astype(np.float32)
+_YCC_OFFSET = (YCBCR_OFFSET / 255.0).astype(np.float32)
+_YCC_TO_RGB = np.linalg.inv(RGB_TO_YCBCR.T / 255.0).astype(np.float32)
+
+
+class ChromaBranch(nn.Module):
+    """The U-Net body at chroma resolution (half the pixels a side): 16 channels in (Y restored,
+    Y, Cb, Cr, each as 2x2 phases), 8 out (the Cb/Cr correction's 2x2 phases)."""
+
+    features: Sequence[int]
+    blocks: Sequence[int]
+    dilations: Sequence[int]
+    attention: AttentionSettings
+    dtype: Any = jnp.float32
+
+    @property
+    def scale(self) -> int:
+        return 2 ** (len(self.features) - 1)
+
+    @nn.compact
+    def __call__(self, x, valid=None):
+        return unet_body(x, 8, self, valid)
+
+
+class ChromaUNet(nn.Module):
+    """(N, H, W, 3) decoded RGB in [0, 1] -> restored RGB: Y by a grey U-Net (`luma`, frozen:
+    no gradient reaches it, it comes from a grey export via `--config.init_from`), Cb/Cr by a
+    second U-Net at chroma resolution (`chroma`), led by the restored Y. The correction is
+    added to the decoded Cb/Cr at full resolution through a sub-pixel shuffle, so it can put
+    back the chroma detail that 4:2:0 dropped; its last conv starts at zero, so training starts
+    from the grey model's Y and the decoded chroma."""
+
+    luma_features: Sequence[int]
+    luma_blocks: Sequence[int]
+    features: Sequence[int]
+    blocks: Sequence[int]
+    dilations: Sequence[int]
+    attention: AttentionSettings
+    dtype: Any = jnp.float32
+    channels: int = 3
+
+    @property
+    def alignment(self) -> int:
+        luma = 2 ** (len(self.luma_features) - 1)
+        chroma = 2 ** len(self.features)  # half resolution, then its own halvings
+        return max(luma, chroma) * self.attention.window
+
+    @nn.compact
+    def __call__(self, x, valid=None):
+        x = jnp.asarray(x, jnp.float32)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"expected (N, H, W, 3) input, got shape {x.shape}")
+        ycc = x @ _RGB_TO_YCC + _YCC_OFFSET
+        y = ycc[..., :1]
+        y8 = jnp.clip(jnp.round(y * 255.0), 0.0, 255.0) / 255.0  # the grey model saw uint8 Y
+        luma = UNetDeblocker(
+            self.luma_features,
+            self.luma_blocks,
+            self.dilations,
+            self.attention,
+            self.dtype,
+            name="luma",
+        )
+        y_out = jax.lax.stop_gradient(luma(y8, valid)) + (y - y8)
+
+        h, w = x.shape[1:3]
+        guide, _ = pad_to_multiple(jnp.concatenate([y_out, ycc], axis=-1), 2)
+        half_valid = None if valid is None else -(-jnp.asarray(valid) // 2)
+        branch = ChromaBranch(
+            self.features, self.blocks, self.dilations, self.attention, self.dtype, name="chroma"
+        )
+        delta = depth_to_space(branch(space_to_depth(guide), half_valid))[:, :h, :w]
+        out = jnp.concatenate([y_out, ycc[..., 1:] + delta], axis=-1)
+        return (out - _YCC_OFFSET) @ _YCC_TO_RGB

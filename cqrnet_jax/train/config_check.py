@@ -80,5 +80,9 @@ def check_color(config) -> None:
         )
     if config.loss.boundary or config.loss.blocking:
         raise ConfigError("data.color: loss.boundary and loss.blocking work on Y; set them to 0")
+    if config.model.arch == "chroma" and not config.init_from:
+        raise ConfigError(
+            "model.arch=chroma keeps a grey U-Net's Y: set --config.init_from to its export"
+        )
     if config.data.source == "shared":
         check_color_train_sets(tuple(config.data.train_sets))

@@ -28,6 +28,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from cqrnet_jax.config_base import deblock_model_defaults
 from cqrnet_jax.data.datasets import CONFIG_FLAG, DATA_DIR_ENV, NoDataDirError
 from cqrnet_jax.data.pipeline import make_batches
 from cqrnet_jax.data.sources import load_training_images, training_files
@@ -128,11 +129,17 @@ def init_from_params(state: TrainState, prefix: str, channels: int = 1) -> Train
     PREFIX, and its step, so the data pipeline and the learning-rate schedule (the optimizer's
     counter too, `with_schedule_step`) continue where it stopped; Adam's moments start afresh.
     A grey U-Net's params for a colour (`channels` 3) model: `unet.colour_from_grey`, at step 0
-    (a new task, with its own schedule)."""
+    (a new task, with its own schedule); for a chroma U-Net, its frozen Y model (the chroma
+    branch starts fresh)."""
     from cqrnet_jax import pretrained
 
     variables, meta = pretrained.load_variables(prefix)
-    if channels == 3 and meta.get("model", {}).get("channels", 1) == 1:
+    grey = {**deblock_model_defaults(), **meta.get("model", {})}["channels"] == 1
+    if grey and "luma" in state.params:  # a chroma U-Net: the grey model is its frozen Y
+        fresh = jax.device_get(state.params)
+        variables = {**variables, "params": {**fresh, "luma": variables["params"]}}
+        meta = {**meta, "step": 0}
+    elif channels == 3 and grey:
         from cqrnet_jax.models.unet import colour_from_grey
 
         try:
