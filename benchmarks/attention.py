@@ -1,7 +1,7 @@
 """The windowed attention's formulation on XLA:CPU: `softmax(logits)` then the value product
-(the formulation before commit 4bfd0cb) against `layers._attention` (the key mask as one more
-logit channel, the normalisation after the value product), forward and forward+backward, in one
-run, on the shipped model's shapes: 48x48 windows (2 304 queries), 2x2-pooled keys (576), 16
+(the plain formulation, `softmax_then_product`) against `layers._attention` (the key mask as
+one more logit channel, the normalisation after the value product), forward and forward+backward,
+in one run, on the shipped model's shapes: 48x48 windows (2 304 queries), 2x2-pooled keys (576), 16
 channels, a chunk of 16 windows, with and without a key mask. Also the whole shipped model on a
 BSDS500-sized image (321 x 481) with either formulation.
 
@@ -24,7 +24,7 @@ from cqrnet_jax.models import layers
 
 
 def softmax_then_product(theta, phi, g, key_valid=None):
-    """The former formulation: a select over the logits, softmax, then the value product."""
+    """The plain formulation: a select over the logits, softmax, then the value product."""
     logits = jnp.einsum("bqc,bkc->bqk", theta, phi, preferred_element_type=jnp.float32)
     if key_valid is not None:
         logits = jnp.where(key_valid[:, None, :], logits, jnp.finfo(jnp.float32).min)

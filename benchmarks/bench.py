@@ -381,7 +381,7 @@ def versus_torch(quick: bool) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats and photos (~3 min)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats and photos (quicker)")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT")
     p.add_argument(
         "--only",

@@ -7,7 +7,7 @@ decoded (libjpeg-turbo, fancy upsampling). Every option restores Y with the ship
 pass, shared) and differs in Cb/Cr (MATLAB BT.601 studio swing, cqrnet_jax.data.color):
 
   jpeg                  the decoded file as it is (no model)
-  y_model               restored Y + decoded Cb/Cr (before this benchmark: `restore_image`)
+  y_model               restored Y + decoded Cb/Cr (no chroma treatment)
   y_model+gf_rR_eE      + guided filter on Cb/Cr, restored Y as guide, radius R, eps E
   y_model+cm_half_gG    + the model on Cb and Cr at their coded half resolution (recovered from
                         the decoded planes by inverting libjpeg's triangular upsampling), fed as

@@ -3,7 +3,7 @@
   python benchmarks/cpu_compiler_options.py [--quick] [--json OUT]
 
 The package compiles its programs with `devices.CPU_COMPILER_OPTIONS` on a CPU; this measures
-the choice. Leave the cores idle while it runs (~5 minutes on 2 cores).
+the choice. Leave the cores idle while it runs (minutes on a small CPU).
 
 - train: the `:cpu` de-blocker's full train step (MAE + ranker losses, Adam; batch 16 of 48 x 48)
   on one device (all cores) and data-parallel on the CPU split into one device per core, as the

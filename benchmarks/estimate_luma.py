@@ -2,16 +2,12 @@
 quality estimate on BSDS500 test photos saved by PIL (IJG, 4:2:0) at known qualities.
 
   python benchmarks/estimate_luma.py --data-dir DATA --json experiments/results/estimate_luma.json
-Methods: rgb_to_y = studio Y recomputed from the decoded RGB (before); raw_jfif = the decoder's
-own Y plane, full range (`load_luma`, after); studio_of_raw = that plane mapped to 16 + 219/255 Y
-(the range the ranker was trained on). Every 2nd test image (100), 8 qualities, 2-core CPU:
-  MAE per QF      q   5 q  10 q  15 q  20 q  25 q  30 q  50 q  75   all   q<=30
-  rgb_to_y         1.27  1.86  2.76  4.07  5.96  8.22 16.65 24.62   8.18   4.02
-  raw_jfif         0.99  1.49  2.56  4.00  5.94  8.24 16.76 23.33   7.91   3.87
-  studio_of_raw    1.23  1.82  2.73  4.07  5.99  8.26 16.72 24.72   8.19   4.02
-raw_jfif has the smaller error on 58% of the 800 (image, QF) pairs, the larger on 41% (paired
-t-test over the 100 per-image means: p = 0.03). The astronaut photo at q25 reads 17 whatever the
-luma (rgb_to_y 17.2, raw_jfif 17.1): that error is the ranker's, not the luma's.
+Methods: rgb_to_y = studio Y recomputed from the decoded RGB; raw_jfif = the decoder's own Y
+plane, full range (`load_luma`, what `estimate` scores); studio_of_raw = that plane mapped to
+16 + 219/255 Y (the range the ranker was trained on). Every Nth test image (--every), 8 qualities;
+prints the mean absolute QF error per quality and method, and a paired t-test of raw_jfif
+against rgb_to_y over per-image mean errors. Measured: experiments/results/estimate_luma.json
+("table", "p_value").
 """
 
 import argparse

@@ -37,7 +37,7 @@ def cpu(c):
     c.model.num_local_groups = 2
     c.model.nl_inner = 16
     c.model.nl_subsample = 2  # 4x cheaper attention over the same 48x48 window (benchmarks/)
-    c.num_steps = 20_000  # ~2.0 s a step on 2 cores: ~11 h, resumed across sessions
+    c.num_steps = 20_000  # longer than one session on 2 cores: resumed across sessions
     c.optim.learning_rate = 2e-4
     c.optim.schedule = "cosine"
     c.optim.decay_steps = 20_000

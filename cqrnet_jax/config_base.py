@@ -64,9 +64,8 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.data.files = ""  # for source=folder: folders or globs, comma-separated
     c.data.patch_size = 48
     c.data.seed = 0
-    # numpy (NumPy + PIL threads: 0.37 steps/s for :cpu on 2 cores against tf.data's 0.28,
-    # benchmarks/train_throughput.sh) | tf (tf.data; the tf extra): the same batches either way.
-    # "auto", an older config's value, is numpy.
+    # numpy (NumPy + PIL threads; the faster on a CPU: experiments/results/train_throughput.txt)
+    # | tf (tf.data; the tf extra): the same batches either way. "auto" is accepted as numpy.
     c.data.backend = "numpy"
     c.data.num_threads = 2
     c.data.prefetch = 4

@@ -21,9 +21,9 @@ _FLAG = "--xla_force_host_platform_device_count"
 # - training: jaxlib runs convolutions and their gradients through YNNPACK by default; with YNNPACK
 #   kept for its other fusions (products, elementwise, reductions) and the convolutions left to
 #   XLA's own (Eigen) kernels, the `:cpu` de-blocker's train step is much faster;
-# - inference: LLVM at -O1 compiles the de-blocker's program ~20 % faster than the default and
-#   runs it no slower (its convolutions and products are library calls; `deblock` compiles one
-#   program per image size, so a folder of photos of many sizes spends much of its time there).
+# - inference: LLVM at -O1 compiles the de-blocker's program faster than the default and runs it
+#   no slower (its convolutions and products are library calls; `deblock` compiles one program
+#   per image size, so a folder of photos of many sizes spends much of its time there).
 # Options a jaxlib does not know fail the compile: the trainer then compiles without them.
 _YNN_ALL_BUT_CONVOLUTIONS = ",".join(
     f"LIBRARY_FUSION_TYPE_{kind}" for kind in ("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT")

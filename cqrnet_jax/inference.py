@@ -32,8 +32,8 @@ from cqrnet_jax.errors import InputError, MissingFileError
 from cqrnet_jax.models.build import size_alignment
 
 # Bottom/right padding of an image to its canvas (numpy.pad mode: mirrored, edge pixel repeated).
-# Of reflect / symmetric / edge / constant, the closest to whole-image scores (Classic5 QF 10-30,
-# LIVE1 QF 10: mean PSNR within 0.0023 dB; zeros: 0.061), experiments/results/canvas_pad_modes.json.
+# Of reflect / symmetric / edge / constant, the one whose scores come closest to whole images'
+# (experiments/results/canvas_pad_modes.json; docs/method.md).
 CANVAS_PAD = "symmetric"
 
 
@@ -126,8 +126,9 @@ class Restorer:
         devices in turn, each dispatched while earlier ones run; `done(result)` receives each
         job's numpy output, in job order. Calls from several threads share the devices (deblock
         restores one file per device at a time). With several devices (the CPU split into one
-        device per core, `devices.split_host_cores`), as many programs run at once: on 2 CPU
-        cores 1.43 s an image against 1.55 s for one program on both (benchmarks/bench.py)."""
+        device per core, `devices.split_host_cores`), as many programs run at once, which is
+        faster than one program on all the cores (benchmarks/bench.py,
+        experiments/results/bench_cpu_unet.json)."""
         pending: list = []
         for x, valid, done in jobs:
             device = self.devices[next(self._turn) % len(self.devices)]
@@ -213,8 +214,8 @@ class Restorer:
         """{program input shape: indices of the images it restores} for images of `shapes` in
         canvas mode: each image's canvas, except that a size shared by at least `exact_group`
         images (0: never) gets a program of its own, of exactly that size, as whole images do:
-        no padding to restore when a set has few sizes (BSDS500 test: two, 15% fewer pixels
-        than on canvases of 48) at the cost of one more compile."""
+        no padding to restore when a set has few sizes (BSDS500 test: two), fewer pixels than
+        on canvases, at the cost of one more compile."""
         sizes = collections.Counter(shapes)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, hw in enumerate(shapes):

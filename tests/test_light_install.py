@@ -46,7 +46,7 @@ from cqrnet_jax.data.pipeline import make_batches
 cfg = train_defaults().data
 images = [np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)]
 kw = dict(mode="deblock", global_batch=2, start_step=0)
-batch = next(make_batches(cfg, images, **kw))  # backend "auto"
+batch = next(make_batches(cfg, images, **kw))  # the default backend, numpy
 assert batch["degraded"].shape == (2, 1, 48, 48), batch["degraded"].shape
 cfg.backend = "tf"
 try:

@@ -6,9 +6,9 @@ applied), with the input's colour profile. Nothing is ever overwritten by surpri
 never, an existing output only with --overwrite, and when two inputs share a stem (a.jpg,
 a.png) the first is written and the second is an error (no silent renaming).
 
-Big images go through the model in tiles (--tile, default 1024), which bounds memory: a
-12-megapixel photo restores in 2.3 GB peak RSS (experiments/results/deblock_speed_cpu_unet.txt);
-tiled and whole results agree within one grey level (tests/test_inference.py). A tile is rounded
+Big images go through the model in tiles (--tile, default 1024), which bounds memory (a
+12-megapixel photo's peak: experiments/results/deblock_speed_cpu_unet.txt); tiled and whole
+results agree within one grey level (tests/test_inference.py). A tile is rounded
 up to whole non-local windows (128 pixels for the shipped model); a tile below one window is
 refused, not silently enlarged: it would not bound memory as asked.
 
@@ -52,9 +52,9 @@ from cqrnet_jax.photo import restore_image
 # --format -> file suffix; PIL picks the writer from the suffix.
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
 _FORMAT_ALIASES = {"jpeg": "jpg", "tif": "tiff"}
-# A multiple of the shipped model's 128-pixel windows: inputs of 1280 x 1280 with the margins, which
-# cost 1.56x the pixels written (tiles of 512: 2.25x). A 12 MP photo: 39 s at 2.29 GB peak,
-# against 50 s at 2.24 GB with 512 (experiments/results/deblock_speed_cpu_unet.txt).
+# A multiple of the shipped model's 128-pixel windows. Each tile is restored with margins around
+# it, so bigger tiles spend less time on margins; memory grows with the tile (a 12 MP photo's time
+# and peak at 1024 and 512: experiments/results/deblock_speed_cpu_unet.txt).
 DEFAULT_TILE = 1024
 JPEG_QUALITY = 95  # --format jpg without --quality; written 4:4:4 (no new chroma blur)
 

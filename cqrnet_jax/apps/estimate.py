@@ -3,9 +3,8 @@
 Per file: the ranker's score of its luma, that score mapped to a JPEG quality by the
 calibration stored with the weights, and the quality written in the file's own luma quantization
 table (IJG scaling; null when not a JPEG or not IJG tables). For a colour JPEG the luma is the
-decoder's own Y plane (`load_luma`): on 100 BSDS500 test photos saved at QF 5..75 its estimates
-are off by 7.91 QF on average (3.87 for QF <= 30), against 8.18 (4.02) for Y recomputed from the
-decoded RGB and 8.19 (4.02) for the plane mapped to studio range (benchmarks/estimate_luma.py).
+decoder's own Y plane (`load_luma`), the closest estimates of the lumas compared on BSDS500 test
+photos (benchmarks/estimate_luma.py, experiments/results/estimate_luma.json).
 Images larger than MAX_SCORED_SIDE squared are scored on a centred, block-grid aligned crop of
 that size, which bounds memory. Inputs are files, folders and globs as for `deblock`; bad
 files (unreadable, not an image, too big, out of memory) get an `error: FILE: reason` line on
@@ -20,9 +19,8 @@ import sys
 
 import numpy as np
 
-# Larger images are scored on a centred 2048 x 2048 crop: a 12-megapixel photo then takes 1.2 GB
-# peak RSS and 35 s, against 2.5 GB and 62 s whole (/usr/bin/time -v, 2-core CPU; memory grows
-# with the pixels scored, so a 100-megapixel image would need ~20 GB whole).
+# Larger images are scored on a centred 2048 x 2048 crop: the ranker's memory and time grow with
+# the pixels scored, so the crop bounds both whatever the image's size.
 MAX_SCORED_SIDE = 2048
 
 
@@ -38,9 +36,10 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
         "quality (calibrated on training images); also reads the quality from the file's own "
         "quantization table when it is an IJG JPEG. One line per file. The estimate says how "
         "compressed an image looks, on the scale of IJG JPEG qualities: for a JPEG straight "
-        "from an encoder it is within ~10 QF at QF 40 and ~16 at 60; for an image that was "
+        "from an encoder it is close at low qualities and coarse above QF 30, the estimator's "
+        "trained range (cqrnet_jax/pretrained/ranker_blind.md); for an image that was "
         "restored, resized or re-saved it is not the quality the file was written at (a "
-        "restored QF-10 image can read as ~78): trust the header quality for that.",
+        "restored image reads much higher): trust the header quality for that.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="image files, folders or globs")
     p.add_argument("--json", action="store_true", help="one JSON object per line")

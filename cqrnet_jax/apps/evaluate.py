@@ -27,7 +27,7 @@ BUILTIN = "builtin"  # dataset name of the photos bundled with scikit-image
 CANVAS_STEP = 48
 ACCELERATOR_BATCH = 8
 # Sizes shared by at least this many images get programs of their own size instead of canvases:
-# the same scores as whole images, and no padding (BSDS500 test has two sizes: 15% fewer pixels).
+# the same scores as whole images, and no padding to restore (BSDS500 test has two sizes).
 EXACT_GROUP = 8
 
 

@@ -10,12 +10,12 @@ anyway" is `--force`), checked pixel for pixel by tests/test_serve_browser.py.
 
 Built on Starlette and uvicorn, with one static page of our own (`serve_static/`: HTML, a
 script, CSS; nothing fetched from the network) rather than Gradio, the usual library of
-model demos: the `web` extra adds 5.7 MB to a fresh environment (starlette, uvicorn, anyio,
-click, h11), Gradio 6.31 adds 341.6 MB (pandas, fastapi, huggingface_hub, ...), and a page of our
-own is what a browser test can drive element by element (benchmarks/web_install_size.sh,
-experiments/results/web_install_size.txt). One worker runs the models, loaded once; requests
-queue for it. Files go to a temporary folder removed when the server stops; uploads above
---max-upload-mb and images above --max-pixels are refused with a message on the page.
+model demos: the `web` extra is a small fraction of what Gradio adds to a fresh environment
+(pandas, fastapi, huggingface_hub, ...; benchmarks/web_install_size.sh,
+experiments/results/web_install_size.txt), and a page of our own is what a browser test can drive
+element by element. One worker runs the models, loaded once; requests queue for it. Files go to a
+temporary folder removed when the server stops; uploads above --max-upload-mb and images above
+--max-pixels are refused with a message on the page.
 """
 
 from __future__ import annotations

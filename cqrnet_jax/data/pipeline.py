@@ -106,7 +106,7 @@ def make_batches(
         color_444_fraction=float(data_cfg.color_444_fraction) if color else None,
     )
     backend = data_cfg.backend
-    if backend in ("numpy", "auto"):  # auto: an older config's value (tf when installed then)
+    if backend in ("numpy", "auto"):  # auto means numpy (saved configs may name it)
         return numpy_batches(sampler, start_step, data_cfg.num_threads, data_cfg.prefetch)
     if backend == "tf":
         from cqrnet_jax.data.tf_pipeline import tensorflow_available, tf_batches

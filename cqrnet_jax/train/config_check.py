@@ -14,7 +14,7 @@ from cqrnet_jax.models.build import check_deblock_model
 TASKS = ("ranker", "deblock")
 SCHEDULES = ("constant", "step", "cosine")
 OPTIMIZERS = ("adam", "adamw")
-BACKENDS = ("numpy", "tf", "auto")  # auto: an older config's value, now numpy
+BACKENDS = ("numpy", "tf", "auto")  # auto: numpy (accepted so saved configs naming it load)
 PIXEL_LOSSES = ("mae", "mse")
 CROSS_IMAGE_LABELS = ("level", "quality")
 
