@@ -84,6 +84,14 @@ def add_model_argument(parser: argparse.ArgumentParser, what: str = "de-blocker"
     )
 
 
+def add_ranker_argument(parser: argparse.ArgumentParser):
+    """`--ranker`, the quality ranker a command scores with (default None: the shipped estimator,
+    `pretrained.ESTIMATOR`)."""
+    parser.add_argument(
+        "--ranker", metavar="PREFIX", help="ranker weights prefix (default: the shipped estimator)"
+    )
+
+
 def add_color_model_argument(parser: argparse.ArgumentParser):
     """`--color-model`, the model colour photos go through (`inference.load_color_restorer`)."""
     parser.add_argument(

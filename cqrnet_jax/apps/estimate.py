@@ -26,7 +26,7 @@ MAX_SCORED_SIDE = 2048
 
 def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
     """Adds the `estimate` subcommand to an argparse subparsers object (func=run_estimate)."""
-    from cqrnet_jax.apps.common import int_in_range
+    from cqrnet_jax.apps.common import add_ranker_argument, int_in_range
     from cqrnet_jax.data.io import DEFAULT_MAX_PIXELS
 
     p = subparsers.add_parser(
@@ -43,9 +43,7 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="image files, folders or globs")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument(
-        "--ranker", metavar="PREFIX", help="ranker weights prefix (default: the shipped estimator)"
-    )
+    add_ranker_argument(p)
     p.add_argument(
         "--calibration",
         metavar="FILE",

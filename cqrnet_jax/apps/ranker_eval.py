@@ -16,7 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-from cqrnet_jax.apps.common import UsageError, environment, int_in_range, write_json
+from cqrnet_jax.apps.common import (
+    UsageError,
+    add_ranker_argument,
+    environment,
+    int_in_range,
+    write_json,
+)
 
 DEFAULT_SETS = "BSDS500,LIVE1"
 
@@ -30,9 +36,7 @@ def add_ranker_eval_parser(subparsers) -> argparse.ArgumentParser:
         "the estimated QF's mean error, per set and QF range. Writes files only where told "
         "(--json, --calibrate).",
     )
-    p.add_argument(
-        "--ranker", metavar="PREFIX", help="ranker weights prefix (default: the shipped estimator)"
-    )
+    add_ranker_argument(p)
     p.add_argument("--data-dir", metavar="DIR", help="data directory (default: $CQRNET_DATA_DIR)")
     p.add_argument(
         "--sets", default=DEFAULT_SETS, help=f"comma-separated test sets (default: {DEFAULT_SETS})"

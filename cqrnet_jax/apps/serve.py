@@ -25,7 +25,13 @@ import signal
 import socket
 import sys
 
-from cqrnet_jax.apps.common import UsageError, add_color_model_argument, int_in_range
+from cqrnet_jax.apps.common import (
+    UsageError,
+    add_color_model_argument,
+    add_model_argument,
+    add_ranker_argument,
+    int_in_range,
+)
 from cqrnet_jax.apps.deblock import DEFAULT_TILE
 
 DEFAULT_PORT = 8000
@@ -52,13 +58,9 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
         default=DEFAULT_PORT,
         help=f"port to listen on (default {DEFAULT_PORT})",
     )
-    p.add_argument(
-        "--model", default="default", help="'default' (shipped), a training workdir or a prefix"
-    )
+    add_model_argument(p)
     add_color_model_argument(p)
-    p.add_argument(
-        "--ranker", metavar="PREFIX", help="ranker weights prefix (default: the shipped estimator)"
-    )
+    add_ranker_argument(p)
     p.add_argument(
         "--tile",
         type=int_in_range(0),
