@@ -15,8 +15,8 @@ Presets compose left to right with commas (e.g. `:cpu,no_dc`):
   color   the U-Net on RGB (3 channels in and out), trained on colour JPEGs (PIL, 4:2:0 or
           4:4:4 chroma) of BSDS500 train and Urban100_color_half, monitored by RGB PSNR on
           BSDS500 val; after `unet` and `holdout`: `:unet,allqf,holdout,color`
-  chroma  after `color`: Y by the shipped grey U-Net, frozen; Cb/Cr by a U-Net at chroma
-          resolution led by it (models/unet.py ChromaUNet), MAE + L_C
+  chroma  `color` with Y by the shipped grey U-Net, frozen, and Cb/Cr by a U-Net at chroma
+          resolution led by it (models/unet.py ChromaUNet), MAE + L_C: `:unet,allqf,holdout,chroma`
   smoke   under a minute on 2 CPU cores, built-in photos (tests and CI)
   no_cqr, no_dc, no_lq, no_lf   the paper's Table 1 ablations
   arcnn, dncnn   Table 2's learned baselines (models/baselines.py), their papers' networks and
@@ -106,9 +106,10 @@ def color(c):
 
 def chroma(c):
     # A colour model that keeps the grey model's Y and learns only the chroma, at chroma
-    # resolution (a quarter of the pixels): `:unet,allqf,holdout,color,chroma`
+    # resolution (a quarter of the pixels): `:unet,allqf,holdout,chroma`
     from cqrnet_jax import pretrained
 
+    color(c)
     c.model.arch = "chroma"
     c.loss.chroma = 1.0
     c.init_from = c.init_from or str(pretrained.shipped("deblock"))  # the frozen Y model

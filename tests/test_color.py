@@ -242,8 +242,8 @@ def test_the_dihedral_transforms_act_on_rgb_crops_channel_by_channel(colour_imag
         ("unet,color", {"loss.blocking": 1.0}, "loss.boundary and loss.blocking work on Y"),
         ("unet", {"loss.chroma": 1.0}, "loss.chroma weighs the colour of RGB output"),
         ("unet,color", {"loss.chroma": -1.0}, "loss.chroma"),
-        ("unet,color,chroma", {"model.channels": 1}, "model.arch=chroma is a colour model"),
-        ("unet,color,chroma", {"config.init_from": ""}, "keeps a grey U-Net's Y"),
+        ("unet,chroma", {"model.channels": 1}, "model.arch=chroma is a colour model"),
+        ("unet,chroma", {"config.init_from": ""}, "keeps a grey U-Net's Y"),
     ],
 )
 def test_colour_config_errors_are_one_line(deblock_config, presets, change, message):
@@ -298,7 +298,7 @@ def test_a_short_colour_run_exports_a_colour_model(deblock_config, tmp_path, arc
 
     _save_colour_images(tmp_path / "train", 3, (72, 88), seed=0)
     _save_colour_images(tmp_path / "data" / "BSDS500" / "val", 3, (40, 56), seed=1)
-    config = deblock_config("unet,color,smoke" if arch == "unet" else "unet,color,chroma,smoke")
+    config = deblock_config("unet,color,smoke" if arch == "unet" else "unet,chroma,smoke")
     assert config.model.arch == arch
     config.update(num_steps=5, log_every=5, checkpoint_every=5, eval_every=5)
     config.model.update(widths=(4, 8), blocks=(1, 1), nl_inner=4, nl_window=4)

@@ -30,7 +30,7 @@ def test_every_preset_passes(name):
         ("optim.schedule", "cosin", "optim.schedule: one of constant, step, cosine, not 'cosin'"),
         ("data.backend", "torch", "data.backend: one of numpy, tf, auto, not 'torch'"),
         ("model.nl_attention", "flash", "model.nl_attention: one of chunked, xla, cudnn, not"),
-        ("model.arch", "rnan", "model.arch: one of cqr, unet, arcnn, dncnn, not 'rnan'"),
+        ("model.arch", "rnan", "model.arch: one of cqr, unet, chroma, arcnn, dncnn, not 'rnan'"),
         ("loss.pixel", "l1", "loss.pixel: one of mae, mse, not 'l1'"),
         ("log_every", -5, "log_every must be 0 or more, got -5"),
         ("batch_size", 0, "batch_size must be 1 or more, got 0"),
