@@ -5,7 +5,9 @@ Colour JPEGs store chroma at half resolution (4:2:0) with a coarser table than l
 Cb/Cr carry 16×16-pixel blocks and blurred edges. A guided filter (He et al., ECCV 2010) with the
 restored Y as guide smooths those blocks while keeping chroma edges where Y has edges. On LIVE1
 it beat the decoded chroma and the de-blocker applied to Cb/Cr, at a fraction of the latter's
-cost (`benchmarks/chroma.py`, numbers in docs/method.md "Colour images").
+cost (`benchmarks/chroma.py`, numbers in docs/method.md "Colour images"). Above
+CHROMA_FILTER_UP_TO the decoded chroma is fine enough that the filter loses more detail than it
+removes blocks, so files of a higher quality keep their decoded Cb/Cr.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from scipy import ndimage
 
 from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
 from cqrnet_jax.data.consistency import JpegLuma, project_upright
+from cqrnet_jax.data.jpeg import table_quality
 
 # Guided-filter window radius (pixels) and regulariser (on Y in [0, 1]); docs/method.md.
 CHROMA_RADIUS = 3
 CHROMA_EPS = 1e-4
+# The highest JPEG quality (read from the file's tables) whose chroma the guided filter cleans:
+# above it, the filter gained almost nothing on average and cost some photos much, and from
+# QF 80 it lost on average (experiments/results/chroma_filter_qf.json, BSDS500 val).
+CHROMA_FILTER_UP_TO = 60
 
 
 def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
@@ -64,10 +71,13 @@ def _full_to_studio(y: np.ndarray) -> np.ndarray:
     return 16.0 + y * (219.0 / 255.0)
 
 
-def restore_rgb(restorer, rgb: np.ndarray, luma: JpegLuma | None = None) -> np.ndarray:
+def restore_rgb(
+    restorer, rgb: np.ndarray, luma: JpegLuma | None = None, clean_chroma: bool = True
+) -> np.ndarray:
     """Decoded colour JPEG (H, W, 3) uint8 -> restored RGB uint8: Y by the model, Cb/Cr by the
-    guided filter with the restored Y. Neutral (R = G = B) images stay exactly neutral. With
-    `luma` (the file's Y plane and table), the restored Y is projected onto what the file allows."""
+    guided filter with the restored Y (or as decoded, without `clean_chroma`). Neutral
+    (R = G = B) images stay exactly neutral. With `luma` (the file's Y plane and table), the
+    restored Y is projected onto what the file allows."""
     ycbcr = rgb_to_ycbcr(rgb)
     y = restore_y(restorer, ycbcr[..., 0])
     if luma is not None:
@@ -76,7 +86,14 @@ def restore_rgb(restorer, rgb: np.ndarray, luma: JpegLuma | None = None) -> np.n
     if _is_neutral(rgb):
         ycbcr[..., 1:] = 128.0  # no chroma to filter; one channel, copied, keeps R = G = B exact
         return np.repeat(ycbcr_to_rgb(ycbcr)[..., 1:2], 3, axis=-1)
-    return ycbcr_to_rgb(filter_chroma(ycbcr))
+    return ycbcr_to_rgb(filter_chroma(ycbcr) if clean_chroma else ycbcr)
+
+
+def chroma_filter_pays(loaded) -> bool:
+    """Whether the guided filter cleans a loaded colour file's chroma: unless it is a JPEG of a
+    quality above CHROMA_FILTER_UP_TO (files without tables, e.g. PNGs, get the filter)."""
+    quality = table_quality(loaded.quantization) if loaded.format == "JPEG" else None
+    return quality is None or quality <= CHROMA_FILTER_UP_TO
 
 
 def restore_rgb_model(restorer, rgb: np.ndarray, luma: JpegLuma | None = None) -> np.ndarray:
@@ -114,9 +131,9 @@ def restore_image(restorer, loaded, consistency: bool = True, colour=None) -> np
     """A loaded image (`data.io.LoadedImage`) restored, as uint8: (H, W) grey, (H, W, 3) RGB or
     (H, W, 4) RGBA (alpha carried over). `restorer` is a Y model; colour pixels go through
     `colour`, a colour model (`restore_rgb_model`), when given, else Y by `restorer` and Cb/Cr
-    by the guided filter (`restore_rgb`). With `consistency` and a JPEG whose luma was read, the
-    restored luma keeps every DCT coefficient inside the file's quantization interval
-    (`data.consistency`)."""
+    by the guided filter (`restore_rgb`, where `chroma_filter_pays`). With `consistency` and a
+    JPEG whose luma was read, the restored luma keeps every DCT coefficient inside the file's
+    quantization interval (`data.consistency`)."""
     pixels = loaded.pixels
     luma = getattr(loaded, "jpeg_luma", None) if consistency else None
     if luma is not None and luma.upright_shape != pixels.shape[:2]:
@@ -126,7 +143,7 @@ def restore_image(restorer, loaded, consistency: bool = True, colour=None) -> np
     elif colour is not None:
         out = restore_rgb_model(colour, pixels, luma)
     else:
-        out = restore_rgb(restorer, pixels, luma)
+        out = restore_rgb(restorer, pixels, luma, chroma_filter_pays(loaded))
     if loaded.alpha is not None:
         rgb = out if out.ndim == 3 else np.repeat(out[..., None], 3, axis=-1)
         out = np.concatenate([rgb, loaded.alpha[..., None]], axis=-1)

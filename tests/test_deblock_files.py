@@ -253,8 +253,8 @@ def test_nearest_ijg_quality_of_ijg_and_other_tables():
     quality of about the same coarseness."""
     import io
 
-    from cqrnet_jax.apps.input_quality import nearest_ijg_quality, trained_qualities
-    from cqrnet_jax.data.jpeg import ijg_luma_table
+    from cqrnet_jax.apps.input_quality import trained_qualities
+    from cqrnet_jax.data.jpeg import ijg_luma_table, nearest_ijg_quality
 
     assert [nearest_ijg_quality(ijg_luma_table(q)) for q in range(1, 101)] == list(range(1, 101))
     found = {}

@@ -91,3 +91,27 @@ def test_grey_stays_grey(restorer):
     rgba = restore_image(restorer, _loaded(grey, alpha))
     np.testing.assert_array_equal(rgba[..., :3], out)
     np.testing.assert_array_equal(rgba[..., 3], alpha)
+
+
+def test_the_chroma_filter_is_for_low_qualities_and_a_q90_photo_gains(restorer):
+    """A colour JPEG above CHROMA_FILTER_UP_TO (read from its tables) keeps its decoded Cb/Cr,
+    and comes back better than it was; one at QF 20 gets the filter."""
+    from cqrnet_jax.data.io import load_image_bytes
+    from cqrnet_jax.photo import CHROMA_FILTER_UP_TO, chroma_filter_pays
+
+    original = skimage.data.astronaut()[40:200, 160:352]
+    for quality, filtered in ((20, True), (CHROMA_FILTER_UP_TO + 1, False), (90, False)):
+        buf = io.BytesIO()
+        Image.fromarray(original).save(buf, "JPEG", quality=quality)
+        loaded = load_image_bytes(buf.getvalue(), "photo.jpg")
+        assert chroma_filter_pays(loaded) is filtered, quality
+        out = restore_image(restorer, loaded)
+        for clean in (True, False):
+            same = np.array_equal(
+                out, restore_rgb(restorer, loaded.pixels, loaded.jpeg_luma, clean)
+            )
+            assert same is (clean == filtered), (quality, clean)
+        assert _psnr(out, original) > _psnr(loaded.pixels, original) + 0.1, quality
+    # files without tables (a PNG of a decoded JPEG) keep the filter
+    png = LoadedImage(path="x.png", pixels=original, alpha=None, format="PNG", mode="RGB")
+    assert chroma_filter_pays(png)

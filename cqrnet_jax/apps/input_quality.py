@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from cqrnet_jax.data.jpeg import header_quality, ijg_luma_table
+from cqrnet_jax.data.jpeg import header_quality, table_quality
 
 
 @dataclass(frozen=True)
@@ -57,17 +55,6 @@ def restore_limit(meta: dict, consistency: bool = True) -> int:
     return int(measured or meta.get("restores_up_to") or trained_qualities(meta)[1])
 
 
-def nearest_ijg_quality(table) -> int:
-    """The IJG quality (1..100) whose baseline luma table is nearest to `table` (64 entries,
-    natural order) in mean squared log ratio: the scale of a table matters, not its units."""
-    log_table = np.log(np.maximum(np.asarray(table, np.float64), 1.0))
-    distances = [
-        np.mean((log_table - np.log(ijg_luma_table(q).astype(np.float64))) ** 2)
-        for q in range(1, 101)
-    ]
-    return int(np.argmin(distances)) + 1
-
-
 def file_quality(loaded) -> FileQuality:
     """The JPEG quality of a loaded file (`data.io.LoadedImage`) as its header says."""
     tables = loaded.quantization if loaded.format == "JPEG" else None
@@ -76,7 +63,7 @@ def file_quality(loaded) -> FileQuality:
     exact = header_quality(tables)
     if exact is not None:
         return FileQuality(loaded.format, exact, True)
-    return FileQuality(loaded.format, nearest_ijg_quality(tables[0]), False)
+    return FileQuality(loaded.format, table_quality(tables), False)
 
 
 def peek_quality(path) -> FileQuality | None:

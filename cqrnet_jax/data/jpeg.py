@@ -107,3 +107,23 @@ def header_quality(quantization: dict | None) -> int | None:
             if any(np.array_equal(candidate, ijg_luma_table(q, b)) for b in (True, False)):
                 return q
     return None
+
+
+def nearest_ijg_quality(table) -> int:
+    """The IJG quality (1..100) whose baseline luma table is nearest to `table` (64 entries,
+    natural order) in mean squared log ratio: the scale of a table matters, not its units."""
+    log_table = np.log(np.maximum(np.asarray(table, np.float64), 1.0))
+    distances = [
+        np.mean((log_table - np.log(ijg_luma_table(q).astype(np.float64))) ** 2)
+        for q in range(1, 101)
+    ]
+    return int(np.argmin(distances)) + 1
+
+
+def table_quality(quantization: dict | None) -> int | None:
+    """A JPEG's quality from its tables (PIL's `im.quantization`): the IJG quality whose luma
+    table it is, else the nearest one; None without a 64-entry luma table."""
+    if not quantization or len(quantization.get(0, ())) != 64:
+        return None
+    exact = header_quality(quantization)
+    return exact if exact is not None else nearest_ijg_quality(quantization[0])
