@@ -16,13 +16,15 @@ from cqrnet_jax.photo import restore_image
 
 COLOUR = dict(arch="unet", widths=(4, 8), blocks=(1, 1), dilations=(1, 2, 4), nl_inner=4,
               nl_window=4, channels=3)  # fmt: skip
+CHROMA = dict(COLOUR, arch="chroma", chroma_widths=(4, 8), chroma_blocks=(1, 1))
 
 
-@pytest.fixture(scope="module")
-def colour_prefix(tmp_path_factory) -> str:
-    """The COLOUR U-Net, every parameter perturbed (not the identity), saved as a params prefix."""
+@pytest.fixture(scope="module", params=[COLOUR, CHROMA], ids=["unet", "chroma"])
+def colour_prefix(tmp_path_factory, request) -> str:
+    """A tiny colour model (the RGB U-Net; the chroma U-Net), every parameter perturbed (not the
+    identity), saved as a params prefix."""
     prefix = tmp_path_factory.mktemp("colour") / "colour"
-    return save_perturbed_deblocker(COLOUR, (1, 16, 16, 3), prefix, 0.05)
+    return save_perturbed_deblocker(request.param, (1, 16, 16, 3), prefix, 0.05)
 
 
 def _jpeg(pixels: np.ndarray, quality: int = 20, mode: str = "RGB"):
@@ -76,6 +78,26 @@ def test_deblock_sends_colour_files_to_the_colour_model(
         restore_image(load_restorer(tiny_model_prefix)[0], photo, colour=colour),
     )
     assert not np.array_equal(runs[colour_prefix], runs["none"])
+
+
+@pytest.mark.slow  # 8 transforms x tiles compiled for each colour model: ~30 s each
+def test_colour_models_tile_and_self_ensemble_as_grey_ones(
+    capsys, tiny_model_prefix, colour_prefix, tmp_path
+):
+    """`deblock --ensemble --tile` on a colour photo bigger than the tile: the colour model's
+    8-transform mean, tiled, as the library gives it."""
+    from cqrnet_jax.ensemble import SelfEnsemble
+
+    big = np.tile(rgb(), (2, 2, 1))
+    Image.fromarray(big).save(tmp_path / "photo.jpg", quality=20)
+    args = ("-o", tmp_path / "out", "--color-model", colour_prefix, "--ensemble", "--tile", 64)
+    code, err = deblock(capsys, tiny_model_prefix, tmp_path / "photo.jpg", *args)
+    assert code == 0 and not error_lines(err), err
+    colour = load_color_restorer(colour_prefix, tile=64)
+    grey = SelfEnsemble(load_restorer(tiny_model_prefix, tile=64)[0])
+    want = restore_image(grey, load_image(tmp_path / "photo.jpg"), colour=SelfEnsemble(colour))
+    np.testing.assert_array_equal(load_image(tmp_path / "out/photo.png").pixels, want)
+    assert big.shape[0] > 64 and big.shape[1] > 64  # more than one tile
 
 
 @pytest.mark.parametrize("which", ["model", "color-model"])
