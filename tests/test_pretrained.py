@@ -66,3 +66,33 @@ def test_model_prefix_of_each_kind_of_model_value(tmp_path, variables):
             spec = f"{tmp_path}/export/{kind}{suffix}"
             assert pretrained.resolve_model_prefix(spec, kind) == tmp_path / "export" / kind
     assert pretrained.resolve_model_prefix("runs/r/deblock.v2") == Path("runs/r/deblock.v2")
+
+
+def test_a_model_that_shares_a_shipped_models_params_loads_them_back(
+    tmp_path, variables, monkeypatch
+):
+    """`save_sharing` leaves out a subtree equal to a shipped model's params; `load_variables`
+    puts it back, and refuses (one line) once that shipped model has changed."""
+    from cqrnet_jax.errors import InputError
+
+    monkeypatch.setattr(pretrained, "HERE", tmp_path / "shipped")
+    pretrained.save_variables(tmp_path / "shipped/grey", variables, {"kind": "deblock"})
+    extra = np.arange(5, dtype=np.float32)
+    both = {"params": {"luma": variables["params"], "chroma": {"k": extra}}}
+    pretrained.save_sharing(tmp_path / "colour", both, {"step": 7}, {"luma": "grey"})
+    own, _ = pretrained._load_own(tmp_path / "colour")
+    assert set(own["params"]) == {"chroma"}  # no second copy on disk
+    loaded, meta = pretrained.load_variables(tmp_path / "colour")
+    _assert_equal({"params": loaded["params"]["luma"]}, variables)
+    np.testing.assert_array_equal(loaded["params"]["chroma"]["k"], extra)
+    assert meta["step"] == 7 and meta["shared_params"]["luma"]["model"] == "grey"
+
+    other = {"params": {**variables["params"], "b": np.zeros(3)}}
+    with pytest.raises(ValueError, match="not the shipped 'grey' model's"):
+        pretrained.save_sharing(
+            tmp_path / "x", {"params": {"luma": other["params"]}}, {}, {"luma": "grey"}
+        )
+    pretrained.save_variables(tmp_path / "shipped/grey", other, {"kind": "deblock"})
+    with pytest.raises(InputError, match="made with another shipped 'grey' model") as err:
+        pretrained.load_variables(tmp_path / "colour")
+    assert "\n" not in str(err.value)

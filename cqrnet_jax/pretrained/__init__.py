@@ -8,6 +8,7 @@ the model's config, calibrations, provenance). A large model may be split into b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -66,9 +67,45 @@ def save_variables(
             path.unlink()
 
 
+def _weights_sha256(prefix: Path) -> str:
+    whole = prefix.with_name(prefix.name + ".msgpack")
+    parts = [whole] if whole.is_file() else _weight_files(prefix)
+    return hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest()
+
+
+def save_sharing(prefix: str | os.PathLike, variables, meta: dict, shared: dict[str, str]):
+    """`save_variables` without the params subtrees that are a shipped model's params: `shared`
+    maps a subtree (e.g. a chroma U-Net's "luma") to the shipped model it equals (e.g.
+    "deblock"), which `load_variables` puts back, checking that model's weights are the very
+    ones the subtree was (their SHA-256), so a model ships without a second copy of another."""
+    params = dict(variables["params"])
+    refs = {}
+    for key, name in shared.items():
+        theirs, _ = load_variables(shipped(name))
+        same = jax.tree.map(np.array_equal, jax.device_get(params.pop(key)), theirs["params"])
+        if not all(jax.tree.leaves(same)):
+            raise ValueError(f"params[{key!r}] are not the shipped {name!r} model's")
+        refs[key] = {"model": name, "sha256": _weights_sha256(shipped(name))}
+    save_variables(prefix, {**variables, "params": params}, {**meta, "shared_params": refs})
+
+
 def load_variables(prefix: str | os.PathLike):
-    """Returns (variables, meta) for a prefix written by `save_variables`; MissingFileError if a
-    file is missing, InputError if one is not what `save_variables` writes."""
+    """Returns (variables, meta) for a prefix written by `save_variables` (or `save_sharing`,
+    the shared params put back); MissingFileError if a file is missing, InputError if one is not
+    what `save_variables` writes or a shared model is no longer the one it was saved with."""
+    variables, meta = _load_own(prefix)
+    for key, ref in meta.get("shared_params", {}).items():
+        if _weights_sha256(shipped(ref["model"])) != ref["sha256"]:
+            raise InputError(
+                f"{prefix}: made with another shipped {ref['model']!r} model than this one; "
+                f"save it again with its own params[{key!r}]"
+            )
+        theirs, _ = _load_own(shipped(ref["model"]))
+        variables = {**variables, "params": {**variables["params"], key: theirs["params"]}}
+    return variables, meta
+
+
+def _load_own(prefix: str | os.PathLike):
     prefix = Path(prefix)
     weights, meta = (
         prefix.with_name(prefix.name + ".msgpack"),
