@@ -107,12 +107,10 @@ def color(c):
 def chroma(c):
     # A colour model that keeps the grey model's Y and learns only the chroma, at chroma
     # resolution (a quarter of the pixels): `:unet,allqf,holdout,chroma`
-    from cqrnet_jax import pretrained
-
     color(c)
     c.model.arch = "chroma"
     c.loss.chroma = 1.0
-    c.init_from = c.init_from or str(pretrained.shipped("deblock"))  # the frozen Y model
+    c.init_from = c.init_from or "default"  # the frozen Y model: the shipped de-blocker
 
 
 def gpu(c):

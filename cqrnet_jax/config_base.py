@@ -42,7 +42,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.export_split_mb = 0.0
     # Exported params to start from when the workdir has no checkpoint (e.g. the shipped model,
     # to continue its training on a new machine); the step continues from the export's.
-    c.init_from = ""
+    c.init_from = ""  # start from params: a prefix, a workdir, or "default" (the shipped model)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"

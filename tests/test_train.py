@@ -182,8 +182,9 @@ def test_rerun_with_more_steps_resumes_where_it_stopped(runs):
 
 
 def test_init_from_exported_params_continues_step_and_weights(runs, ranker_config, tmp_path):
-    """A fresh workdir with init_from=an export starts at the export's step with its weights
-    (what a new machine does with the shipped params), then trains on."""
+    """A fresh workdir with init_from=an export (here named by its run's workdir) starts at the
+    export's step with its weights (what a new machine does with the shipped params), then
+    trains on."""
     prefix = runs["dir_a"] / "export" / "ranker"
     exported, meta = pretrained.load_variables(prefix)
     recorded = []
@@ -193,7 +194,8 @@ def test_init_from_exported_params_continues_step_and_weights(runs, ranker_confi
         recorded.append(jax.device_get(state))
         return original_load(manager, state)
 
-    config = _smoke(ranker_config, num_steps=meta["step"] + 2, init_from=str(prefix), log_every=1)
+    workdir = str(runs["dir_a"])
+    config = _smoke(ranker_config, num_steps=meta["step"] + 2, init_from=workdir, log_every=1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(loop, "load_latest_checkpoint", recording_load)
         final, out = _run(config, tmp_path)

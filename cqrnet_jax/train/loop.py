@@ -199,9 +199,12 @@ def _start_state(task, config, mesh: Mesh, manager) -> tuple[TrainState, int]:
     non-finite), which the learning-rate schedule and Adam follow."""
     state = create_state(task, config, mesh)
     if manager.latest_step() is None and config.init_from:
+        from cqrnet_jax.pretrained import resolve_model_prefix
+
         channels = config.model.channels if config.task == "deblock" else 1  # rankers: grey
-        state = init_from_params(state, config.init_from, channels)
-        report(f"initialised from {config.init_from} at step {int(state.step)}")
+        prefix = resolve_model_prefix(config.init_from, config.task)  # 'default', a workdir, ...
+        state = init_from_params(state, prefix, channels)
+        report(f"initialised from {prefix} at step {int(state.step)}")
     state = load_latest_checkpoint(manager, state)
     start = manager.latest_step()
     return state, int(state.step) if start is None else start
