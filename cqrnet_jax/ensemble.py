@@ -57,6 +57,7 @@ class SelfEnsemble:
     tile = property(lambda self: self.restorer.tile)
     canvas = property(lambda self: self.restorer.canvas)
     max_batch = property(lambda self: self.restorer.max_batch)
+    meta = property(lambda self: self.restorer.meta)
 
     def tiles(self, h: int, w: int):
         """The wrapped restorer's tiles of the 8 passes, each pass on its transformed image."""

@@ -92,6 +92,7 @@ class Restorer:
         self.exact_group = exact_group
         self.devices = list(devices) if devices else [jax.devices()[0]]
         self.progress = None  # tqdm-like, `update(n)` per n tiles or images when a call gives none
+        self.meta: dict = {}  # the model's metadata (`load_restorer` fills it)
         self.traces = 0  # programs traced (each compiled once): one per distinct input shape
         options = compiler_options("inference", self.devices)  # on a CPU: faster compiles
         self._apply = jax.jit(self._forward, compiler_options=options)
@@ -311,11 +312,14 @@ def has_color_model() -> bool:
     return pretrained.shipped(COLOR_MODEL).with_suffix(".json").is_file()
 
 
-def load_color_restorer(spec: str = "default", **kw) -> Restorer | None:
+def load_color_restorer(spec: str = "default", y_model: str = "default", **kw) -> Restorer | None:
     """The colour model colour photos go through (`photo.restore_image`), or None for Y by the
-    Y model and Cb/Cr by the guided filter: 'default' is the shipped colour model (None while
-    the package has none), 'none' is None, anything else a colour model's workdir or prefix;
-    keywords as `load_restorer`'s."""
-    if spec == "none" or (spec == "default" and not has_color_model()):
+    Y model and Cb/Cr by the guided filter: 'default' is the shipped colour model, which
+    carries the shipped Y model (so None when the package has none, or when `y_model`, the
+    user's --model, is another one), 'none' is None, anything else a colour model's workdir or
+    prefix; keywords as `load_restorer`'s."""
+    if spec == "default" and (y_model != "default" or not has_color_model()):
+        return None
+    if spec == "none":
         return None
     return load_restorer(spec, channels=3, **kw)[0]

@@ -89,29 +89,40 @@ def restore_rgb(
     return ycbcr_to_rgb(filter_chroma(ycbcr) if clean_chroma else ycbcr)
 
 
+def _file_quality(loaded) -> int | None:
+    return table_quality(loaded.quantization) if loaded.format == "JPEG" else None
+
+
 def chroma_filter_pays(loaded) -> bool:
     """Whether the guided filter cleans a loaded colour file's chroma: unless it is a JPEG of a
     quality above CHROMA_FILTER_UP_TO (files without tables, e.g. PNGs, get the filter)."""
-    quality = table_quality(loaded.quantization) if loaded.format == "JPEG" else None
+    quality = _file_quality(loaded)
     return quality is None or quality <= CHROMA_FILTER_UP_TO
+
+
+def colour_model_pays(colour, loaded) -> bool:
+    """Whether a colour model restores a loaded file: unless it is a JPEG of a quality above
+    the model's `color_up_to` (its metadata: every test photo gained up to there); above it,
+    Y by the Y model alone does (`restore_rgb`)."""
+    limit, quality = colour.meta.get("color_up_to"), _file_quality(loaded)
+    return limit is None or quality is None or quality <= limit
 
 
 def restore_rgb_model(restorer, rgb: np.ndarray, luma: JpegLuma | None = None) -> np.ndarray:
     """Decoded colour JPEG (H, W, 3) uint8 -> restored RGB uint8 by a colour model (RGB in and
-    out). A neutral image gets the mean of the three outputs in each channel, so it stays exactly
-    neutral. With `luma`, the Y of the restored RGB is projected onto what the file allows and
-    its Cb/Cr are kept."""
+    out). The restored Cb and Cr are shifted to the decoded ones' means, so the photo's mean
+    colour stays the JPEG's, at almost no cost in PSNR (docs/method.md, "Colour images").
+    A neutral image stays exactly neutral (Cb = Cr = 128). With `luma`, the Y of the restored
+    RGB is projected onto what the file allows."""
     out = restorer.restore_float(np.asarray(rgb, np.float32) / 255.0) * 255.0
-    neutral = _is_neutral(rgb)
-    if neutral:
-        out = np.repeat(out.mean(axis=-1, keepdims=True), 3, axis=-1)
-    if luma is None:
-        return np.clip(np.round(out), 0, 255).astype(np.uint8)
     ycbcr = rgb_to_ycbcr(out)  # unrounded
-    ycbcr[..., 0] = _full_to_studio(project_upright(_studio_to_full(ycbcr[..., 0]), luma))
-    if neutral:
+    if luma is not None:
+        ycbcr[..., 0] = _full_to_studio(project_upright(_studio_to_full(ycbcr[..., 0]), luma))
+    if _is_neutral(rgb):
         ycbcr[..., 1:] = 128.0
         return np.repeat(ycbcr_to_rgb(ycbcr)[..., 1:2], 3, axis=-1)
+    decoded = rgb_to_ycbcr(rgb)[..., 1:]
+    ycbcr[..., 1:] += decoded.mean(axis=(0, 1)) - ycbcr[..., 1:].mean(axis=(0, 1))
     return ycbcr_to_rgb(ycbcr)
 
 
@@ -130,17 +141,17 @@ def restore_grey(restorer, grey: np.ndarray, luma: JpegLuma | None = None) -> np
 def restore_image(restorer, loaded, consistency: bool = True, colour=None) -> np.ndarray:
     """A loaded image (`data.io.LoadedImage`) restored, as uint8: (H, W) grey, (H, W, 3) RGB or
     (H, W, 4) RGBA (alpha carried over). `restorer` is a Y model; colour pixels go through
-    `colour`, a colour model (`restore_rgb_model`), when given, else Y by `restorer` and Cb/Cr
-    by the guided filter (`restore_rgb`, where `chroma_filter_pays`). With `consistency` and a
-    JPEG whose luma was read, the restored luma keeps every DCT coefficient inside the file's
-    quantization interval (`data.consistency`)."""
+    `colour`, a colour model (`restore_rgb_model`), when given (and `colour_model_pays`), else Y
+    by `restorer` and Cb/Cr by the guided filter (`restore_rgb`, where `chroma_filter_pays`).
+    With `consistency` and a JPEG whose luma was read, the restored luma keeps every DCT
+    coefficient inside the file's quantization interval (`data.consistency`)."""
     pixels = loaded.pixels
     luma = getattr(loaded, "jpeg_luma", None) if consistency else None
     if luma is not None and luma.upright_shape != pixels.shape[:2]:
         luma = None
     if pixels.ndim == 2:
         out = restore_grey(restorer, pixels, luma)
-    elif colour is not None:
+    elif colour is not None and colour_model_pays(colour, loaded):
         out = restore_rgb_model(colour, pixels, luma)
     else:
         out = restore_rgb(restorer, pixels, luma, chroma_filter_pays(loaded))

@@ -1,4 +1,4 @@
-"""Render the tables of the READMEs and docs/usage.md from experiments/results/.
+"""Render the tables of the READMEs, docs/usage.md and the colour model card from results.
 
   python experiments/readme_tables.py           # rewrite every table in place
   python experiments/readme_tables.py --check   # exit 1, naming them, if a table is stale
@@ -19,7 +19,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
-FILES = ("README.md", "experiments/README.md", "docs/usage.md")
+FILES = (
+    "README.md",
+    "experiments/README.md",
+    "docs/usage.md",
+    "cqrnet_jax/pretrained/deblock_color.md",
+)
 BLOCK = re.compile(r"(<!-- table:([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
 SETS = ("Classic5", "LIVE1", "BSDS500")
 QUALITIES = (10, 20, 30)
@@ -233,7 +238,83 @@ def render_run_tables() -> str:
     return "\n".join(lines)
 
 
+def _colour_rows(name: str) -> dict:
+    """{(set, quality): summary row} of an `experiments/color_table.py` JSON."""
+    return {(r["set"], r["quality"]): r for r in _load(name)["summary"]}
+
+
+# Colour candidates on BSDS500 val: (label, results file, row of that file).
+COLOUR_CANDIDATES = (
+    ("JPEG", "color_val_chroma.json", "jpeg"),
+    ("Y model + guided filter on Cb/Cr", "color_val_chroma.json", "guided"),
+    ("colour U-Net (RGB in and out)", "color_val_unet.json", "color"),
+    ("chroma U-Net (shipped)", "color_val_chroma.json", "color"),
+)
+
+
+def render_color_val() -> str:
+    """experiments/README.md: the colour candidates on BSDS500 val, RGB PSNR / SSIM."""
+    files = {f: _colour_rows(f) for _, f, _ in COLOUR_CANDIDATES}
+    keys = sorted(files["color_val_chroma.json"])
+    n = files["color_val_chroma.json"][keys[0]]["images"]
+    lines = [
+        f"| BSDS500 val ({n}), RGB PSNR / SSIM | " + " | ".join(f"QF {q}" for _, q in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for label, f, row in COLOUR_CANDIDATES:
+        cells = [
+            f"{files[f][k][row + '_psnr']:.2f} / {files[f][k][row + '_ssim']:.3f}" for k in keys
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_color_table() -> str:
+    """README and the colour model card: the shipped colour model on LIVE1 colour and BSDS500
+    test (color_table_chroma.json) beside the guided-filter path and the published rows."""
+    ours = _colour_rows("color_table_chroma.json")
+    published = _load("color_published.json")["results"]
+    qualities = sorted({q for _, q in ours})
+    lines = [
+        "| set | row | " + " | ".join(f"QF {q}" for q in qualities) + " |",
+        "|---|---|" + "---:|" * len(qualities),
+    ]
+    for ds in sorted({d for d, _ in ours}, key=lambda d: d != "LIVE1_color"):
+        n = ours[(ds, qualities[0])]["images"]
+        for label, row in (("JPEG", "jpeg"), ("guided filter", "guided"), ("**ours**", "color")):
+            cells = [f"{ours[(ds, q)][row + '_psnr']:.2f}" for q in qualities]
+            lines.append(f"| {ds} ({n}) | {label} | " + " | ".join(cells) + " |")
+        for r in (r for r in published if r["dataset"] == ds):
+            cells = [f"{r['psnr'][str(q)]:.2f}" for q in qualities]
+            lines.append(f"| {ds} | {r['model']} (published) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_color_above() -> str:
+    """The colour model card: LIVE1 colour above QF 40, the gain over the JPEG per image."""
+    d = _load("color_above_range_chroma.json")
+    lines = [
+        "| QF | colour model: mean / worst gain | photos worse "
+        "| without it (guided filter to QF 60): mean / worst |",
+        "|---:|---|---:|---|",
+    ]
+    for s in d["summary"]:
+        q = s["quality"]
+        rows = [e for e in d["per_image"] if e["quality"] == q]
+        colour = [e["color"]["psnr"] - e["jpeg"]["psnr"] for e in rows]
+        grey = [e["guided"]["psnr"] - e["jpeg"]["psnr"] for e in rows]
+        lines.append(
+            f"| {q} | {sum(colour) / len(colour):+.2f} / {min(colour):+.2f} | "
+            f"{sum(g < 0 for g in colour)} of {len(rows)} | "
+            f"{sum(grey) / len(grey):+.2f} / {min(grey):+.2f} |"
+        )
+    return "\n".join(lines)
+
+
 RENDERERS = {
+    "color-above": render_color_above,
+    "color-val": render_color_val,
+    "color-table": render_color_table,
     "results": render_results,
     "demo": render_demo,
     "jpeg-baseline": render_jpeg_baseline,

@@ -116,6 +116,39 @@ def test_a_model_of_the_wrong_kind_is_one_error_line(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_colour_model_restores_only_up_to_its_recorded_quality(colour_prefix, tiny_restorer):
+    """Above a colour model's `color_up_to`, a JPEG goes the Y model's way (as without one);
+    up to it, and for files without tables, through the colour model."""
+    from cqrnet_jax.ensemble import SelfEnsemble
+    from cqrnet_jax.photo import colour_model_pays
+
+    colour = load_color_restorer(colour_prefix)
+    colour.meta = {**colour.meta, "color_up_to": 50}
+    for quality, pays in ((40, True), (50, True), (60, False)):
+        photo = _jpeg(rgb(), quality)
+        assert colour_model_pays(colour, photo) is pays
+        assert colour_model_pays(SelfEnsemble(colour), photo) is pays
+        out = restore_image(tiny_restorer, photo, colour=colour)
+        assert np.array_equal(out, restore_image(tiny_restorer, photo)) is not pays, quality
+    png = load_image_bytes(_png(rgb()), "photo.png")
+    assert colour_model_pays(colour, png)
+
+
+def _png(pixels) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_the_default_colour_model_goes_with_the_default_y_model_only(tiny_model_prefix):
+    """The shipped colour model carries the shipped Y model: with another --model, colour
+    photos get that model on Y and the guided filter, as with --color-model none."""
+    assert load_color_restorer("default", tiny_model_prefix) is None
+    assert load_color_restorer("none") is None
+    if has_color_model():
+        assert load_color_restorer("default", "default").channels == 3
+
+
 @pytest.mark.skipif(not has_color_model(), reason="the package ships no colour model")
 def test_the_shipped_colour_model_keeps_the_mean_colour_within_one_level():
     """No colour shift: on the built-in colour photos at QF 10-40 the restored image's mean R,

@@ -327,7 +327,7 @@ def run_deblock(args) -> int:
     outdir = _output_folder(args.output)
     devices = inference_devices(args.parallel)
     restorer, meta = load_restorer(args.model, tile=args.tile, devices=devices)
-    colour = load_color_restorer(args.color_model, tile=args.tile, devices=devices)
+    colour = load_color_restorer(args.color_model, args.model, tile=args.tile, devices=devices)
     check_tile(args, restorer)
     trained = trained_qualities(meta)
     limit = args.skip_above

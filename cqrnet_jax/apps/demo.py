@@ -281,7 +281,7 @@ def run_demo(args) -> int:
     detail = square_around(original.shape, centre, args.crop)
     restorer, meta = load_restorer(args.model)
     label = _model_label(args.model, meta)
-    colour = load_color_restorer(args.color_model) if original.ndim == 3 else None
+    colour = load_color_restorer(args.color_model, args.model) if original.ndim == 3 else None
     if colour is not None:
         label = f"{_model_label(args.color_model, colour.meta)} (colour: RGB in and out)"
     loaded = compress(original, args.quality)

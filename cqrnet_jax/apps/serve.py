@@ -137,7 +137,7 @@ def run_serve(args) -> int:
     sock = listening_socket(args.host, args.port)
     devices = inference_devices(args.parallel)
     restorer, meta = load_restorer(args.model, tile=args.tile, devices=devices)
-    colour = load_color_restorer(args.color_model, tile=args.tile, devices=devices)
+    colour = load_color_restorer(args.color_model, args.model, tile=args.tile, devices=devices)
     check_tile(args, restorer)
     scorer = _load_scorer(args.ranker)  # a missing ranker is an InputError, caught by the CLI
     limit = args.skip_above if args.skip_above is not None else restore_limit(meta)
