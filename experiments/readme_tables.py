@@ -273,7 +273,7 @@ def render_color_table() -> str:
     """README and the colour model card: the shipped colour model on LIVE1 colour and BSDS500
     test (color_table_chroma.json) beside the guided-filter path and the published rows."""
     ours = _colour_rows("color_table_chroma.json")
-    published = _load("color_published.json")["results"]
+    published = _load("color_published.json")["rows"]
     qualities = sorted({q for _, q in ours})
     lines = [
         "| set | row | " + " | ".join(f"QF {q}" for q in qualities) + " |",
