@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cqrnet_jax.data.jpeg import header_quality, table_quality
+from cqrnet_jax.data.jpeg import header_quality, nearest_ijg_quality
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def file_quality(loaded) -> FileQuality:
     exact = header_quality(tables)
     if exact is not None:
         return FileQuality(loaded.format, exact, True)
-    return FileQuality(loaded.format, table_quality(tables), False)
+    return FileQuality(loaded.format, nearest_ijg_quality(tables[0]), False)
 
 
 def peek_quality(path) -> FileQuality | None:

@@ -259,6 +259,13 @@ def depth_to_space(x, block: int = 2):
     return x.reshape(n, h * block, w * block, c // (block * block))
 
 
+def space_to_depth(x, block: int = 2):
+    """(N, H * b, W * b, C) -> (N, H, W, C * b * b), the inverse of `depth_to_space`."""
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // block, block, w // block, block, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h // block, w // block, block * block * c)
+
+
 class MaskBranch(nn.Module):
     """RNAN's mask: [non-local] -> RB -> stride-2 conv -> 2 RB -> x2 upsampling (+ first RB's
     output) -> RB -> 1x1 conv -> sigmoid.

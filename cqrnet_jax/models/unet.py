@@ -29,6 +29,7 @@ from cqrnet_jax.models.layers import (
     conv3x3,
     depth_to_space,
     pad_to_multiple,
+    space_to_depth,
     torch_init,
 )
 
@@ -148,13 +149,6 @@ def colour_from_grey(params: dict) -> dict:
     tail["bias"] = np.repeat(np.asarray(tail["bias"]) * gain, 3, axis=-1)
     params["head"], params["tail"] = head, tail
     return params
-
-
-def space_to_depth(x, block: int = 2):
-    """(N, H * b, W * b, C) -> (N, H, W, C * b * b), the inverse of `depth_to_space`."""
-    n, h, w, c = x.shape
-    x = x.reshape(n, h // block, block, w // block, block, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(n, h // block, w // block, block * block * c)
 
 
 # The protocol's YCbCr of RGB, both in [0, 1]: ycc = rgb @ _RGB_TO_YCC + _YCC_OFFSET.
