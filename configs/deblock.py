@@ -50,7 +50,7 @@ def cpu(c):
 def unet(c):
     # The multi-scale CPU de-blocker (models/unet.py): ~1/9 of the cpu network's training FLOPs a
     # pixel (experiments/results/backbone_screen.json);
-    # MAE only (the ranker's losses did not pay at CPU budgets: experiments/README.md)
+    # MAE only (the ranker's losses did not pay at CPU budgets: experiments/tables.md, "Verdicts")
     c.model.arch = "unet"
     c.model.widths = (16, 32, 64, 128)
     c.model.blocks = (2, 2, 2, 2)
@@ -62,7 +62,7 @@ def unet(c):
     c.data.patch_size = 96
     # warm-up then a flat rate, for as many resumed pieces as it keeps improving; the final
     # decay is set when it ends: --config.optim.decay_begin=S --config.optim.decay_steps=D
-    # --config.num_steps=S+D (experiments/README.md, "The CPU de-blocker")
+    # --config.num_steps=S+D (experiments/cpu_deblocker.md, "Decays")
     c.num_steps = 10**9
     c.optim.learning_rate = 2e-4
     c.optim.schedule = "cosine"

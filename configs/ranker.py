@@ -44,7 +44,7 @@ def smoke(c):
 def blind(c):
     # Beyond the paper: scores comparable across images, for blind QF estimation. Every pair of
     # versions of different crops in a batch is ranked by level (ranking them by exact QF ordered
-    # BSDS500 test photos worse: experiments/README.md).
+    # BSDS500 test photos worse: experiments/ranker.md, "Findings").
     c.loss.cross_image_weight = 1.0
     c.loss.cross_image_labels = "level"
 

@@ -4,7 +4,7 @@ split into a low-frequency part (the error's 16x16 local mean) and the high-freq
   CQRNET_DATA_DIR=DATA python experiments/deblock_error_split.py MODEL [MODEL ...]
 
 MODEL: 'default', a training workdir or a params prefix. Used to see what the feature-matching loss
-does to the restorations (experiments/README.md, the de-blocker).
+does to the restorations (experiments/tables.md, "The `:cpu` model").
 """
 
 import argparse

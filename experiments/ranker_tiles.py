@@ -7,7 +7,7 @@ of non-overlapping TILE x TILE tiles (aligned with the 8x8 JPEG grid).
 
   CQRNET_DATA_DIR=DATA python experiments/ranker_tiles.py 20 48
 
-Result: experiments/results/ranker_tiles.json (experiments/README.md, "The ranker"). No gain
+Result: experiments/results/ranker_tiles.json (experiments/ranker.md, "Findings"). No gain
 worth its cost: the cross-image spread is in what the ranker learned (it only ever compared
 versions of one crop), not in how a whole photo is pooled.
 """

@@ -1,4 +1,4 @@
-"""Render the tables of the READMEs, docs/usage.md and the colour model card from results.
+"""Render the tables of README.md, experiments/*.md, docs/usage.md and a model card from results.
 
   python experiments/readme_tables.py           # rewrite every table in place
   python experiments/readme_tables.py --check   # exit 1, naming them, if a table is stale
@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 FILES = (
     "README.md",
-    "experiments/README.md",
+    "experiments/protocol.md",
+    "experiments/tables.md",
+    "experiments/colour.md",
     "docs/usage.md",
     "cqrnet_jax/pretrained/deblock_color.md",
 )
@@ -94,7 +96,7 @@ def render_demo() -> str:
 
 
 def render_jpeg_baseline() -> str:
-    """experiments/README.md: the decoded JPEG against the published JPEG rows."""
+    """experiments/protocol.md: the decoded JPEG against the published JPEG rows."""
     d = _load("jpeg_baseline.json")
     ours = _by_key(d["results"])
     n = {ds: ours[(ds, 10)]["n_images"] for ds in SETS}
@@ -113,7 +115,7 @@ def render_jpeg_baseline() -> str:
 
 
 def render_table2() -> str:
-    """experiments/README.md: the shipped model, PSNR | SSIM | PSNR-B, against every row."""
+    """experiments/tables.md: the shipped model, PSNR | SSIM | PSNR-B, against every row."""
     ours, jpeg, published = _table2()
     cols = [("JPEG", _by_key(jpeg["results"])), ("ours", _by_key(ours["results"]))]
     cols += [(head, published[name]) for name, head in PUBLISHED.items()]
@@ -160,7 +162,7 @@ def _pm(stat) -> str:
 
 
 def render_run_tables() -> str:
-    """experiments/README.md: Tables 1 and 2 re-measured (table1.json, table2_baselines.json),
+    """experiments/tables.md: Tables 1 and 2 re-measured (table1.json, table2_baselines.json),
     PSNR / PSNR-B only; `run_tables.py --render` prints SSIM and the verdicts too."""
     rt = _run_tables()
     t1 = rt.summarize(_load("table1.json")["rows"])
@@ -253,7 +255,7 @@ COLOUR_CANDIDATES = (
 
 
 def render_color_val() -> str:
-    """experiments/README.md: the colour candidates on BSDS500 val, RGB PSNR / SSIM."""
+    """experiments/colour.md: the colour candidates on BSDS500 val, RGB PSNR / SSIM."""
     files = {f: _colour_rows(f) for _, f, _ in COLOUR_CANDIDATES}
     keys = sorted(files["color_val_chroma.json"])
     n = files["color_val_chroma.json"][keys[0]]["images"]

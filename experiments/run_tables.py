@@ -16,7 +16,7 @@ run whose workdir holds checkpoints continues from them (training is resumable s
 and each finished row is written to the result files at once. Workdirs go under --workdir (keep
 it outside the repository); the result files are experiments/results/table1.json and
 table2_baselines.json, and `--render` prints both tables as Markdown with mean ± spread over seeds
-and a verdict per component (experiments/README.md shows them).
+and a verdict per component (experiments/tables.md, "Tables 1 and 2, re-measured with seeds").
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ QUALITIES = (10, 20, 30)
 
 # The budget of one row at each scale: the CQR network's presets and the training schedule that
 # every row shares. `cpu`: the shipped CPU network (configs/deblock.py:cpu), 1 200 steps of batch
-# 16 on 48x48 patches (its cost per row: experiments/README.md, "Tables 1 and 2").
+# 16 on 48x48 patches (its cost per row: experiments/tables.md, "Tables 1 and 2, re-measured
+# with seeds").
 SCALES = {
     "cpu": dict(
         presets="cpu",

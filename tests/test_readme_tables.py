@@ -1,5 +1,6 @@
-"""The tables in README.md and experiments/README.md are rendered from experiments/results/ by
-experiments/readme_tables.py: a table that regenerating would change is stale."""
+"""The tables in README.md, the experiments pages, docs/usage.md and the colour model card are
+rendered from experiments/results/ by experiments/readme_tables.py: a table that regenerating would
+change is stale."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def tables():
     "name",
     [
         "README.md",
-        "experiments/README.md",
+        "experiments/protocol.md",
+        "experiments/tables.md",
+        "experiments/colour.md",
         "docs/usage.md",
         "cqrnet_jax/pretrained/deblock_color.md",
     ],

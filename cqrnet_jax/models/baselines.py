@@ -10,7 +10,7 @@
   One deviation, by default: its last conv starts at zero (`residual_init="zeros"`), so training
   starts from the identity. The paper's He start (`"he"`) predicts a large random residual at
   step 0, and at our 1 200-step table budget the net spent its steps unlearning it and ended
-  below the decoded JPEG (experiments/README.md, Table 2).
+  below the decoded JPEG (experiments/tables.md, "DnCNN-3's start").
 
 Both take (N, H, W) or (N, H, W, 1) Y in [0, 1] and return the restored Y in the same shape,
 unclipped, like `DeblockNet`. Convolutions keep the size ("same" zero padding: ARCNN's paper

@@ -1,6 +1,6 @@
 """A multi-scale de-blocker for the CPU: a U-Net whose coarsest scale carries the paper's
-multi-scale dilated convolutions and a non-local block (experiments/README.md, "The CPU
-de-blocker: backbone screening").
+multi-scale dilated convolutions and a non-local block (experiments/cpu_deblocker.md, "Backbone
+screening").
 
 Most of the arithmetic runs at 1/4 to 1/64 of the pixels, where it is cheap and reaches far:
 with three halvings and a 16-wide attention window, the bottleneck sees 128x128 pixels at once,

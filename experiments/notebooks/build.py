@@ -209,7 +209,7 @@ The shipped blind quality estimator (stage 1's ranker, fine-tuned so that scores
 across photos) scores an image's Y channel (higher = better quality); a calibration stored with
 its weights maps the score to a JPEG quality. It was trained on qualities 1–30, so beyond ~30 its
 estimate is coarse, and it judges compression artifacts, not fidelity: a restored image can read
-as high as the original (see `experiments/README.md`)."""),
+as high as the original (see `experiments/ranker.md#ordering-jpeg-qualities`)."""),
     new_code_cell("""\
 from cqrnet_jax.quality import estimate_quality, load_ranker
 
