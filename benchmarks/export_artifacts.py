@@ -8,13 +8,14 @@ Each case runs the `cqrnet-jax export` command of this interpreter's environment
 (export time = its wall time: Python start, imports, model load, tracing, lowering, writing),
 then loads the artifact without the package (`jax.export.deserialize`, `tf.saved_model.load`,
 onnxruntime) and compares its output with the JAX model's (`Restorer.restore_float` for the
-de-blocker, `model.apply` for the ranker) on a JPEG (quality 10) of scikit-image's chelsea photo
-resized to 640x480, Y channel. `artifact_bytes`: the file (SavedModel: the folder) without
-export.json.
+de-blockers, `model.apply` for the ranker) on a JPEG (quality 10) of scikit-image's chelsea photo
+resized to 640x480: its Y channel, or for the colour de-blocker the decoded RGB (4:2:0).
+`artifact_bytes`: the file (SavedModel: the folder) without export.json.
 
-A symbolic-size de-blocker (height and width multiples of 48) is also run on the full 480x640
-image padded at the right by reflection to 480x672 and cropped back; the result differs from the
-JAX model on the unpadded image near the padded edge, and the JSON says how far in.
+A symbolic-size de-blocker (height and width multiples of its alignment M) is also run on the
+full 480x640 image padded at the bottom and right by mirroring (numpy.pad's "symmetric", as
+docs/export.md advises) to multiples of M and cropped back; the result differs from the JAX model
+on the unpadded image near the padded edges, and the JSON says how far in.
 """
 
 from __future__ import annotations
@@ -43,26 +44,39 @@ CASES = (  # (what, format, extra flags)
     ("ranker", "stablehlo", ()),
     ("ranker", "savedmodel", ()),
     ("ranker", "onnx", ()),
+    ("color", "stablehlo", ()),
+    ("color", "savedmodel", ("--height", "480", "--width", "640")),
+    ("color", "onnx", ("--height", "480", "--width", "640")),
 )
 H, W = 480, 640
 
 
-def photo() -> np.ndarray:
-    """(480, 640) float32 Y in [0, 1] of a quality-10 JPEG."""
+def photos() -> dict:
+    """{'y': (480, 640) float32 Y in [0, 1] of a quality-10 JPEG, 'rgb': (480, 640, 3) float32
+    RGB in [0, 1] of a quality-10 colour (4:2:0) JPEG}."""
     import skimage.data
     from PIL import Image
 
     from cqrnet_jax.data.color import rgb_to_y
-    from cqrnet_jax.data.jpeg import jpeg_degrade
+    from cqrnet_jax.data.jpeg import jpeg_degrade, jpeg_degrade_rgb
 
     rgb = np.asarray(Image.fromarray(skimage.data.chelsea()).resize((W, H), Image.BICUBIC))
-    return jpeg_degrade(rgb_to_y(rgb), 10).astype(np.float32) / 255.0
+    return {
+        "y": jpeg_degrade(rgb_to_y(rgb), 10).astype(np.float32) / 255.0,
+        "rgb": jpeg_degrade_rgb(rgb, 10).astype(np.float32) / 255.0,
+    }
 
 
-def pad_to(y: np.ndarray, m: int = 48) -> np.ndarray:
-    """(N, H, W) -> bottom/right reflection padding to multiples of m (as docs/export.md)."""
-    ph, pw = -y.shape[-2] % m, -y.shape[-1] % m
-    return np.pad(y, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+def pad_to(x: np.ndarray, m: int) -> np.ndarray:
+    """(N, H, W[, 3]) -> bottom/right mirrored padding to multiples of m."""
+    ph, pw = -x.shape[1] % m, -x.shape[2] % m
+    return np.pad(x, ((0, 0), (0, ph), (0, pw)) + ((0, 0),) * (x.ndim - 3), mode="symmetric")
+
+
+def multiple(manifest: dict) -> int:
+    """M of a symbolic input shape ['b', 'M*h', 'M*w', ...] (1 for 'h')."""
+    side = str(manifest["input"]["shape"][1])
+    return int(side.split("*")[0]) if "*" in side else 1
 
 
 def runner(fmt: str, out: Path, manifest: dict):
@@ -76,35 +90,38 @@ def runner(fmt: str, out: Path, manifest: dict):
 
         tf = import_tensorflow()
         serve = tf.saved_model.load(os.fspath(out)).signatures["serving_default"]
-        name = manifest["output"]["name"]
-        return lambda x: serve(y=tf.constant(x))[name].numpy()
+        name, out_name = manifest["input"]["name"], manifest["output"]["name"]
+        return lambda x: serve(**{name: tf.constant(x)})[out_name].numpy()
     import onnxruntime as ort
 
     session = ort.InferenceSession(
         os.fspath(out / manifest["file"]), providers=["CPUExecutionProvider"]
     )
+    name = manifest["input"]["name"]
     fixed = isinstance(manifest["input"]["shape"][0], int)
     if fixed:  # the ONNX de-blocker's batch is fixed (1): one image at a time
-        return lambda x: np.concatenate([session.run(None, {"y": im[None]})[0] for im in x])
-    return lambda x: session.run(None, {"y": x})[0]
+        return lambda x: np.concatenate([session.run(None, {name: im[None]})[0] for im in x])
+    return lambda x: session.run(None, {name: x})[0]
 
 
-def inputs(what: str, fixed: bool, y: np.ndarray) -> dict:
+def inputs(fixed: bool, x: np.ndarray, m: int) -> dict:
+    """Named batches of crops of x: the whole photo at a fixed size; else two images and one
+    large one whose sides are multiples of m."""
     if fixed:
-        return {"1x480x640": y[None]}
-    shapes = {"2x96x144": np.stack([y[:96, :144], y[200:296, 300:444]])}
-    if what == "deblock":
-        shapes["1x480x624"] = y[None, :, :624]
-    else:
-        shapes["1x480x640"] = y[None]
-    return shapes
+        return {"1x480x640": x[None]}
+    a, b = (96, 144) if m == 1 else (m, 2 * m)
+    h, w = H - H % m, W - W % m
+    return {
+        f"2x{a}x{b}": np.stack([x[:a, :b], x[H - a :, W - b :]]),
+        f"1x{h}x{w}": x[None, :h, :w],
+    }
 
 
 def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != "export.json")
 
 
-def measure(what, fmt, flags, work: Path, y, reference) -> dict:
+def measure(what, fmt, flags, work: Path, photo, reference) -> dict:
     out = work / f"{what}-{fmt}-{'fixed' if flags else 'symbolic'}"
     cli = Path(sys.executable).with_name("cqrnet-jax")
     argv = [
@@ -133,18 +150,29 @@ def measure(what, fmt, flags, work: Path, y, reference) -> dict:
         "artifact_bytes": folder_bytes(out),
         "max_abs_diff_vs_jax": {},
     }
-    for name, x in inputs(what, bool(flags), y).items():
+    m = multiple(manifest)
+    for name, x in inputs(bool(flags), photo, m).items():
         result["max_abs_diff_vs_jax"][name] = float(np.abs(run(x) - reference(x)).max())
-    if what == "deblock" and not flags:
-        # Pad 480x640 to 480x672, restore, crop back: vs the JAX model on the unpadded image.
-        got = run(pad_to(y[None]))[:, :H, :W][0]
-        diff = np.abs(got - reference(y[None])[0])
-        cols = np.nonzero(diff.max(axis=0) > 1e-4)[0]
+    if what != "ranker" and not flags:
+        # Pad 480x640 to multiples of m, restore, crop back: vs the JAX model on the unpadded
+        # image; how far from the bottom/right edges the output moves by more than 1e-4.
+        padded = pad_to(photo[None], m)
+        got = run(padded)[0, :H, :W]
+        expected = reference(photo[None])[0]
+        diff = np.abs(got - expected)
+        diff = diff.max(axis=-1) if diff.ndim == 3 else diff
+        # how far from the bottom and right edges (the padded ones) differences reach
+        far = np.full((H, W), H + W)
+        if padded.shape[1] > H:
+            far = np.minimum(far, (H - np.arange(H))[:, None])
+        if padded.shape[2] > W:
+            far = np.minimum(far, (W - np.arange(W))[None, :])
+        far = np.where(diff > 1e-4, far, 0)
         to_8bit = lambda a: np.clip(np.round(a * 255), 0, 255).astype(np.uint8)  # noqa: E731
-        result["padded_480x640_to_480x672_and_cropped"] = {
+        result[f"padded_480x640_to_{padded.shape[1]}x{padded.shape[2]}_and_cropped"] = {
             "max_abs_diff_vs_jax_at_480x640": float(diff.max()),
-            "columns_from_right_edge_with_diff_over_1e-4": int(W - cols.min()) if cols.size else 0,
-            "uint8_pixels_that_differ": int((to_8bit(got) != to_8bit(reference(y[None])[0])).sum()),
+            "pixels_from_padded_edges_with_diff_over_1e-4": int(far.max()),
+            "uint8_values_that_differ": int((to_8bit(got) != to_8bit(expected)).sum()),
         }
     print(json.dumps(result), flush=True)
     return result
@@ -185,10 +213,13 @@ def main() -> None:
     from cqrnet_jax.models.build import load_ranker_model
 
     restorer = load_restorer("default")[0]
-    ranker, ranker_vars, _ = load_ranker_model(pretrained.shipped("ranker"))
+    colour = load_restorer("default", channels=3)[0]
+    # `export --what ranker`'s default: the shipped blind estimator
+    ranker, ranker_vars, _ = load_ranker_model(pretrained.shipped(pretrained.ESTIMATOR))
     score = jax.jit(lambda x: ranker.apply(ranker_vars, x, train=False)[0])
     references = {
         "deblock": lambda x: np.stack([restorer.restore_float(im) for im in x]),
+        "color": lambda x: np.stack([colour.restore_float(im) for im in x]),
         "ranker": lambda x: np.asarray(score(x)),
     }
     command = "python benchmarks/export_artifacts.py " + shlex.join(sys.argv[1:])
@@ -200,10 +231,17 @@ def main() -> None:
         "versions": _versions(),
         "formats": formats,
     }
-    y = photo()
+    images = photos()
     with tempfile.TemporaryDirectory() as work:
         results = [
-            measure(what, fmt, flags, Path(work), y, references[what])
+            measure(
+                what,
+                fmt,
+                flags,
+                Path(work),
+                images["rgb" if what == "color" else "y"],
+                references[what],
+            )
             for what, fmt, flags in CASES
             if fmt in formats
         ]

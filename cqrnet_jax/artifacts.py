@@ -10,8 +10,9 @@ is `cqrnet-jax export --format stablehlo|savedmodel|onnx -o DIR` (`apps/export.p
 - onnx: `DIR/<what>.onnx` through `jax2onnx` (optional extra: `pip install cqrnet-jax[onnx]`).
 
 Every artifact maps (batch, height, width) float32 Y in [0, 1] to the model's output (the
-de-blocker: restored Y, unclipped; the ranker: one quality score per image). DIR/export.json
-records the format, input shape, model and how to call it.
+de-blocker: restored Y, unclipped; the ranker: one quality score per image); the colour
+de-blocker (`--what color`) maps (batch, height, width, 3) decoded RGB in [0, 1] to restored RGB.
+DIR/export.json records the format, input shape, model and how to call it.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from pathlib import Path
 from cqrnet_jax.errors import ConfigError, InputError, MissingFileError
 
 FORMATS = ("stablehlo", "savedmodel", "onnx")
-MODELS = ("deblock", "ranker")
+MODELS = ("deblock", "color", "ranker")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 MANIFEST = "export.json"
-INPUT_NAME = "y"
-OUTPUT_NAME = {"deblock": "restored", "ranker": "score"}
+INPUT_NAME = {"deblock": "y", "color": "rgb", "ranker": "y"}
+OUTPUT_NAME = {"deblock": "restored", "color": "restored", "ranker": "score"}
 ONNX_OPSET = 23
 
 
@@ -41,19 +42,36 @@ class ExportError(ConfigError):
 
 
 def load_model(what: str, spec: str):
-    """(flax module, variables, meta) of the shipped model, a workdir's export or a prefix."""
+    """(flax module, variables, meta) of the shipped model, a workdir's export or a prefix; a
+    de-blocker's channels must be what `what` says (1 for deblock, 3 for color)."""
     from cqrnet_jax import pretrained
+    from cqrnet_jax.inference import COLOR_MODEL
     from cqrnet_jax.models.build import NotAModelError, load_deblock_model, load_ranker_model
 
-    prefix = pretrained.resolve_model_prefix(spec, what)
-    load = load_deblock_model if what == "deblock" else load_ranker_model
+    if what == "color":
+        prefix = pretrained.resolve_model_prefix(spec, "deblock")
+        prefix = pretrained.shipped(COLOR_MODEL) if spec == "default" else prefix
+    else:
+        prefix = pretrained.resolve_model_prefix(spec, what)
+    load = load_ranker_model if what == "ranker" else load_deblock_model
     try:
-        return load(prefix)
+        model, variables, meta = load(prefix)
     except FileNotFoundError:
-        where = f"the package's shipped {what}" if spec == "default" else os.fspath(prefix)
+        where = f"the package's shipped {what} model" if spec == "default" else os.fspath(prefix)
         raise MissingFileError(f"--model: no {what} model found at {where}") from None
     except NotAModelError as err:
         raise InputError(f"--model: {err}") from None
+    if what != "ranker" and channels(model) != (3 if what == "color" else 1):
+        kind = "a colour (RGB) model: export it with --what color"
+        if what == "color":
+            kind = "a Y (grey) model, not a colour one: export it with --what deblock"
+        raise InputError(f"--model: {os.fspath(prefix)} is {kind}")
+    return model, variables, meta
+
+
+def channels(model) -> int:
+    """A de-blocker's channels: 1 (Y) or 3 (RGB); 1 for the ranker."""
+    return getattr(model, "channels", 1)
 
 
 def size_multiple(what: str, model) -> int:
@@ -61,24 +79,26 @@ def size_multiple(what: str, model) -> int:
     at the top-left corner and its mask branch halves the size (see models/layers.py)."""
     from cqrnet_jax.models.build import size_alignment
 
-    return size_alignment(model) if what == "deblock" else 1
+    return 1 if what == "ranker" else size_alignment(model)
 
 
 def input_shape(what, model, fmt, batch, height, width) -> tuple:
-    """The input shape: ints for fixed dimensions, symbolic names ('b', '48*h') for the rest."""
-    if what == "deblock" and fmt == "onnx":
+    """The input shape: ints for fixed dimensions, symbolic names ('b', '128*h') for the rest;
+    a colour model's ends with 3."""
+    if what != "ranker" and fmt == "onnx":
         # jax2onnx cannot express the de-blocker's padded window partition with symbolic sizes,
         # nor lower a vmap of its Flax convs: the ONNX de-blocker has a fixed shape.
         if height is None or width is None:
-            raise ExportError("--format onnx --what deblock needs a fixed --height and --width")
+            raise ExportError(f"--format onnx --what {what} needs a fixed --height and --width")
         batch = 1 if batch is None else batch
     m = size_multiple(what, model)
     scaled = (lambda v: v) if m == 1 else (lambda v: f"{m}*{v}")
-    return (
+    shape = (
         "b" if batch is None else batch,
         scaled("h") if height is None else height,
         scaled("w") if width is None else width,
     )
+    return shape + (3,) if what == "color" else shape
 
 
 def shape_text(shape) -> str:
@@ -86,7 +106,8 @@ def shape_text(shape) -> str:
 
 
 def apply_fn(what: str, model, *, per_image: bool):
-    """f(variables, y) -> the model's output on (N, H, W) Y in [0, 1].
+    """f(variables, y) -> the model's output on (N, H, W) Y in [0, 1] ((N, H, W, 3) RGB for a
+    colour model).
 
     `per_image` runs the de-blocker as a vmap over images of batch 1: its attention picks a code
     path by the number of windows (one product up to 16 windows, a chunked loop beyond), so with
@@ -164,10 +185,11 @@ def write_savedmodel(what, model, variables, shape, platforms, out: Path) -> dic
     tf_shape = [d if isinstance(d, int) else None for d in shape]
 
     @tf.function(
-        autograph=False, input_signature=[tf.TensorSpec(tf_shape, tf.float32, name=INPUT_NAME)]
+        autograph=False,
+        input_signature=[tf.TensorSpec(tf_shape, tf.float32, name=INPUT_NAME[what])],
     )
-    def serve(y):
-        return {OUTPUT_NAME[what]: converted(module.params, y)}
+    def serve(x):
+        return {OUTPUT_NAME[what]: converted(module.params, x)}
 
     module.serve = serve
     try:
@@ -178,7 +200,7 @@ def write_savedmodel(what, model, variables, shape, platforms, out: Path) -> dic
         "file": ".",
         "platforms": list(platforms),
         "versions": {"tensorflow": tf.__version__},
-        "run": "tf.saved_model.load(DIR).signatures['serving_default'](y=y)"
+        "run": f"tf.saved_model.load(DIR).signatures['serving_default']({INPUT_NAME[what]}=x)"
         f"['{OUTPUT_NAME[what]}']",
     }
 
@@ -196,7 +218,7 @@ def write_onnx(what, model, variables, shape, out: Path) -> dict:
     import jax
 
     fn = apply_fn(what, model, per_image=False)
-    onnx_shape = tuple(d if isinstance(d, int) else n for d, n in zip(shape, ("B", "H", "W")))
+    onnx_shape = tuple(d if isinstance(d, int) else n for d, n in zip(shape, "BHWC"))
     name = f"{what}.onnx"
     try:
         jax2onnx.to_onnx(
@@ -206,7 +228,7 @@ def write_onnx(what, model, variables, shape, out: Path) -> dict:
             opset=ONNX_OPSET,
             return_mode="file",
             output_path=os.fspath(out / name),
-            input_names=[INPUT_NAME],
+            input_names=[INPUT_NAME[what]],
             output_names=[OUTPUT_NAME[what]],
             export_mode="web",  # a single file: the weights inline, no .onnx.data beside it
         )
@@ -216,7 +238,7 @@ def write_onnx(what, model, variables, shape, out: Path) -> dict:
         "file": name,
         "onnx_opset": ONNX_OPSET,
         "versions": {p: version(p) for p in ("jax2onnx", "onnx")},
-        "run": f"onnxruntime.InferenceSession('{name}').run(None, {{'{INPUT_NAME}': y}})[0]",
+        "run": f"onnxruntime.InferenceSession('{name}').run(None, {{'{INPUT_NAME[what]}': x}})[0]",
     }
 
 
@@ -224,23 +246,35 @@ def _accepted_sizes(what, model, shape) -> str:
     m = size_multiple(what, model)
     pad = "pad bottom/right by mirroring, numpy.pad's 'symmetric', crop back"
     free = "any" if m == 1 else f"any multiple of {m} ({pad})"
-    b, h, w = (d if isinstance(d, int) else f for d, f in zip(shape, ("any", free, free)))
+    b, h, w = (d if isinstance(d, int) else f for d, f in zip(shape[:3], ("any", free, free)))
     return f"batch: {b}; height: {h}; width: {w}"
 
 
+_MEANING = {
+    "deblock": (
+        "(batch, height, width) JPEG-decoded BT.601 (studio-swing) Y / 255",
+        "restored Y, same shape, unclipped: clip to [0, 1] (x255 and round for 8 bits)",
+    ),
+    "color": (
+        "(batch, height, width, 3) JPEG-decoded RGB / 255 (chroma upsampled by the decoder)",
+        "restored RGB, same shape, unclipped: clip to [0, 1] (x255 and round for 8 bits)",
+    ),
+    "ranker": (
+        "(batch, height, width) JPEG-decoded BT.601 (studio-swing) Y / 255",
+        "(batch,) quality scores, higher = better (higher JPEG quality)",
+    ),
+}
+
+
 def io_description(what, model, shape) -> dict:
-    out = (
-        "restored Y, same shape, unclipped: clip to [0, 1] (x255 and round for 8 bits)"
-        if what == "deblock"
-        else "(batch,) quality scores, higher = better (higher JPEG quality)"
-    )
+    meaning, out = _MEANING[what]
     return {
         "input": {
-            "name": INPUT_NAME,
+            "name": INPUT_NAME[what],
             "shape": list(shape),
             "dtype": "float32",
             "range": [0.0, 1.0],
-            "meaning": "(batch, height, width) JPEG-decoded BT.601 (studio-swing) Y / 255",
+            "meaning": meaning,
             "accepts": _accepted_sizes(what, model, shape),
         },
         "output": {"name": OUTPUT_NAME[what], "dtype": "float32", "meaning": out},

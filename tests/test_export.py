@@ -144,6 +144,29 @@ def test_symbolic_size(tmp_path, request, restorer, fmt):
 
 
 @pytest.mark.slow
+def test_colour_model_with_symbolic_batch_and_size(tmp_path):
+    """`--what color` exports the shipped colour model: (b, M*h, M*w, 3) RGB in and out, the
+    JAX model's output within TOL on a colour JPEG (the network alone: `deblock`'s mean-colour
+    shift and projection are not in it, docs/export.md)."""
+    from cqrnet_jax.data.jpeg import jpeg_degrade_rgb
+
+    restorer = load_restorer("default", channels=3)[0]
+    m = size_multiple("color", restorer.model)
+    out = tmp_path / "color"
+    assert _export(out, "--format", "stablehlo", "--what", "color") == 0
+    manifest = _manifest(out)
+    assert manifest["input"]["shape"] == ["b", f"{m}*h", f"{m}*w", 3]
+    assert manifest["input"]["name"] == "rgb" and manifest["model"]["config"]["channels"] == 3
+    exported = jax.export.deserialize(bytearray((out / manifest["file"]).read_bytes()))
+    rgb = jpeg_degrade_rgb(skimage.data.astronaut()[:m, : 2 * m], 20)
+    x = (rgb.astype(np.float32) / 255.0)[None]
+    got = np.asarray(exported.call(x))
+    assert got.shape == x.shape and got.dtype == np.float32
+    assert np.abs(got[0] - restorer.restore_float(x[0])).max() <= TOL
+    assert np.abs(got - x).max() > 0.02
+
+
+@pytest.mark.slow
 def test_ranker_with_symbolic_batch_and_size(tmp_path, photos):
     out = tmp_path / "ranker"
     assert _export(out, "--format", "stablehlo", "--what", "ranker") == 0
@@ -193,6 +216,21 @@ def test_wrong_model_kind_is_an_input_error(tmp_path, capsys):
     )
     assert "is not a ranker model" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("what", "model", "says"),
+    [("deblock", "deblock_color", "--what color"), ("color", "deblock", "--what deblock")],
+)
+def test_colour_and_grey_models_are_not_mixed_up(tmp_path, capsys, what, model, says):
+    """A colour model given to --what deblock (or a Y model to --what color): one line naming
+    the flag to use, exit status 3, nothing written."""
+    prefix = os.fspath(pretrained.shipped(model))
+    out = tmp_path / "x"
+    assert _export(out, "--format", "stablehlo", "--what", what, "--model", prefix) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --model: ") and says in err and "\n" not in err
+    assert not out.exists()
 
 
 def _doc_code(marker: str) -> str:

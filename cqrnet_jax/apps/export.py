@@ -33,13 +33,20 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "export",
         help="export a model as StableHLO, a TF SavedModel or ONNX",
-        description="Writes the de-blocker (or the ranker) as an artifact that runs without this "
-        "package, plus DIR/export.json. Input: (batch, height, width) float32 Y in [0, 1]. "
+        description="Writes the de-blocker (or the colour de-blocker, or the ranker) as an "
+        "artifact that runs without this package, plus DIR/export.json. Input: (batch, height, "
+        "width) float32 Y in [0, 1]; the colour de-blocker's (batch, height, width, 3) RGB. "
         "See docs/export.md for how to run each format.",
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="artifact format")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--what", choices=MODELS, default="deblock", help="model (default: deblock)")
+    p.add_argument(
+        "--what",
+        choices=MODELS,
+        default="deblock",
+        help="deblock (Y), color (RGB: the shipped colour model by default) or ranker "
+        "(default: deblock)",
+    )
     add_model_argument(p, "model of --what")
     p.add_argument(
         "--height",
@@ -99,5 +106,6 @@ def run_export(args) -> int:
         manifest["versions"] = {**environment(), **info.pop("versions", {})}
         manifest.update(info)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {out} ({args.format}, input {INPUT_NAME}: {shape_text(shape)} float32)")
+    name = INPUT_NAME[args.what]
+    print(f"wrote {out} ({args.format}, input {name}: {shape_text(shape)} float32)")
     return 0
