@@ -313,7 +313,30 @@ def render_color_above() -> str:
     return "\n".join(lines)
 
 
+def render_color_bound() -> str:
+    """experiments/colour.md: how far a perfect Cb/Cr (or Y) would lift the colour model."""
+    d = _load("color_bound.json")
+    lines = [
+        "| QF | JPEG | guided filter | colour model | its Y, clean Cb/Cr | clean Y, its Cb/Cr "
+        "| floor (guided + 0.5) | Cb/Cr error cut from guided: model / floor needs |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in d["summary"]:
+        mse = lambda db: 10 ** (-db / 10)  # noqa: E731 (relative MSE of a PSNR)
+        y_only = mse(r["color_clean_chroma"])  # the error left with a perfect Cb/Cr
+        guided_c = mse(r["guided"]) - y_only
+        cut = 1 - (mse(r["color"]) - y_only) / guided_c
+        needs = 1 - (mse(r["guided"] + 0.5) - y_only) / guided_c
+        lines.append(
+            f"| {r['quality']} | {r['jpeg']:.2f} | {r['guided']:.2f} | {r['color']:.2f} | "
+            f"{r['color_clean_chroma']:.2f} | {r['color_clean_y']:.2f} | "
+            f"{r['guided'] + 0.5:.2f} | {cut:.0%} / {needs:.0%} |"
+        )
+    return "\n".join(lines)
+
+
 RENDERERS = {
+    "color-bound": render_color_bound,
     "color-above": render_color_above,
     "color-val": render_color_val,
     "color-table": render_color_table,
