@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
+from cqrnet_jax.metrics import psnr, rgb_psnr
 from cqrnet_jax.photo import filter_chroma, restore_y
 
 GF_VARIANTS = ((2, 1e-3), (3, 1e-3), (4, 1e-3), (3, 1e-4), (3, 1e-2))
@@ -87,16 +88,11 @@ def chroma_model(restorer, ycbcr: np.ndarray, gain: float, half: bool) -> np.nda
     return out
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-
-
 def scores(rgb_out: np.ndarray, rgb_ref: np.ndarray) -> dict:
     """PSNR of RGB (all channels) and of the uint8-rounded Y, Cb, Cr of the result."""
     out, ref = (np.clip(np.round(rgb_to_ycbcr(x)), 0, 255) for x in (rgb_out, rgb_ref))
-    res = {"rgb": psnr(rgb_out, rgb_ref)}
-    res.update({k: psnr(out[..., i], ref[..., i]) for i, k in enumerate(("y", "cb", "cr"))})
+    res = {"rgb": rgb_psnr(rgb_out, rgb_ref)}
+    res.update({k: float(psnr(out[..., i], ref[..., i])) for i, k in enumerate(("y", "cb", "cr"))})
     return res
 
 

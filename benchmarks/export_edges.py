@@ -56,10 +56,6 @@ def photos(m: int) -> dict[str, np.ndarray]:
     return out
 
 
-def to_uint8(y: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
-
-
 def padded_and_cropped(restorer, y: np.ndarray, mode: str, m: int) -> np.ndarray:
     """The artifact's use: pad bottom/right to multiples of m, restore all of it, crop back."""
     h, w = y.shape
@@ -69,6 +65,8 @@ def padded_and_cropped(restorer, y: np.ndarray, mode: str, m: int) -> np.ndarray
 
 def edge_figures(got: np.ndarray, want: np.ndarray, m: int) -> dict:
     """8-bit differences overall and in the last rows/columns, and their reach from the edge."""
+    from cqrnet_jax.inference import to_uint8
+
     diff = np.abs(to_uint8(got).astype(int) - to_uint8(want).astype(int))
     h, w = diff.shape
     out = {"max": int(diff.max()), "pixels_changed": int((diff > 0).sum()), "pixels": h * w}

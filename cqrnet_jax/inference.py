@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from cqrnet_jax import pretrained
+from cqrnet_jax.data.color import round_to_uint8
 from cqrnet_jax.devices import compiler_options
 from cqrnet_jax.errors import InputError, MissingFileError
 from cqrnet_jax.models.build import size_alignment
@@ -42,8 +43,8 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def to_uint8(y: np.ndarray) -> np.ndarray:
-    """A restored float image (nominally [0, 1]) as the uint8 image it stands for."""
-    return np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
+    """A restored float image on the [0, 1] scale as the uint8 image it stands for."""
+    return round_to_uint8(np.asarray(y) * 255.0)
 
 
 def balanced_batches(items: Sequence, max_batch: int) -> list[list]:

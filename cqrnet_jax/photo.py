@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
+from cqrnet_jax.data.color import rgb_to_ycbcr, round_to_uint8, ycbcr_to_rgb
 from cqrnet_jax.data.consistency import JpegLuma, project_upright
 from cqrnet_jax.data.jpeg import table_quality
 
@@ -50,7 +50,7 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
 def restore_y(restorer, y: np.ndarray) -> np.ndarray:
     """Studio-swing float Y (H, W) -> restored float Y: the model sees the rounded uint8 Y, the
     sub-level part of the input is kept."""
-    y8 = np.clip(np.round(y), 0, 255).astype(np.uint8)
+    y8 = round_to_uint8(y)
     return restorer.restore_float(y8.astype(np.float32) / 255.0) * 255.0 + (y - y8)
 
 
@@ -135,7 +135,7 @@ def restore_grey(restorer, grey: np.ndarray, luma: JpegLuma | None = None) -> np
     y = restorer.restore_float(np.asarray(grey, np.float32) / 255.0) * 255.0
     if luma is not None:
         y = project_upright(y, luma)
-    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+    return round_to_uint8(y)
 
 
 def restore_image(restorer, loaded, consistency: bool = True, colour=None) -> np.ndarray:

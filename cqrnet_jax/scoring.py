@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from .data.color import round_to_uint8
 from .data.consistency import project
 from .data.jpeg import check_quality, ijg_luma_table, jpeg_degrade
 from .metrics import image_metrics
@@ -86,10 +87,6 @@ def _progress(total: int, desc: str, enabled: bool) -> tqdm:
     )
 
 
-def _to_uint8_levels(y: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(y), 0, 255).astype(np.uint8)
-
-
 def _restore_all(restorer: RestoreFn, degraded: list[np.ndarray], bar: tqdm, table=None) -> list:
     """The restorer's outputs for all images, through `restore_batch` when it has one. With
     `table` (the JPEGs' luma quantization table), each output is projected onto the set of
@@ -98,7 +95,7 @@ def _restore_all(restorer: RestoreFn, degraded: list[np.ndarray], bar: tqdm, tab
     float_batch = getattr(restorer, "restore_float_batch", None)
     if table is not None and float_batch is not None:
         floats = float_batch([np.asarray(d, np.float32) / 255.0 for d in degraded], progress=bar)
-        return [_to_uint8_levels(project(f * 255.0, d, table)) for f, d in zip(floats, degraded)]
+        return [round_to_uint8(project(f * 255.0, d, table)) for f, d in zip(floats, degraded)]
     restore_batch = getattr(restorer, "restore_batch", None)
     if restore_batch is not None:
         outputs = list(restore_batch(degraded, progress=bar))
@@ -111,7 +108,7 @@ def _restore_all(restorer: RestoreFn, degraded: list[np.ndarray], bar: tqdm, tab
             bar.update(1)
     if table is not None:
         outputs = [
-            _to_uint8_levels(project(np.asarray(o, np.float64), d, table))
+            round_to_uint8(project(np.asarray(o, np.float64), d, table))
             for o, d in zip(outputs, degraded)
         ]
     return outputs

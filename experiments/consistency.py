@@ -14,6 +14,8 @@ import json
 import numpy as np
 from PIL import Image
 
+from cqrnet_jax import metrics
+from cqrnet_jax.data.color import round_to_uint8
 from cqrnet_jax.data.consistency import luma_table, project
 from cqrnet_jax.data.datasets import load_eval_set
 from cqrnet_jax.data.jpeg import jpeg_encode
@@ -21,12 +23,7 @@ from cqrnet_jax.inference import load_restorer
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    err = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if err == 0 else float(10 * np.log10(255.0**2 / err))
-
-
-def to_uint8(y: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+    return float(metrics.psnr(a, b))
 
 
 def main() -> None:
@@ -51,8 +48,8 @@ def main() -> None:
                 decoded = np.asarray(im.convert("L"))
                 restored = restorer.restore_float(decoded.astype(np.float32) / 255.0) * 255.0
                 base = psnr(decoded, clean)
-                gains["net"].append(psnr(to_uint8(restored), clean) - base)
-                projected = to_uint8(project(restored, decoded, table))
+                gains["net"].append(psnr(round_to_uint8(restored), clean) - base)
+                projected = round_to_uint8(project(restored, decoded, table))
                 gains["projected"].append(psnr(projected, clean) - base)
             row = {"model": spec, "set": args.set, "quality": q, "images": len(images)}
             for key, g in gains.items():

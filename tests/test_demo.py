@@ -12,11 +12,12 @@ import pytest
 from PIL import Image
 
 from cqrnet_jax.apps.cli import main
-from cqrnet_jax.apps.demo import DETAIL_CENTRES, compress, cut, load_photo, restore, square_around
+from cqrnet_jax.apps.demo import DETAIL_CENTRES, compress, cut, load_photo, square_around
 from cqrnet_jax.data.color import rgb_to_y
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.inference import load_restorer
 from cqrnet_jax.metrics import image_metrics
+from cqrnet_jax.photo import restore_image
 
 SIZE, CROP = 64, 32
 PAD = 8  # the figure's margin at this size: max(8, width // 64)
@@ -60,7 +61,7 @@ def test_figure_holds_jpeg_restored_original_and_scores_are_the_protocols(
     original = cut(photo, square_around(photo.shape, DETAIL_CENTRES["astronaut"], SIZE))
     loaded = compress(original, 10)
     jpeg = loaded.pixels
-    restored = restore(load_restorer(tiny_model_prefix)[0], loaded)
+    restored = restore_image(load_restorer(tiny_model_prefix)[0], loaded)
 
     figure = np.asarray(Image.open(out).convert("RGB"))
     assert figure.shape[1] == 3 * SIZE + 4 * PAD  # three panels side by side

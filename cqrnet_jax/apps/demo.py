@@ -139,12 +139,6 @@ def scores(image: np.ndarray, original: np.ndarray, detail) -> dict[str, float]:
     return out
 
 
-def restore(restorer, loaded, consistency: bool = True, colour=None) -> np.ndarray:
-    from cqrnet_jax.photo import restore_image
-
-    return restore_image(restorer, loaded, consistency, colour)
-
-
 # --- the figure -------------------------------------------------------------------------------
 
 
@@ -271,6 +265,7 @@ def run_demo(args) -> int:
     from cqrnet_jax.apps.input_quality import restore_limit
     from cqrnet_jax.data.io import save_image
     from cqrnet_jax.inference import load_color_restorer, load_restorer
+    from cqrnet_jax.photo import restore_image
 
     out = _check_args(args)
     original = load_photo(args.photo)
@@ -297,7 +292,7 @@ def run_demo(args) -> int:
         restored, label = jpeg, f"{label} (left alone)"
     else:
         print(f"restoring {args.photo} with the {label} ...", file=sys.stderr, flush=True)
-        restored = restore(restorer, loaded, not args.no_consistency, colour)
+        restored = restore_image(restorer, loaded, not args.no_consistency, colour)
     seconds = time.perf_counter() - t0
     s_jpeg, s_out = scores(jpeg, original, detail), scores(restored, original, detail)
     panels = [

@@ -24,6 +24,7 @@ import numpy as np
 from cqrnet_jax.apps.deblock import FileError, restore_file
 from cqrnet_jax.apps.estimate import _estimate_one
 from cqrnet_jax.apps.input_quality import peek_quality, restore_notes
+from cqrnet_jax.data.color import round_to_uint8
 from cqrnet_jax.data.io import ImageLoadError, image_size, save_image
 
 QUEUED, RUNNING, DONE, SKIPPED, FAILED = "queued", "running", "done", "skipped", "failed"
@@ -216,4 +217,4 @@ class JobQueue:
             before = np.asarray(im).astype(np.float32)
         with Image.open(job.folder / "after.png") as im:
             after = np.asarray(im).astype(np.float32)
-        return np.clip(np.round(before + strength * (after - before)), 0, 255).astype(np.uint8)
+        return round_to_uint8(before + strength * (after - before))

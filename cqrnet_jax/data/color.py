@@ -18,10 +18,14 @@ def _as_rgb_float(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float64) / 255.0
 
 
+def round_to_uint8(levels) -> np.ndarray:
+    """Values on the 0..255 scale as the uint8 image they stand for: rounded, then clipped."""
+    return np.clip(np.round(levels), 0, 255).astype(np.uint8)
+
+
 def rgb_to_y(rgb_uint8: np.ndarray) -> np.ndarray:
     """Y of YCbCr as MATLAB `rgb2ycbcr` (studio swing, [16, 235]) rounded to uint8."""
-    y = _as_rgb_float(rgb_uint8) @ RGB_TO_YCBCR[0] + YCBCR_OFFSET[0]
-    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+    return round_to_uint8(_as_rgb_float(rgb_uint8) @ RGB_TO_YCBCR[0] + YCBCR_OFFSET[0])
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
@@ -34,7 +38,7 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     """Inverse of `rgb_to_ycbcr` (MATLAB `ycbcr2rgb`), rounded and clipped to uint8."""
     inv = np.linalg.inv(RGB_TO_YCBCR)
     rgb = (np.asarray(ycbcr, np.float64) - YCBCR_OFFSET) @ inv.T * 255.0
-    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    return round_to_uint8(rgb)
 
 
 def gray_to_y(gray_uint8: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cqrnet_jax.errors import InputError
 
-from .color import rgb_to_y
+from .color import rgb_to_y, round_to_uint8
 from .consistency import JpegLuma, read_jpeg_luma
 
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -78,7 +78,7 @@ def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
         v = v * 255.0
     elif top > 255.0:
         v = v / 257.0
-    return np.clip(np.round(v), 0, 255).astype(np.uint8)
+    return round_to_uint8(v)
 
 
 def _split_alpha(im: Image.Image, mode: str) -> tuple[np.ndarray, np.ndarray]:
