@@ -322,3 +322,32 @@ def test_truncated_small_jpeg(tmp_path):
     full = _save(tmp_path, "full.jpg", Image.fromarray(_smooth_rgb()), quality=20)
     (tmp_path / "cut.jpg").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     _expect_error(tmp_path / "cut.jpg", "truncated image data")
+
+
+def test_truncated_files_through_every_reader(tmp_path):
+    """Bytes in memory and the estimator's luma reader report a cut file as `load_image` does."""
+    from cqrnet_jax.data.io import load_image_bytes
+
+    full = _save(tmp_path, "full.jpg", Image.fromarray(_rgb(64, 64)), quality=90)
+    data = full.read_bytes()[: full.stat().st_size // 2]
+    (tmp_path / "cut.jpg").write_bytes(data)
+    with pytest.raises(ImageLoadError, match="truncated image data"):
+        load_image_bytes(data, "upload.jpg")
+    with pytest.raises(ImageLoadError, match="truncated image data"):
+        load_luma(tmp_path / "cut.jpg")
+
+
+def test_a_bug_in_our_decoding_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only PIL's calls are turned into one-line file errors; our own code's errors propagate."""
+    import cqrnet_jax.data.io as io_module
+
+    path = _save(tmp_path, "ok.jpg", Image.fromarray(_rgb(32, 32)))
+
+    def broken(im):
+        raise TypeError("a bug in our code")
+
+    monkeypatch.setattr(io_module, "_decoded_pixels", broken)
+    with pytest.raises(TypeError, match="a bug in our code"):
+        load_image(path)
+    with pytest.raises(TypeError, match="a bug in our code"):
+        io_module.load_image_bytes(path.read_bytes(), "ok.jpg")

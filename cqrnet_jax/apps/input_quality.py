@@ -75,6 +75,9 @@ def peek_quality(path) -> FileQuality | None:
 
     from PIL import Image
 
+    from cqrnet_jax.data.io import quiet_pil_size_warning
+
+    quiet_pil_size_warning()  # the file's loading checks its size
     try:
         with Image.open(path) as im:
             fmt, mode = im.format, im.mode

@@ -166,7 +166,8 @@ def _decode(im: Image.Image, path: Path, source: Path | bytes | None = None) -> 
     luma plane."""
     mode, fmt = im.mode, im.format
     quant = getattr(im, "quantization", None) if fmt == "JPEG" else None
-    im.load()  # multi-frame files (GIF, APNG, TIFF pages): the first frame
+    with _pil_errors(path):
+        im.load()  # multi-frame files (GIF, APNG, TIFF pages): the first frame
     try:
         upright = ImageOps.exif_transpose(im) or im
     except Exception as err:  # a damaged EXIF block must not make the pixels unreadable
@@ -177,11 +178,10 @@ def _decode(im: Image.Image, path: Path, source: Path | bytes | None = None) -> 
     orientation = 1
     if upright is not im:
         orientation = int(im.getexif().get(_ORIENTATION, 1) or 1)
-    luma = (
-        read_jpeg_luma(im, path if source is None else source, orientation)
-        if fmt == "JPEG"
-        else None
-    )
+    luma = None
+    if fmt == "JPEG":
+        with _pil_errors(path):  # re-reads the file for a colour JPEG's Y plane
+            luma = read_jpeg_luma(im, path if source is None else source, orientation)
     pixels, alpha = _decoded_pixels(upright)
     if luma is not None and luma.upright_shape != pixels.shape[:2]:
         luma = None  # a turn we do not know how to undo
@@ -198,17 +198,11 @@ def _decode(im: Image.Image, path: Path, source: Path | bytes | None = None) -> 
 
 
 @contextmanager
-def _opened(path: Path, max_pixels: int):
-    """`Image.open(path)` whose size was checked against `max_pixels`; every failure inside the
-    block becomes an `ImageLoadError` with a one-line reason."""
-    _check_file(path)
+def _pil_errors(path: Path | str):
+    """What PIL raises on a damaged or unreadable file, as an `ImageLoadError` with a one-line
+    reason. Only PIL's own calls go inside, so an error in our code keeps its traceback."""
     try:
-        with warnings.catch_warnings():
-            # We enforce `max_pixels` ourselves; PIL's warning would fire below our limit.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                _check_size(im, path, max_pixels)
-                yield im
+        yield
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as err:
@@ -231,6 +225,36 @@ def _opened(path: Path, max_pixels: int):
         raise ImageLoadError(path, f"cannot decode image: {msg}") from None
 
 
+def quiet_pil_size_warning() -> None:
+    """Silences PIL's DecompressionBombWarning: files are checked against `max_pixels` (our limit)
+    before any decoding, and PIL's warning would fire below it; its DecompressionBombError still
+    applies. A filter, not a `catch_warnings` block: that is not thread-safe, and images load in
+    worker threads (re-adding the same filter replaces it)."""
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def _open(file, path: Path | str, max_pixels: int) -> Image.Image:
+    """`Image.open(file)` (a path or a file object), its header checked against `max_pixels`."""
+    quiet_pil_size_warning()
+    with _pil_errors(path):
+        im = Image.open(file)
+    try:
+        _check_size(im, Path(path), max_pixels)
+    except ImageLoadError:
+        im.close()
+        raise
+    return im
+
+
+@contextmanager
+def _opened(path: Path, max_pixels: int):
+    """`Image.open(path)` whose size was checked against `max_pixels`; a file PIL cannot open is
+    an `ImageLoadError` with a one-line reason."""
+    _check_file(path)
+    with _open(path, path, max_pixels) as im:
+        yield im
+
+
 def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Reads an image file (read-only) into upright uint8 pixels; raises `ImageLoadError`.
 
@@ -247,20 +271,8 @@ def load_image_bytes(
     """`load_image` of a file's bytes held in memory; `name` stands for the path in messages."""
     import io
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                _check_size(im, Path(name), max_pixels)
-                return _decode(im, Path(name), source=data)
-    except ImageLoadError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageLoadError(name, "not an image file (unknown format or damaged header)") from None
-    except Exception as err:  # PIL plugins raise many kinds of error on corrupt data
-        raise ImageLoadError(
-            name, f"cannot decode image: {_one_line(err) or type(err).__name__}"
-        ) from None
+    with _open(io.BytesIO(data), name, max_pixels) as im:
+        return _decode(im, Path(name), source=data)
 
 
 def image_size(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -285,9 +297,10 @@ def load_luma(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) 
     with _opened(path, max_pixels) as im:
         if im.format == "JPEG" and im.mode == "RGB":
             quant = {int(k): [int(x) for x in v] for k, v in im.quantization.items()}
-            im.draft("L", None)  # libjpeg's grey output of a YCbCr JPEG is its Y component
-            if im.mode == "L":
-                y = np.array(im, dtype=np.uint8)
+            with _pil_errors(path):
+                im.draft("L", None)  # libjpeg's grey output of a YCbCr JPEG is its Y component
+                y = np.array(im, dtype=np.uint8) if im.mode == "L" else None
+            if y is not None:
                 return LoadedImage(str(path), y, None, "JPEG", "RGB", quantization=quant)
         img = _decode(im, path)
     return img if img.is_grey else replace(img, pixels=rgb_to_y(img.pixels), alpha=None)
