@@ -1,6 +1,6 @@
 """Stage 2: train the de-blocking network through the frozen ranker (paper §3.2-§4.1).
 
-  python -m cqrnet_jax.main --config=configs/deblock.py:cpu --workdir=/work/runs/deblock_cpu
+  python -m cqrnet_jax.main --config=configs/deblock.py:cpu --workdir=../runs/deblock_cpu
   python -m cqrnet_jax.main --config=configs/deblock.py:paper,gpu --workdir=runs/paper  # a GPU
 
 Presets compose left to right with commas (e.g. `:cpu,no_dc`):
@@ -221,7 +221,7 @@ def get_config(arg=None):
         boundary=0.0,  # weight of L_B, the steps across 8x8 block edges (not in the paper)
         blocking=0.0,  # weight of L_BEF, the blocking excess PSNR-B counts (not in the paper)
         chroma=0.0,  # colour runs: weight of L_C, the MAE of Cb and Cr (not in the paper)
-        ranker="shipped",  # or a prefix written by training, e.g. WORKDIR/export/ranker
+        ranker="default",  # the shipped guide; or a ranker's training workdir or params prefix
         feature_layers=(1, 3, 5),  # ranker maps matched by L_F (stride-2 conv, BN, LeakyReLU)
     )
     c.eval_set = ""

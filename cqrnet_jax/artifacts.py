@@ -45,14 +45,9 @@ def load_model(what: str, spec: str):
     """(flax module, variables, meta) of the shipped model, a workdir's export or a prefix; a
     de-blocker's channels must be what `what` says (1 for deblock, 3 for color)."""
     from cqrnet_jax import pretrained
-    from cqrnet_jax.inference import COLOR_MODEL
     from cqrnet_jax.models.build import NotAModelError, load_deblock_model, load_ranker_model
 
-    if what == "color":
-        prefix = pretrained.resolve_model_prefix(spec, "deblock")
-        prefix = pretrained.shipped(COLOR_MODEL) if spec == "default" else prefix
-    else:
-        prefix = pretrained.resolve_model_prefix(spec, what)
+    prefix = pretrained.resolve_model_prefix(spec, what)
     load = load_ranker_model if what == "ranker" else load_deblock_model
     try:
         model, variables, meta = load(prefix)

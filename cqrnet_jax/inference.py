@@ -261,9 +261,6 @@ class Restorer:
         return to_uint8(self.restore_float(np.asarray(y_uint8, np.float32) / 255.0))
 
 
-COLOR_MODEL = "deblock_color"  # the shipped colour model's name in `pretrained`
-
-
 def load_restorer(
     spec: str = "default",
     *,
@@ -279,10 +276,7 @@ def load_restorer(
     other keywords as `Restorer`'s."""
     from cqrnet_jax.models.build import load_deblock_model
 
-    if spec == "default":
-        prefix = pretrained.shipped(COLOR_MODEL if channels == 3 else "deblock")
-    else:
-        prefix = pretrained.resolve_model_prefix(spec)
+    prefix = pretrained.resolve_model_prefix(spec, "color" if channels == 3 else "deblock")
     try:
         # float32 and chunked attention whatever the model was trained with (bfloat16 and
         # all-window attention suit a training batch, not a whole photo); params are float32
@@ -310,7 +304,7 @@ def load_restorer(
 
 def has_color_model() -> bool:
     """Whether the package ships a colour model."""
-    return pretrained.shipped(COLOR_MODEL).with_suffix(".json").is_file()
+    return pretrained.resolve_model_prefix("default", "color").with_suffix(".json").is_file()
 
 
 def load_color_restorer(spec: str = "default", y_model: str = "default", **kw) -> Restorer | None:

@@ -82,11 +82,13 @@ class RankerScorer:
 
 
 def load_ranker(prefix: str | os.PathLike | None = None, **kw) -> RankerScorer:
-    """The ranker at `prefix` (default: the shipped estimator); FileNotFoundError if missing."""
+    """The ranker at `prefix`: 'default' or None (the shipped estimator), a training workdir or a
+    params prefix; FileNotFoundError if missing."""
     from cqrnet_jax import pretrained
     from cqrnet_jax.models.build import load_ranker_model
 
-    module, variables, meta = load_ranker_model(prefix or pretrained.shipped(pretrained.ESTIMATOR))
+    where = pretrained.resolve_model_prefix(prefix or "default", "ranker")
+    module, variables, meta = load_ranker_model(where)
     return RankerScorer(module, variables, meta, **kw)
 
 

@@ -52,19 +52,29 @@ def test_rewrites_replace_whole_and_split_weights(tmp_path, variables):
 
 
 def test_model_prefix_of_each_kind_of_model_value(tmp_path, variables):
-    """'default' is the shipped de-blocker, or the blind estimator for a ranker; a workdir gives
-    its export of the kind asked for; a weights or meta file gives its prefix, dots in a prefix
-    stay."""
-    assert pretrained.resolve_model_prefix("default") == pretrained.shipped("deblock")
-    assert pretrained.resolve_model_prefix("default", "ranker") == pretrained.shipped(
-        pretrained.ESTIMATOR
-    )
+    """'default' is the shipped model of each kind (the blind estimator for `--ranker`, the guide
+    for stage 2's losses); a workdir gives its export of the kind asked for (a colour run exports
+    a de-blocker); a weights or meta file gives its prefix, dots in a prefix stay."""
+    defaults = {
+        kind: pretrained.resolve_model_prefix("default", kind)
+        for kind in ("deblock", "color", "ranker", "guide")
+    }
+    assert defaults == {
+        "deblock": pretrained.shipped("deblock"),
+        "color": pretrained.shipped("deblock_color"),
+        "ranker": pretrained.shipped(pretrained.ESTIMATOR),
+        "guide": pretrained.shipped(pretrained.GUIDE),
+    }
+    assert pretrained.resolve_model_prefix("default") == defaults["deblock"]
+    assert all(p.with_suffix(".json").is_file() for p in defaults.values())
     for kind in ("deblock", "ranker"):
         pretrained.save_variables(tmp_path / "export" / kind, variables, {"kind": kind})
         assert pretrained.resolve_model_prefix(tmp_path, kind) == tmp_path / "export" / kind
         for suffix in (".msgpack", ".json", ""):
             spec = f"{tmp_path}/export/{kind}{suffix}"
             assert pretrained.resolve_model_prefix(spec, kind) == tmp_path / "export" / kind
+    assert pretrained.resolve_model_prefix(tmp_path, "color") == tmp_path / "export" / "deblock"
+    assert pretrained.resolve_model_prefix(tmp_path, "guide") == tmp_path / "export" / "ranker"
     assert pretrained.resolve_model_prefix("runs/r/deblock.v2") == Path("runs/r/deblock.v2")
 
 

@@ -85,10 +85,14 @@ def add_model_argument(parser: argparse.ArgumentParser, what: str = "de-blocker"
 
 
 def add_ranker_argument(parser: argparse.ArgumentParser):
-    """`--ranker`, the quality ranker a command scores with (default None: the shipped estimator,
-    `pretrained.ESTIMATOR`)."""
+    """`--ranker`, the quality ranker a command scores with, as `--model` names a de-blocker
+    (`pretrained.resolve_model_prefix` with kind 'ranker')."""
     parser.add_argument(
-        "--ranker", metavar="PREFIX", help="ranker weights prefix (default: the shipped estimator)"
+        "--ranker",
+        default="default",
+        metavar="MODEL",
+        help="'default' (the shipped estimator), a ranker's training workdir or an exported "
+        "params prefix (default: default)",
     )
 
 

@@ -103,14 +103,14 @@ def _load_scorer(prefix, calibration_file=None):
     from cqrnet_jax.errors import InputError
     from cqrnet_jax.quality import load_calibration, load_ranker
 
-    where = prefix or pretrained.shipped(pretrained.ESTIMATOR)
+    where = pretrained.resolve_model_prefix(prefix or "default", "ranker")
     try:
         scorer = load_ranker(where)
     except InputError as err:
         raise InputError(
             f"no usable ranker weights at {where} ({err}); train one with "
             "`python -m cqrnet_jax.main --config=configs/ranker.py:cpu --workdir=DIR` and pass "
-            "--ranker DIR/export/ranker"
+            "--ranker DIR"
         ) from None
     if calibration_file:
         scorer.meta = {**scorer.meta, "calibration": load_calibration(calibration_file)}

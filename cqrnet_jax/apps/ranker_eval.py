@@ -157,7 +157,7 @@ def run_ranker_eval(args) -> int:
     if out is not None and out.is_dir():
         raise UsageError(f"--json: {out} is a folder")
     data_dir = resolve_data_dir(args.data_dir)
-    prefix = Path(args.ranker) if args.ranker else pretrained.shipped(pretrained.ESTIMATOR)
+    prefix = pretrained.resolve_model_prefix(args.ranker, "ranker")
     scorer = load_ranker(prefix, batch_size=args.batch_size)
     start = time.time()
     calibration = _calibration(args, scorer, prefix, data_dir)

@@ -122,19 +122,28 @@ def _load_own(prefix: str | os.PathLike):
 
 
 def shipped(name: str) -> Path:
-    """Prefix of a model shipped with the package ('ranker', 'ranker_blind', 'deblock')."""
+    """Prefix of a model shipped with the package ('ranker', 'ranker_blind', 'deblock',
+    'deblock_color')."""
     return HERE / name
 
 
+# Each kind of model: the shipped one that 'default' means, and the name of a training run's
+# export (colour de-blockers are trained by the de-blocking task, so they export as "deblock").
+# The guide is a ranker too: "default" means GUIDE for stage 2's losses, ESTIMATOR elsewhere.
+DEFAULTS = {"deblock": "deblock", "color": "deblock_color", "ranker": ESTIMATOR, "guide": GUIDE}
+EXPORTS = {"deblock": "deblock", "color": "deblock", "ranker": "ranker", "guide": "ranker"}
+
+
 def resolve_model_prefix(spec: str | os.PathLike, kind: str = "deblock") -> Path:
-    """The params prefix of a `--model` value: 'default' -> the shipped model of `kind` (the
-    de-blocker; for 'ranker', ESTIMATOR); a training workdir -> its exported `kind`; a
-    `.msgpack` or `.json` file -> its prefix; anything else -> itself."""
+    """The params prefix of a `--model` (or `--ranker`, `--color-model`) value for a model of
+    `kind` ('deblock', 'color', 'ranker' or 'guide'): 'default' -> the shipped one (`DEFAULTS`); a
+    training workdir -> its export; a `.msgpack` or `.json` file -> its prefix; anything else ->
+    itself."""
     if spec == "default":
-        return shipped(ESTIMATOR if kind == "ranker" else kind)
+        return shipped(DEFAULTS[kind])
     path = Path(spec)
-    if path.is_dir() and (path / "export" / f"{kind}.msgpack").is_file():
-        return path / "export" / kind
+    if path.is_dir() and (path / "export" / f"{EXPORTS[kind]}.msgpack").is_file():
+        return path / "export" / EXPORTS[kind]
     if path.suffix in (".msgpack", ".json"):
         return path.with_suffix("")
     return path

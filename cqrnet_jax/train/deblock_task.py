@@ -26,12 +26,10 @@ from cqrnet_jax.train.loop import export_target
 
 
 def load_frozen_ranker(loss_cfg, dtype: str = "float32"):
-    """(module, variables, prefix) of the guiding ranker: the shipped one, or a PREFIX written by
-    `save_variables` (e.g. WORKDIR/export/ranker), computing in `dtype`. The training step takes
+    """(module, variables, prefix) of the guiding ranker: 'default' (the shipped guide), a
+    ranker's training workdir or a params prefix, computing in `dtype`. The training step takes
     its variables as an argument (`DeblockTask.frozen`), not as constants of the program."""
-    prefix = (
-        pretrained.shipped(pretrained.GUIDE) if loss_cfg.ranker == "shipped" else loss_cfg.ranker
-    )
+    prefix = pretrained.resolve_model_prefix(loss_cfg.ranker, "guide")
     module, variables, _ = load_ranker_model(prefix)
     return module.clone(dtype=jnp.dtype(dtype)), jax.tree.map(jnp.asarray, variables), str(prefix)
 
