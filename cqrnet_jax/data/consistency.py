@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .dihedral import dihedral, undo_dihedral
+
 BLOCK = 8
 
 
@@ -129,29 +131,19 @@ def read_jpeg_luma(im, source, orientation: int = 1) -> JpegLuma | None:
     return JpegLuma(y, table, orientation if orientation in range(1, 9) else 1)
 
 
-# EXIF orientation -> the numpy transform that turns stored pixels upright (as PIL's
-# `ImageOps.exif_transpose`), and its inverse.
-_UPRIGHT = {
-    1: lambda x: x,
-    2: lambda x: x[:, ::-1],
-    3: lambda x: x[::-1, ::-1],
-    4: lambda x: x[::-1],
-    5: lambda x: x.swapaxes(0, 1),
-    6: lambda x: np.rot90(x, -1),
-    7: lambda x: x[::-1, ::-1].swapaxes(0, 1),
-    8: lambda x: np.rot90(x, 1),
-}
-_STORED = {**_UPRIGHT, 6: lambda x: np.rot90(x, 1), 8: lambda x: np.rot90(x, -1)}
+# EXIF orientation -> the flip or rotation (`dihedral` index) that turns stored pixels upright,
+# as PIL's `ImageOps.exif_transpose` does.
+_EXIF_TO_DIHEDRAL = {1: 0, 2: 4, 3: 2, 4: 6, 5: 7, 6: 3, 7: 5, 8: 1}
 
 
 def upright(x: np.ndarray, orientation: int) -> np.ndarray:
     """Stored pixels (H, W, ...) turned upright for EXIF `orientation`."""
-    return np.ascontiguousarray(_UPRIGHT[orientation](x))
+    return dihedral(x, _EXIF_TO_DIHEDRAL[orientation])
 
 
 def stored(x: np.ndarray, orientation: int) -> np.ndarray:
     """Inverse of `upright`: upright pixels back to the file's stored orientation."""
-    return np.ascontiguousarray(_STORED[orientation](x))
+    return undo_dihedral(x, _EXIF_TO_DIHEDRAL[orientation])
 
 
 def project_upright(restored: np.ndarray, luma: JpegLuma) -> np.ndarray:

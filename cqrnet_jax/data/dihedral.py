@@ -9,7 +9,7 @@ NUM_TRANSFORMS = 8
 
 
 def dihedral(y: np.ndarray, index: int) -> np.ndarray:
-    """`y` (H, W) turned `index % 4` quarter turns counter-clockwise, then mirrored left-right
+    """`y` (H, W, ...) turned `index % 4` quarter turns counter-clockwise, then mirrored left-right
     when `index` >= 4; C-contiguous."""
     out = np.rot90(y, int(index) % 4)
     return np.ascontiguousarray(out[:, ::-1] if index >= 4 else out)
