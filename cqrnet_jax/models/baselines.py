@@ -50,9 +50,9 @@ class DnCNN(nn.Module):
     running ones (apply with `mutable=["batch_stats"]`). `residual_init`: the last conv's kernel
     at init, "zeros" (an identity start, the default) or "he" (the paper's, like the others)."""
 
-    depth: int = 20
-    features: int = 64
-    residual_init: str = "zeros"  # the last conv's kernel: "zeros" (start at x) | "he"
+    depth: int
+    features: int
+    residual_init: str  # the last conv's kernel: "zeros" (start at x) | "he"
     dtype: Any = jnp.float32
 
     @nn.compact

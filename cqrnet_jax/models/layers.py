@@ -78,7 +78,7 @@ class MultiScaleDilatedConv(nn.Module):
     """
 
     features: int
-    dilations: Sequence[int] = (1, 2, 4)
+    dilations: Sequence[int]
     dtype: Any = None
 
     @nn.compact

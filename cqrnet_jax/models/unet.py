@@ -49,8 +49,8 @@ class UNetDeblocker(nn.Module):
     blocks: Sequence[int]
     dilations: Sequence[int]
     attention: AttentionSettings
+    channels: int  # 1: Y | 3: RGB
     dtype: Any = jnp.float32
-    channels: int = 1  # 1: Y (the grey models' parameter tree, unchanged) | 3: RGB
 
     @property
     def scale(self) -> int:
@@ -208,11 +208,12 @@ class ChromaUNet(nn.Module):
         y = ycc[..., :1]
         y8 = jnp.clip(jnp.round(y * 255.0), 0.0, 255.0) / 255.0  # the grey model saw uint8 Y
         luma = UNetDeblocker(
-            self.luma_features,
-            self.luma_blocks,
-            self.dilations,
-            self.attention,
-            self.dtype,
+            features=self.luma_features,
+            blocks=self.luma_blocks,
+            dilations=self.dilations,
+            attention=self.attention,
+            channels=1,
+            dtype=self.dtype,
             name="luma",
         )
         y_out = jax.lax.stop_gradient(luma(y8, valid)) + (y - y8)
