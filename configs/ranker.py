@@ -1,6 +1,6 @@
 """Stage 1: train the Compression Quality Ranker (paper §3.1).
 
-  python -m cqrnet_jax.main --config=configs/ranker.py:cpu --workdir=/work/runs/ranker_cpu
+  python -m cqrnet_jax.main --config=configs/ranker.py:cpu --workdir=../runs/ranker_cpu
 
 Presets compose left to right with commas: `paper` (the default: RankSRGAN-sized ranker), `cpu`
 (the shipped ranker, trained on 2 CPU cores), `smoke` (under a minute, built-in photos; tests/CI),

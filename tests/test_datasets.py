@@ -1,6 +1,6 @@
 """Data directory resolution, evaluation / training sets, built-in photos.
 
-The `test_shared_*` tests need the real sets: run with CQRNET_DATA_DIR=/work/shared/data
+The `test_shared_*` tests need the real sets: run with CQRNET_DATA_DIR=../shared/data
 (they are skipped when it is unset or lacks the folders).
 """
 

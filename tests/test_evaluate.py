@@ -1,7 +1,7 @@
 """The evaluator (cqrnet_jax.scoring) and the `cqrnet-jax evaluate` command
 (cqrnet_jax.apps.evaluate).
 
-The slow test needs the real test sets: run with CQRNET_DATA_DIR=/work/shared/data.
+The slow test needs the real test sets: run with CQRNET_DATA_DIR=../shared/data.
 """
 
 from __future__ import annotations
