@@ -12,11 +12,11 @@ results agree within one grey level (tests/test_inference.py). A tile is rounded
 up to whole non-local windows (128 pixels for the shipped model); a tile below one window is
 refused, not silently enlarged: it would not bound memory as asked.
 
-JPEGs above the quality the model is known to improve (`input_quality.restore_limit`, 90 for
-the shipped one) are left alone with one line each and nothing written, unless `--force`;
-`--skip-above QF` moves that limit. Images that are not JPEGs are restored with a warning.
-`--ensemble` restores the 8 flips and rotations of each image and averages them
-(`cqrnet_jax.ensemble`): 8 times the time.
+JPEGs above the quality the model is known to improve (`input_quality.restore_limit`: the highest
+quality at which its metadata records every test image gaining) are left alone with one line
+each and nothing written, unless `--force`; `--skip-above QF` moves that limit.
+Images that are not JPEGs are restored with a warning. `--ensemble` restores the 8 flips and
+rotations of each image and averages them (`cqrnet_jax.ensemble`): 8 times the time.
 
 Each bad file (unreadable, not an image, too big, not writable, out of memory) gets one
 `error: FILE: reason` line on stderr and the batch goes on; any other exception is a bug and
@@ -125,7 +125,7 @@ def add_deblock_parser(subparsers) -> argparse.ArgumentParser:
         "--ensemble",
         action="store_true",
         help="restore the 8 flips and rotations of each image and average them: a little "
-        "better, 8 times slower (see README)",
+        'better, 8 times slower (docs/usage.md, "Self-ensemble")',
     )
     p.add_argument(
         "--max-pixels",

@@ -26,8 +26,8 @@ def quality_levels(qmin: int, qmax: int, num_levels: int) -> list[tuple[int, int
 
 
 def plan_rng(seed: int, step: int) -> np.random.Generator:
-    # the 0 was the process index when each process drew its own plans: keeping it keeps the
-    # batches of every earlier one-process run
+    """The generator of step `step`'s crops and qualities, the same on every process; the fixed 0
+    in the seed keeps one-process runs drawing the batches their records were made with."""
     return np.random.default_rng([int(seed), 0, int(step)])
 
 
