@@ -351,3 +351,17 @@ def test_a_bug_in_our_decoding_keeps_its_traceback(tmp_path, monkeypatch):
         load_image(path)
     with pytest.raises(TypeError, match="a bug in our code"):
         io_module.load_image_bytes(path.read_bytes(), "ok.jpg")
+
+
+def test_a_mode_pil_cannot_convert_is_a_file_error(tmp_path, monkeypatch):
+    """A pixel mode with no way to RGB is the file's problem: one line, not a traceback."""
+    import cqrnet_jax.data.io as io_module
+
+    path = _save(tmp_path, "odd.png", Image.fromarray(_rgb(8, 8)))
+    monkeypatch.setattr(io_module, "_RGB_MODES", ())  # as if PIL had a mode we do not know
+
+    def cannot(self, *args, **kw):
+        raise ValueError("conversion not supported")
+
+    monkeypatch.setattr(Image.Image, "convert", cannot)
+    _expect_error(path, "unsupported image mode 'RGB'")

@@ -93,6 +93,10 @@ def _palette_is_grey(rgb: np.ndarray) -> bool:
     )
 
 
+class _UnsupportedMode(ValueError):
+    """A pixel mode PIL reads but cannot convert to RGB: the file's problem, not a bug."""
+
+
 def _decoded_pixels(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Decoded PIL image -> (uint8 pixels (H, W) or (H, W, 3), alpha or None)."""
     mode, has_trns = im.mode, "transparency" in im.info
@@ -118,8 +122,8 @@ def _decoded_pixels(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         return np.asarray(im.convert("RGB")), None
     try:  # anything newer PIL may add: let PIL decide, as colour
         return np.asarray(im.convert("RGB")), None
-    except (ValueError, OSError) as err:
-        raise ValueError(f"unsupported image mode {mode!r}") from err
+    except (ValueError, OSError):
+        raise _UnsupportedMode(f"unsupported image mode {mode!r}") from None
 
 
 def _pil_bomb_reason(err: Exception) -> str:
@@ -182,7 +186,10 @@ def _decode(im: Image.Image, path: Path, source: Path | bytes | None = None) -> 
     if fmt == "JPEG":
         with _pil_errors(path):  # re-reads the file for a colour JPEG's Y plane
             luma = read_jpeg_luma(im, path if source is None else source, orientation)
-    pixels, alpha = _decoded_pixels(upright)
+    try:
+        pixels, alpha = _decoded_pixels(upright)
+    except _UnsupportedMode as err:
+        raise ImageLoadError(path, str(err)) from None
     if luma is not None and luma.upright_shape != pixels.shape[:2]:
         luma = None  # a turn we do not know how to undo
     return LoadedImage(
