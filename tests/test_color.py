@@ -56,6 +56,7 @@ def test_grey_unet_keeps_its_parameter_tree():
     assert tree["['params']['tail']['kernel']"] == (3, 3, 4, 1)
 
 
+@pytest.mark.slow  # a colour U-Net compiled three times
 def test_colour_unet_maps_rgb_to_rgb_and_starts_as_the_identity():
     model = deblock_from_config({**SMALL, "channels": 3})
     x = jnp.asarray(np.random.default_rng(0).random((2, 21, 30, 3)), jnp.float32)
@@ -116,6 +117,7 @@ CHROMA = {**SMALL, "arch": "chroma", "channels": 3, "chroma_widths": (4, 8),
           "chroma_blocks": (1, 1)}  # fmt: skip
 
 
+@pytest.mark.slow  # a chroma U-Net, its forward pass and gradients compiled
 def test_the_chroma_unet_keeps_the_grey_models_y_and_learns_only_the_chroma():
     """ChromaUNet: its Y is the grey model's on the (rounded) protocol Y, no gradient reaches
     that model, and it starts with the decoded Cb, Cr; any size, RGB in and out."""

@@ -149,6 +149,7 @@ def test_the_default_colour_model_goes_with_the_default_y_model_only(tiny_model_
         assert load_color_restorer("default", "default").channels == 3
 
 
+@pytest.mark.slow  # the shipped colour model on every built-in photo at four qualities
 @pytest.mark.skipif(not has_color_model(), reason="the package ships no colour model")
 def test_the_shipped_colour_model_keeps_the_mean_colour_within_one_level():
     """No colour shift: on the built-in colour photos at QF 10-40 the restored image's mean R,
