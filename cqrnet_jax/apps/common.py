@@ -102,10 +102,10 @@ def add_color_model_argument(parser: argparse.ArgumentParser):
         "--color-model",
         default="default",
         metavar="MODEL",
-        help="colour photos: 'default' (the shipped colour model: Y by the shipped de-blocker, "
-        "Cb/Cr by a chroma U-Net; with another --model, as 'none'), 'none' (Y by --model, Cb/Cr "
-        "by a guided filter), or a colour model's training workdir or params prefix "
-        "(default: default)",
+        help="colour photos: 'default' (the shipped colour model: Y by the grey U-Net it was "
+        "trained with, Cb/Cr by a chroma U-Net; with another --model, as 'none'), 'none' (Y by "
+        "--model, Cb/Cr by a guided filter), or a colour model's training workdir or params "
+        "prefix (default: default)",
     )
 
 
