@@ -37,6 +37,7 @@ def test_every_preset_passes(name):
         ("optim.decay_steps", 0, "optim.decay_steps must be 1 or more, got 0"),
         ("loss.boundary", -0.1, "loss.boundary must be 0.0 or more, got -0.1"),
         ("loss.blocking", -1.0, "loss.blocking must be 0.0 or more, got -1.0"),
+        ("loss.ranker", "shipped", "loss.ranker: the shipped guide is now called 'default'"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(setting, value, message, deblock_config):

@@ -51,6 +51,8 @@ def check_config(config) -> None:
         check_deblock_model(config.model)
         _choice("loss.pixel", config.loss.pixel, PIXEL_LOSSES)
         _at_least(config, "loss.alpha loss.beta loss.boundary loss.blocking loss.chroma", 0.0)
+        if config.loss.ranker == "shipped":  # the value's name before "default"
+            raise ConfigError("loss.ranker: the shipped guide is now called 'default'")
         check_color(config)
     elif config.data.color:
         raise ConfigError("data.color trains a de-blocker only (the ranker is grey)")
