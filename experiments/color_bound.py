@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from color_table import SUFFIXES, colour_jpeg
-from PIL import Image
+from color_table import clean_images, colour_jpeg, summarize
 
 from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
 from cqrnet_jax.inference import load_color_restorer, load_restorer
@@ -54,11 +53,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"--color-model {args.color_model}: no colour model")
     rows = ("jpeg", "guided", "color", "color_clean_chroma", "color_clean_y")
     per_image = []
+    qualities = [int(q) for q in args.qualities.split(",")]
     for name in args.sets.split(","):
-        files = sorted(f for f in Path(args.data_dir, name).iterdir() if f.suffix in SUFFIXES)
-        for path in files[: args.images] if args.images else files:
-            ref = np.asarray(Image.open(path).convert("RGB"))
-            for q in (int(q) for q in args.qualities.split(",")):
+        for path, ref in clean_images(args.data_dir, name, args.images):
+            for q in qualities:
                 loaded = colour_jpeg(ref, q)
                 out = restore_image(grey, loaded, colour=colour)
                 images = {
@@ -72,14 +70,9 @@ def main(argv=None) -> int:
                 entry.update({k: rgb_psnr(v, ref) for k, v in images.items()})
                 per_image.append(entry)
             print(path.name, flush=True)
-    summary = []
-    for name in args.sets.split(","):
-        for q in sorted({e["quality"] for e in per_image}):
-            got = [e for e in per_image if e["set"] == name and e["quality"] == q]
-            line = {"set": name, "quality": q, "images": len(got)}
-            line.update({r: float(np.mean([e[r] for e in got])) for r in rows})
-            summary.append(line)
-            print(json.dumps(line))
+    summary = summarize(
+        per_image, args.sets.split(","), sorted(qualities), lambda e: {r: e[r] for r in rows}
+    )
     record = {
         "command": "python " + " ".join(sys.argv),
         "protocol": "PIL colour JPEG (IJG tables, 4:2:0); photo.restore_image with the "

@@ -40,6 +40,27 @@ def colour_jpeg(rgb: np.ndarray, quality: int):
     return load_image_bytes(buf.getvalue(), f"q{quality}.jpg")
 
 
+def clean_images(data_dir: str, name: str, limit: int = 0):
+    """(path, uint8 RGB) of set `name`'s clean images by name; the first `limit` (0: all)."""
+    files = sorted(f for f in Path(data_dir, name).iterdir() if f.suffix in SUFFIXES)
+    for path in files[:limit] if limit else files:
+        yield path, np.asarray(Image.open(path).convert("RGB"))
+
+
+def summarize(per_image: list[dict], sets: list[str], qualities: list[int], values) -> list[dict]:
+    """Per set and quality, the mean of each of `values(entry)` (a dict of floats) over the
+    images; each line is printed as JSON too."""
+    summary = []
+    for name in sets:
+        for q in qualities:
+            got = [values(e) for e in per_image if e["set"] == name and e["quality"] == q]
+            line = {"set": name, "quality": q, "images": len(got)}
+            line.update({k: float(np.mean([g[k] for g in got])) for k in got[0]})
+            summary.append(line)
+            print(json.dumps(line))
+    return summary
+
+
 def rgb_scores(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     channels = [np.moveaxis(x, -1, 0).astype(np.float32) for x in (out, ref)]
     return {"psnr": rgb_psnr(out, ref), "ssim": float(np.mean(_ssim(*channels)))}
@@ -63,9 +84,7 @@ def main(argv=None) -> int:
     qualities = [int(q) for q in args.qualities.split(",")]
     per_image, seconds = [], {name: 0.0 for name in rows}
     for name in args.sets.split(","):
-        files = sorted(f for f in Path(args.data_dir, name).iterdir() if f.suffix in SUFFIXES)
-        for path in files[: args.images] if args.images else files:
-            ref = np.asarray(Image.open(path).convert("RGB"))
+        for path, ref in clean_images(args.data_dir, name, args.images):
             for q in qualities:
                 loaded = colour_jpeg(ref, q)
                 entry = {"set": name, "image": path.name, "quality": q}
@@ -79,16 +98,12 @@ def main(argv=None) -> int:
                     entry[row] = rgb_scores(out, ref)
                 per_image.append(entry)
             print(path.name, {r: round(per_image[-1][r]["psnr"], 2) for r in rows}, flush=True)
-    summary = []
-    for name in args.sets.split(","):
-        for q in qualities:
-            got = [e for e in per_image if e["set"] == name and e["quality"] == q]
-            line = {"set": name, "quality": q, "images": len(got)}
-            for row in rows:
-                for metric in ("psnr", "ssim"):
-                    line[f"{row}_{metric}"] = float(np.mean([e[row][metric] for e in got]))
-            summary.append(line)
-            print(json.dumps(line))
+    summary = summarize(
+        per_image,
+        args.sets.split(","),
+        qualities,
+        lambda e: {f"{row}_{m}": e[row][m] for row in rows for m in ("psnr", "ssim")},
+    )
     record = {
         "command": "python " + " ".join(sys.argv),
         "protocol": "PIL colour JPEG (IJG tables, 4:2:0), decoded by PIL; restored by "
