@@ -227,6 +227,29 @@ def test_an_edge_term_weight_adds_its_term(deblock_config, tmp_path, setup, weig
         assert float(value) > 0
 
 
+def test_a_quality_conditioned_unet_trains_on_each_crops_quality(deblock_config, tmp_path, setup):
+    """model.quality_input: the loss restores each crop told its own JPEG quality (the batch's
+    `quality`), as the network applied by hand with those qualities."""
+    config = _config(deblock_config, str(tmp_path / "no" / "ranker"), "smoke,no_cqr")
+    config.model.update(arch="unet", widths=(4, 8), blocks=(1, 1), quality_input=True)
+    config.model.nl_window = 4
+    task = DeblockTask(config)
+    params = task.init_variables(jax.random.key(0))["params"]
+    params = jax.tree.map(lambda a: a + 0.05, params)  # the tail starts at zero
+    batch = dict(setup["batch"])
+    x = jnp.asarray(batch["degraded"][:, 0], jnp.float32) / 255.0
+    y = jnp.asarray(batch["clean"], jnp.float32) / 255.0
+    losses = []
+    for q in (10, 90):
+        batch["quality"] = np.full_like(np.asarray(batch["quality"]), q)
+        total, _ = jax.jit(task.loss_fn)(params, {}, batch, jax.random.key(0))
+        quality = jnp.full((x.shape[0],), float(q))
+        restored = task.model.apply({"params": params}, x, quality=quality)
+        np.testing.assert_allclose(float(total), float(mae_loss(restored, y)), rtol=1e-5)
+        losses.append(float(total))
+    assert losses[0] != losses[1]
+
+
 @pytest.mark.parametrize("presets", ["smoke", "smoke,no_lq", "smoke,no_lf"])
 def test_missing_ranker_with_a_ranker_term_names_the_path(deblock_config, tmp_path, presets):
     """With α > 0 or β > 0, a missing ranker prefix is a FileNotFoundError naming the path."""

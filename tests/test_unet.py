@@ -61,3 +61,28 @@ def test_quality_mix_draws_within_its_ranges_by_weight():
 def test_a_bad_quality_mix_is_a_config_error(ranges, weights):
     with pytest.raises(ConfigError):
         check_quality_mix(ranges, weights)
+
+
+def test_a_quality_conditioned_unet_reads_the_quality():
+    """quality_input: the head reads quality / 100 as a plane; the output depends on it, a call
+    without one is refused, and `fixed_quality` stands in for it (how evaluation passes a QF)."""
+    model = deblock_from_config({**SMALL, "quality_input": True})
+    x = jnp.asarray(np.random.default_rng(0).random((2, 16, 16)), jnp.float32)
+    variables = model.init(jax.random.key(0), x, quality=jnp.array([10.0, 90.0]))
+    assert variables["params"]["head"]["kernel"].shape[2] == 2  # Y and the quality plane
+    leaves, tree = jax.tree.flatten(variables)
+    variables = jax.tree.unflatten(tree, [leaf + 0.05 for leaf in leaves])
+    low = model.apply(variables, x, quality=jnp.array([10.0, 10.0]))
+    high = model.apply(variables, x, quality=jnp.array([90.0, 90.0]))
+    assert low.shape == x.shape and not np.allclose(low, high)
+    fixed = model.clone(fixed_quality=10.0).apply(variables, x)
+    np.testing.assert_array_equal(fixed, low)
+    with pytest.raises(ValueError, match="needs the JPEG quality"):
+        model.apply(variables, x)
+
+
+def test_quality_input_is_only_for_the_grey_unet():
+    with pytest.raises(ConfigError, match="quality_input"):
+        deblock_from_config({**SMALL, "quality_input": True, "channels": 3})
+    with pytest.raises(ConfigError, match="quality_input"):
+        deblock_from_config({"arch": "dncnn", "quality_input": True})

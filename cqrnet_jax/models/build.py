@@ -51,6 +51,7 @@ def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | No
             attention=settings,
             dtype=compute,
             channels=int(cfg["channels"]),
+            quality_input=bool(cfg["quality_input"]),
         )
     if arch == "chroma":
         return ChromaUNet(
@@ -102,6 +103,8 @@ def check_deblock_model(model_cfg) -> None:
         raise ConfigError(f"model.channels={channels} needs model.arch=unet, not {arch!r}")
     if arch == "chroma" and channels != 3:
         raise ConfigError(f"model.arch=chroma is a colour model: model.channels=3, not {channels}")
+    if cfg["quality_input"] and (arch != "unet" or channels != 1):
+        raise ConfigError("model.quality_input needs the grey U-Net (model.arch=unet, channels=1)")
 
 
 def size_alignment(model) -> int:

@@ -43,6 +43,10 @@ class UNetDeblocker(nn.Module):
     scale is the bottleneck: blocks, a non-local block over `attention.window`-wide windows of
     that scale (bottleneck pixels), the dilated unit, blocks. `valid` (int (N, 2), real extents)
     keeps padding out of the attention, as in `DeblockNet`.
+
+    `quality_input`: the head also reads a constant plane, the JPEG quality / 100 (`quality`,
+    (N,), or `fixed_quality` when the call names none): the quality-conditioning experiment
+    (experiments/cpu_deblocker.md, "Quality conditioning").
     """
 
     features: Sequence[int]
@@ -50,7 +54,9 @@ class UNetDeblocker(nn.Module):
     dilations: Sequence[int]
     attention: AttentionSettings
     channels: int  # 1: Y | 3: RGB
+    quality_input: bool
     dtype: Any = jnp.float32
+    fixed_quality: float | None = None
 
     @property
     def scale(self) -> int:
@@ -63,14 +69,22 @@ class UNetDeblocker(nn.Module):
         return self.scale * self.attention.window
 
     @nn.compact
-    def __call__(self, x, valid=None):
+    def __call__(self, x, valid=None, quality=None):
         if self.channels == 1:
             x, squeeze = as_nhwc(x)
         else:
             x, squeeze = jnp.asarray(x, jnp.float32), False
         if x.ndim != 4 or x.shape[-1] != self.channels:
             raise ValueError(f"expected (N, H, W, {self.channels}) input, got shape {x.shape}")
-        out = x + unet_body(x, self.channels, self, valid)
+        inputs = x
+        if self.quality_input:
+            quality = self.fixed_quality if quality is None else quality
+            if quality is None:
+                raise ValueError("a quality-conditioned U-Net needs the JPEG quality")
+            q = jnp.broadcast_to(jnp.asarray(quality, jnp.float32), (x.shape[0],)) / 100.0
+            plane = jnp.broadcast_to(q[:, None, None, None], x.shape[:3] + (1,))
+            inputs = jnp.concatenate([x, plane], axis=-1)
+        out = x + unet_body(inputs, self.channels, self, valid)
         return out[..., 0] if squeeze else out
 
 

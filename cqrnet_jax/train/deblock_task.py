@@ -41,6 +41,7 @@ class DeblockTask:
         self.config = config
         self.model = deblock_from_config(config.model)
         self.channels = int(config.model.channels)  # 3: RGB batches (data.color)
+        self.quality_input = bool(getattr(self.model, "quality_input", False))
         loss = config.loss
         self.pixel_loss = loss.pixel  # mae | mse (config_check)
         self.uses_ranker = bool(loss.alpha or loss.beta)
@@ -60,13 +61,17 @@ class DeblockTask:
     def init_variables(self, rng):
         p = self.config.data.patch_size
         shape = (1, p, p) if self.channels == 1 else (1, p, p, self.channels)
-        return self.model.init(rng, jnp.zeros(shape, jnp.float32))
+        quality = {"quality": jnp.full((1,), 50.0)} if self.quality_input else {}
+        return self.model.init(rng, jnp.zeros(shape, jnp.float32), **quality)
 
-    def restore(self, params, batch_stats, x, train: bool = False):
+    def restore(self, params, batch_stats, x, train: bool = False, quality=None):
         """(restored, batch_stats) of x (N, H, W) in [0, 1] ((N, H, W, 3) RGB for a colour
-        model). A network with BatchNorm (DnCNN)
+        model); `quality` (N,): the JPEG qualities, for a quality-conditioned U-Net. A network
+        with BatchNorm (DnCNN)
         normalises by the batch and updates its running statistics when `train`, and uses the
         running ones otherwise; the others have no statistics and pass them through."""
+        if self.quality_input:
+            return self.model.apply({"params": params}, x, quality=quality), batch_stats
         if not batch_stats:
             return self.model.apply({"params": params}, x), batch_stats
         variables = {"params": params, "batch_stats": batch_stats}
@@ -121,7 +126,8 @@ class DeblockTask:
         del rng
         x = batch["degraded"][:, 0].astype(jnp.float32) / 255.0
         y = batch["clean"].astype(jnp.float32) / 255.0
-        restored, batch_stats = self.restore(params, batch_stats, x, train=True)
+        quality = batch["quality"][:, 0] if self.quality_input else None
+        restored, batch_stats = self.restore(params, batch_stats, x, train=True, quality=quality)
         metrics = self.terms(restored, y, frozen)  # logged unweighted
         total = sum(self.weigh(metrics).values())
         return total, (metrics, batch_stats)
@@ -170,6 +176,14 @@ class DeblockTask:
         restorer.variables = jax.device_get(self.variables(state))
         out = {}
         for q in self.config.eval_qualities or self.config.data.qualities:
+            if self.quality_input:  # told each quality, as a JPEG's header would
+                from cqrnet_jax.inference import Restorer
+
+                restorer = Restorer(
+                    self.model.clone(fixed_quality=float(q)),
+                    restorer.variables,
+                    tile=self.config.eval_tile,
+                )
             scores, gains = [], []
             for _, y in images:
                 jpeg = degrade(y, q)
