@@ -227,6 +227,7 @@ class ChromaUNet(nn.Module):
             dilations=self.dilations,
             attention=self.attention,
             channels=1,
+            quality_input=False,
             dtype=self.dtype,
             name="luma",
         )
