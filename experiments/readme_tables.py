@@ -273,8 +273,9 @@ def render_color_val() -> str:
 
 def render_color_table() -> str:
     """README and the colour model card: the shipped colour model on LIVE1 colour and BSDS500
-    test (color_table_chroma.json) beside the guided-filter path and the published rows."""
-    ours = _colour_rows("color_table_chroma.json")
+    test (color_table_c31343.json: its Y the shipped grey model) beside the guided-filter path
+    and the published rows."""
+    ours = _colour_rows("color_table_c31343.json")
     published = _load("color_published.json")["rows"]
     qualities = sorted({q for _, q in ours})
     lines = [
@@ -294,7 +295,7 @@ def render_color_table() -> str:
 
 def render_color_above() -> str:
     """The colour model card: LIVE1 colour above QF 40, the gain over the JPEG per image."""
-    d = _load("color_above_range_chroma.json")
+    d = _load("color_above_range_c31343.json")
     lines = [
         "| QF | colour model: mean / worst gain | photos worse "
         "| without it (guided filter to QF 60): mean / worst |",

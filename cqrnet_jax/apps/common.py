@@ -102,8 +102,8 @@ def add_color_model_argument(parser: argparse.ArgumentParser):
         "--color-model",
         default="default",
         metavar="MODEL",
-        help="colour photos: 'default' (the shipped colour model: Y by the grey U-Net it was "
-        "trained with, Cb/Cr by a chroma U-Net; with another --model, as 'none'), 'none' (Y by "
+        help="colour photos: 'default' (the shipped colour model: Y by the shipped grey U-Net, "
+        "Cb/Cr by a chroma U-Net; with another --model, as 'none'), 'none' (Y by "
         "--model, Cb/Cr by a guided filter), or a colour model's training workdir or params "
         "prefix (default: default)",
     )
