@@ -148,6 +148,13 @@ def load_deblock_model(
     prefix: str | os.PathLike, dtype: str | None = None, attention: str | None = None
 ):
     """(module, variables, meta) of a de-blocker written by `save_variables`, computing in
-    `dtype` with `attention` (default: as it was trained); errors as `load_ranker_model`."""
+    `dtype` with `attention` (default: as it was trained); errors as `load_ranker_model`, and
+    InputError for a quality-conditioned U-Net (an experiment the tools do not run)."""
     variables, meta = _load(prefix, "deblock")
-    return deblock_from_config(meta["model"], dtype, attention), variables, meta
+    model = deblock_from_config(meta["model"], dtype, attention)
+    if getattr(model, "quality_input", False):
+        raise InputError(
+            f"{os.fspath(prefix)}: a quality-conditioned U-Net (model.quality_input, an "
+            "experiment): deblock, evaluate and export do not run it"
+        )
+    return model, variables, meta
