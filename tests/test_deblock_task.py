@@ -250,6 +250,30 @@ def test_a_quality_conditioned_unet_trains_on_each_crops_quality(deblock_config,
     assert losses[0] != losses[1]
 
 
+def test_a_quality_conditioned_unet_starts_from_an_unconditioned_export(
+    deblock_config, tmp_path, setup
+):
+    """init_from an unconditioned U-Net's export: the head gains a zero slice for the quality
+    plane, so the conditioned network starts as that model (to float rounding), at its step."""
+    config = _config(deblock_config, str(tmp_path / "no" / "ranker"), "smoke,no_cqr")
+    config.model.update(arch="unet", widths=(4, 8), blocks=(1, 1), nl_window=4)
+    plain = DeblockTask(config)
+    params = jax.tree.map(lambda a: a + 0.05, plain.init_variables(jax.random.key(1))["params"])
+    meta = {"kind": "deblock", "step": 700, "model": config.model.to_dict()}
+    pretrained.save_variables(tmp_path / "plain", {"params": params}, meta)
+    config.model.quality_input = True
+    task = DeblockTask(config)
+    state = loop.create_state(task, config, setup["mesh"])
+    state = jax.device_get(loop.init_from_params(state, str(tmp_path / "plain"), 1, True))
+    assert int(state.step) == 700
+    np.testing.assert_array_equal(state.params["head"]["kernel"][:, :, 1], 0)
+    x = jnp.asarray(np.random.default_rng(0).random((2, 24, 24)), jnp.float32)
+    want = plain.model.apply({"params": params}, x)
+    for q in (10.0, 90.0):
+        got = task.model.apply({"params": state.params}, x, quality=jnp.full((2,), q))
+        np.testing.assert_allclose(got, want, rtol=1e-6)  # a 2-channel conv sums in its order
+
+
 @pytest.mark.parametrize("presets", ["smoke", "smoke,no_lq", "smoke,no_lf"])
 def test_missing_ranker_with_a_ranker_term_names_the_path(deblock_config, tmp_path, presets):
     """With α > 0 or β > 0, a missing ranker prefix is a FileNotFoundError naming the path."""

@@ -165,6 +165,18 @@ def colour_from_grey(params: dict) -> dict:
     return params
 
 
+def add_quality_input(params: dict) -> dict:
+    """Params of a quality-conditioned grey U-Net (`quality_input`) that computes exactly what
+    the U-Net of `params` did: the head's kernel gets a zero slice for the quality plane, which
+    training then learns to read (`--config.init_from` an unconditioned export)."""
+    head = dict(params["head"])
+    k = np.asarray(head["kernel"])  # (3, 3, 1, F)
+    if k.shape[2] != 1:
+        raise ValueError("add_quality_input: not a grey U-Net's params without a quality plane")
+    head["kernel"] = np.concatenate([k, np.zeros_like(k)], axis=2)
+    return {**params, "head": head}
+
+
 # The protocol's YCbCr of RGB, both in [0, 1]: ycc = rgb @ _RGB_TO_YCC + _YCC_OFFSET.
 _RGB_TO_YCC = (RGB_TO_YCBCR.T / 255.0).astype(np.float32)
 _YCC_OFFSET = (YCBCR_OFFSET / 255.0).astype(np.float32)

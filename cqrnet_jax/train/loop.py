@@ -124,17 +124,25 @@ def load_latest_checkpoint(manager: ocp.CheckpointManager, state: TrainState) ->
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def init_from_params(state: TrainState, prefix: str, channels: int = 1) -> TrainState:
+def init_from_params(
+    state: TrainState, prefix: str, channels: int = 1, quality_input: bool = False
+) -> TrainState:
     """Starts from exported params (no optimizer state): the weights and BatchNorm statistics of
     PREFIX, and its step, so the data pipeline and the learning-rate schedule (the optimizer's
     counter too, `with_schedule_step`) continue where it stopped; Adam's moments start afresh.
     A grey U-Net's params for a colour (`channels` 3) model: `unet.colour_from_grey`, at step 0
     (a new task, with its own schedule); for a chroma U-Net, its frozen Y model (the chroma
-    branch starts fresh)."""
+    branch starts fresh); for a quality-conditioned U-Net (`quality_input`), a U-Net without
+    the quality plane: `unet.add_quality_input`, at its step (the same network until trained)."""
     from cqrnet_jax import pretrained
 
     variables, meta = pretrained.load_variables(prefix)
-    grey = {**deblock_model_defaults(), **meta.get("model", {})}["channels"] == 1
+    saved = {**deblock_model_defaults(), **meta.get("model", {})}
+    grey = saved["channels"] == 1
+    if quality_input and not saved["quality_input"] and saved["arch"] == "unet":
+        from cqrnet_jax.models.unet import add_quality_input
+
+        variables = {**variables, "params": add_quality_input(variables["params"])}
     if grey and "luma" in state.params:  # a chroma U-Net: the grey model is its frozen Y
         fresh = jax.device_get(state.params)
         variables = {**variables, "params": {**fresh, "luma": variables["params"]}}
@@ -203,7 +211,8 @@ def _start_state(task, config, mesh: Mesh, manager) -> tuple[TrainState, int]:
 
         channels = config.model.channels if config.task == "deblock" else 1  # rankers: grey
         prefix = resolve_model_prefix(config.init_from, config.task)  # 'default', a workdir, ...
-        state = init_from_params(state, prefix, channels)
+        quality_input = config.task == "deblock" and bool(config.model.get("quality_input"))
+        state = init_from_params(state, prefix, channels, quality_input)
         report(f"initialised from {prefix} at step {int(state.step)}")
     state = load_latest_checkpoint(manager, state)
     start = manager.latest_step()
