@@ -456,3 +456,31 @@ def test_evaluation_reads_its_set_once_and_only_the_images_it_uses(deblock_confi
     scores = task.evaluate(state)
     assert set(scores) == {"eval/Classic5_q10_psnr", "eval/Classic5_q10_psnr_gain"}
     assert all(np.isfinite(v) for v in scores.values())
+
+
+def test_a_quality_conditioned_evaluation_compiles_once_per_quality(deblock_config, tmp_path):
+    """Each evaluation QF has its own program (told that QF), built once per run: a second
+    evaluation traces nothing again."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    folder = tmp_path / "data" / "Classic5"
+    folder.mkdir(parents=True)
+    image = np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8)
+    Image.fromarray(image).save(folder / "a.png")
+    config = deblock_config("no_cqr,smoke")
+    config.model.update(arch="unet", widths=(4, 8), blocks=(1, 1), nl_window=4, quality_input=True)
+    config.data.data_dir = str(tmp_path / "data")
+    config.eval_set, config.eval_max_images, config.eval_qualities = "Classic5", 1, (10, 50)
+    task = DeblockTask(config)
+    leaves, tree = jax.tree.flatten(task.init_variables(jax.random.key(0))["params"])
+    rng = np.random.default_rng(1)  # the tail starts at zero: perturb every parameter
+    leaves = [a + 0.02 * rng.standard_normal(a.shape).astype(a.dtype) for a in leaves]
+    state = SimpleNamespace(params=jax.tree.unflatten(tree, leaves), batch_stats={})
+    first, second = task.evaluate(state), task.evaluate(state)
+    assert first == pytest.approx(second)
+    assert first["eval/Classic5_q10_psnr"] != first["eval/Classic5_q50_psnr"]
+    restorers = task._eval_cache[0]
+    assert [r.model.fixed_quality for r in restorers.values()] == [10.0, 50.0]
+    assert all(r.traces == 1 for r in restorers.values())

@@ -150,7 +150,16 @@ class DeblockTask:
             files = files[: self.config.eval_max_images]
         load = load_y if self.channels == 1 else load_rgb
         images = [(p.stem, load(p)) for p in files]
-        self._eval_cache = Restorer(self.model, None, tile=self.config.eval_tile), images
+        qualities = self.config.eval_qualities or self.config.data.qualities
+        tile = self.config.eval_tile
+        if self.quality_input:  # a program per quality, told it as a JPEG's header would
+            restorers = {
+                q: Restorer(self.model.clone(fixed_quality=float(q)), None, tile=tile)
+                for q in qualities
+            }
+        else:
+            restorers = dict.fromkeys(qualities, Restorer(self.model, None, tile=tile))
+        self._eval_cache = restorers, images
 
     def evaluate(self, state) -> dict:
         """PSNR gain over JPEG on the configured monitoring set (not used to select anything).
@@ -170,20 +179,13 @@ class DeblockTask:
                 return float(psnr(a, b))
 
         self.load_evaluation()  # compile and read the images once per run, not per eval
-        restorer, images = self._eval_cache
+        restorers, images = self._eval_cache
         # host copies: the state's arrays span every process's devices, and only process 0
         # evaluates, on its own device
-        restorer.variables = jax.device_get(self.variables(state))
+        variables = jax.device_get(self.variables(state))
         out = {}
-        for q in self.config.eval_qualities or self.config.data.qualities:
-            if self.quality_input:  # told each quality, as a JPEG's header would
-                from cqrnet_jax.inference import Restorer
-
-                restorer = Restorer(
-                    self.model.clone(fixed_quality=float(q)),
-                    restorer.variables,
-                    tile=self.config.eval_tile,
-                )
+        for q, restorer in restorers.items():
+            restorer.variables = variables
             scores, gains = [], []
             for _, y in images:
                 jpeg = degrade(y, q)
