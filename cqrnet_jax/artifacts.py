@@ -12,7 +12,9 @@ is `cqrnet-jax export --format stablehlo|savedmodel|onnx -o DIR` (`apps/export.p
 Every artifact maps (batch, height, width) float32 Y in [0, 1] to the model's output (the
 de-blocker: restored Y, unclipped; the ranker: one quality score per image); the colour
 de-blocker (`--what color`) maps (batch, height, width, 3) decoded RGB in [0, 1] to restored RGB.
-DIR/export.json records the format, input shape, model and how to call it.
+A quality-conditioned de-blocker (model.quality_input) takes a second input, `quality`: (batch,)
+float32, each image's JPEG quality (1-100, IJG's scale). DIR/export.json records the format,
+input shapes, model and how to call it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 MANIFEST = "export.json"
 INPUT_NAME = {"deblock": "y", "color": "rgb", "ranker": "y"}
 OUTPUT_NAME = {"deblock": "restored", "color": "restored", "ranker": "score"}
+QUALITY_NAME = "quality"  # the second input of a quality-conditioned de-blocker
 ONNX_OPSET = 23
 
 
@@ -62,6 +65,11 @@ def load_model(what: str, spec: str):
             kind = "a Y (grey) model, not a colour one: export it with --what deblock"
         raise InputError(f"--model: {os.fspath(prefix)} is {kind}")
     return model, variables, meta
+
+
+def conditioned(what: str, model) -> bool:
+    """Whether the artifact takes each image's JPEG quality as a second input."""
+    return what == "deblock" and bool(getattr(model, "quality_input", False))
 
 
 def channels(model) -> int:
@@ -97,12 +105,12 @@ def input_shape(what, model, fmt, batch, height, width) -> tuple:
 
 
 def shape_text(shape) -> str:
-    return "(" + ", ".join(map(str, shape)) + ")"
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 def apply_fn(what: str, model, *, per_image: bool):
     """f(variables, y) -> the model's output on (N, H, W) Y in [0, 1] ((N, H, W, 3) RGB for a
-    colour model).
+    colour model); f(variables, y, quality) for a quality-conditioned one (`conditioned`).
 
     `per_image` runs the de-blocker as a vmap over images of batch 1: its attention picks a code
     path by the number of windows (one product up to 16 windows, a chunked loop beyond), so with
@@ -111,11 +119,22 @@ def apply_fn(what: str, model, *, per_image: bool):
     """
     if what == "ranker":
         return lambda variables, y: model.apply(variables, y, train=False)[0]
-    if not per_image:
-        return model.apply
     import jax
 
+    if conditioned(what, model):
+        if not per_image:
+            return lambda variables, y, q: model.apply(variables, y, quality=q)
+        return lambda variables, y, q: jax.vmap(
+            lambda im, qi: model.apply(variables, im[None], quality=qi[None])[0]
+        )(y, q)
+    if not per_image:
+        return model.apply
     return lambda variables, y: jax.vmap(lambda im: model.apply(variables, im[None])[0])(y)
+
+
+def _call_args(what, model) -> str:
+    """How the artifact is called, in the manifest's `run` line."""
+    return f"y, {QUALITY_NAME}" if conditioned(what, model) else "y"
 
 
 def _symbolic_error(shape, err) -> ExportError:
@@ -136,10 +155,11 @@ def export_stablehlo(what, model, variables, shape, platforms):
 
     fn = apply_fn(what, model, per_image=True)
     spec = export.symbolic_shape(", ".join(map(str, shape)))
+    args = [jax.ShapeDtypeStruct(spec, jnp.float32)]
+    if conditioned(what, model):  # one quality per image: the same (symbolic) batch
+        args.append(jax.ShapeDtypeStruct(spec[:1], jnp.float32))
     try:
-        return export.export(jax.jit(lambda y: fn(variables, y)), platforms=platforms)(
-            jax.ShapeDtypeStruct(spec, jnp.float32)
-        )
+        return export.export(jax.jit(lambda *a: fn(variables, *a)), platforms=platforms)(*args)
     except jax.errors.InconclusiveDimensionOperation as err:
         raise _symbolic_error(shape, err) from None
 
@@ -151,7 +171,8 @@ def write_stablehlo(what, model, variables, shape, platforms, out: Path) -> dict
     return {
         "file": name,
         "platforms": list(exported.platforms),
-        "run": f"jax.export.deserialize(bytearray(open('{name}', 'rb').read())).call(y)",
+        "run": f"jax.export.deserialize(bytearray(open('{name}', 'rb').read()))"
+        f".call({_call_args(what, model)})",
     }
 
 
@@ -169,9 +190,11 @@ def write_savedmodel(what, model, variables, shape, platforms, out: Path) -> dic
     import jax
 
     fn = apply_fn(what, model, per_image=True)
+    with_quality = conditioned(what, model)
+    polymorphic = [None, shape_text(shape)] + [f"({shape[0]},)"] * with_quality
     converted = jax2tf.convert(
         fn,
-        polymorphic_shapes=[None, shape_text(shape)],
+        polymorphic_shapes=polymorphic,
         with_gradient=False,
         native_serialization_platforms=platforms,
     )
@@ -179,12 +202,13 @@ def write_savedmodel(what, model, variables, shape, platforms, out: Path) -> dic
     module.params = jax.tree.map(lambda a: tf.Variable(a, trainable=False), variables)
     tf_shape = [d if isinstance(d, int) else None for d in shape]
 
-    @tf.function(
-        autograph=False,
-        input_signature=[tf.TensorSpec(tf_shape, tf.float32, name=INPUT_NAME[what])],
-    )
-    def serve(x):
-        return {OUTPUT_NAME[what]: converted(module.params, x)}
+    signature = [tf.TensorSpec(tf_shape, tf.float32, name=INPUT_NAME[what])]
+    if with_quality:
+        signature.append(tf.TensorSpec(tf_shape[:1], tf.float32, name=QUALITY_NAME))
+
+    @tf.function(autograph=False, input_signature=signature)
+    def serve(*x):
+        return {OUTPUT_NAME[what]: converted(module.params, *x)}
 
     module.serve = serve
     try:
@@ -195,8 +219,9 @@ def write_savedmodel(what, model, variables, shape, platforms, out: Path) -> dic
         "file": ".",
         "platforms": list(platforms),
         "versions": {"tensorflow": tf.__version__},
-        "run": f"tf.saved_model.load(DIR).signatures['serving_default']({INPUT_NAME[what]}=x)"
-        f"['{OUTPUT_NAME[what]}']",
+        "run": f"tf.saved_model.load(DIR).signatures['serving_default']({INPUT_NAME[what]}=x"
+        + (f", {QUALITY_NAME}=q" if with_quality else "")
+        + f")['{OUTPUT_NAME[what]}']",
     }
 
 
@@ -214,16 +239,19 @@ def write_onnx(what, model, variables, shape, out: Path) -> dict:
 
     fn = apply_fn(what, model, per_image=False)
     onnx_shape = tuple(d if isinstance(d, int) else n for d, n in zip(shape, "BHWC"))
+    with_quality = conditioned(what, model)
+    shapes = [onnx_shape] + [onnx_shape[:1]] * with_quality
+    names = [INPUT_NAME[what]] + [QUALITY_NAME] * with_quality
     name = f"{what}.onnx"
     try:
         jax2onnx.to_onnx(
-            lambda y: fn(variables, y),
-            [onnx_shape],
+            lambda *a: fn(variables, *a),
+            shapes,
             model_name=f"cqrnet_{what}",
             opset=ONNX_OPSET,
             return_mode="file",
             output_path=os.fspath(out / name),
-            input_names=[INPUT_NAME[what]],
+            input_names=names,
             output_names=[OUTPUT_NAME[what]],
             export_mode="web",  # a single file: the weights inline, no .onnx.data beside it
         )
@@ -233,7 +261,9 @@ def write_onnx(what, model, variables, shape, out: Path) -> dict:
         "file": name,
         "onnx_opset": ONNX_OPSET,
         "versions": {p: version(p) for p in ("jax2onnx", "onnx")},
-        "run": f"onnxruntime.InferenceSession('{name}').run(None, {{'{INPUT_NAME[what]}': x}})[0]",
+        "run": f"onnxruntime.InferenceSession('{name}').run(None, {{'{INPUT_NAME[what]}': x"
+        + (f", '{QUALITY_NAME}': q" if with_quality else "")
+        + "})[0]",
     }
 
 
@@ -263,6 +293,16 @@ _MEANING = {
 
 def io_description(what, model, shape) -> dict:
     meaning, out = _MEANING[what]
+    quality = {}
+    if conditioned(what, model):
+        quality["quality_input"] = {
+            "name": QUALITY_NAME,
+            "shape": list(shape[:1]),
+            "dtype": "float32",
+            "range": [1.0, 100.0],
+            "meaning": "(batch,) each image's JPEG quality on IJG's scale: the quality whose "
+            "IJG luma table is the file's (else the nearest), as cqrnet-jax deblock reads it",
+        }
     return {
         "input": {
             "name": INPUT_NAME[what],
@@ -272,6 +312,7 @@ def io_description(what, model, shape) -> dict:
             "meaning": meaning,
             "accepts": _accepted_sizes(what, model, shape),
         },
+        **quality,
         "output": {"name": OUTPUT_NAME[what], "dtype": "float32", "meaning": out},
     }
 

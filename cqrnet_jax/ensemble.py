@@ -58,6 +58,15 @@ class SelfEnsemble:
     canvas = property(lambda self: self.restorer.canvas)
     max_batch = property(lambda self: self.restorer.max_batch)
     meta = property(lambda self: self.restorer.meta)
+    quality_input = property(lambda self: getattr(self.restorer, "quality_input", False))
+
+    def for_quality(self, quality: float):
+        """The ensemble of the wrapped restorer told `quality` (`Restorer.for_quality`)."""
+        if not self.quality_input:
+            return self
+        view = SelfEnsemble(self.restorer.for_quality(quality))
+        view.progress = self.progress
+        return view
 
     def tiles(self, h: int, w: int):
         """The wrapped restorer's tiles of the 8 passes, each pass on its transformed image."""

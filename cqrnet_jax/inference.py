@@ -18,6 +18,7 @@ convolutions near a canvas's bottom/right edges see its padding, which barely mo
 from __future__ import annotations
 
 import collections
+import copy
 import itertools
 import math
 import os
@@ -63,6 +64,10 @@ class Restorer:
     `max_batch` bounds the images per program in canvas mode, and so the memory; `exact_group`
     gives sizes shared by that many images programs of their own (`canvas_groups`). `devices`
     (default: JAX's first) are used in turn, one program in flight on each (`_run`).
+
+    A quality-conditioned model (`quality_input`: the U-Net that is told each image's JPEG
+    quality) restores through `for_quality(q)`, a view that shares this one's compiled programs
+    and devices: the quality is an input of the program, not part of it.
     """
 
     def __init__(
@@ -95,6 +100,8 @@ class Restorer:
         self.progress = None  # tqdm-like, `update(n)` per n tiles or images when a call gives none
         self.meta: dict = {}  # the model's metadata (`load_restorer` fills it)
         self.traces = 0  # programs traced (each compiled once): one per distinct input shape
+        self.quality_input = bool(getattr(model, "quality_input", False))
+        self.quality: float | None = None  # what `for_quality` tells a conditioned model
         options = compiler_options("inference", self.devices)  # on a CPU: faster compiles
         self._apply = jax.jit(self._forward, compiler_options=options)
 
@@ -123,6 +130,29 @@ class Restorer:
         self._on_device = {}
         self._turn = itertools.count()  # jobs go to the devices in turn, across calls and threads
 
+    def for_quality(self, quality: float):
+        """This restorer told that its images are JPEGs of `quality` (1-100), for a
+        quality-conditioned model; itself for any other (it needs no quality). The view shares
+        the compiled programs, the devices and `progress` at the time of the call."""
+        if not self.quality_input:
+            return self
+        quality = float(quality)
+        if not 1.0 <= quality <= 100.0:
+            raise ValueError(f"a JPEG quality is in [1, 100], got {quality}")
+        view = copy.copy(self)  # the same dicts: variables on devices, device turns
+        view.quality = quality
+        return view
+
+    def _quality_of(self, n: int):
+        if not self.quality_input:
+            return None
+        if self.quality is None:
+            raise ValueError(
+                "this model is told each image's JPEG quality: restore through "
+                "restorer.for_quality(q)"
+            )
+        return np.full((n,), self.quality, np.float32)
+
     def _run(self, jobs):
         """Runs `jobs`, an iterable of (x (N, H, W) float32, valid (N, 2) int32, done), on the
         devices in turn, each dispatched while earlier ones run; `done(result)` receives each
@@ -134,17 +164,19 @@ class Restorer:
         pending: list = []
         for x, valid, done in jobs:
             device = self.devices[next(self._turn) % len(self.devices)]
-            x, valid = jax.device_put((x, valid), device)
-            pending.append((self._apply(self._variables_on(device), x, valid), done))
+            x, valid, q = jax.device_put((x, valid, self._quality_of(len(x))), device)
+            pending.append((self._apply(self._variables_on(device), x, valid, q), done))
             if len(pending) > len(self.devices):  # the oldest has had its turn: collect it
                 result, finish = pending.pop(0)
                 finish(np.asarray(result))
         for result, finish in pending:
             finish(np.asarray(result))
 
-    def _forward(self, variables, x, valid):
+    def _forward(self, variables, x, valid, quality=None):
         self.traces += 1  # Python runs here only while tracing
-        return self.model.apply(variables, x, valid)
+        if quality is None:
+            return self.model.apply(variables, x, valid)
+        return self.model.apply(variables, x, valid, quality=quality)
 
     def canvas_shape(self, h: int, w: int) -> tuple[int, int]:
         """The canvas of an (h, w) image: each side rounded up to a multiple of `canvas`."""

@@ -8,9 +8,16 @@ it beat the decoded chroma and the de-blocker applied to Cb/Cr, at a fraction of
 cost (`benchmarks/chroma.py`, numbers in docs/method.md "Colour images"). Above
 CHROMA_FILTER_UP_TO the decoded chroma is fine enough that the filter loses more detail than it
 removes blocks, so files of a higher quality keep their decoded Cb/Cr.
+
+A quality-conditioned model (`inference.Restorer.quality_input`) is told each file's JPEG
+quality (`image_quality`): read from its quantization tables, else from the trace a decoded
+JPEG's block grid leaves in its pixels (a PNG of a JPEG), else the blind estimate of the shipped
+quality ranker.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from scipy import ndimage
@@ -18,6 +25,7 @@ from scipy import ndimage
 from cqrnet_jax.data.color import rgb_to_ycbcr, round_to_uint8, ycbcr_to_rgb
 from cqrnet_jax.data.consistency import JpegLuma, project_upright
 from cqrnet_jax.data.jpeg import table_quality
+from cqrnet_jax.data.jpeg_history import grid_quality
 
 # Guided-filter window radius (pixels) and regulariser (on Y in [0, 1]); docs/method.md.
 CHROMA_RADIUS = 3
@@ -89,14 +97,81 @@ def restore_rgb(
     return ycbcr_to_rgb(filter_chroma(ycbcr) if clean_chroma else ycbcr)
 
 
-def _file_quality(loaded) -> int | None:
+def file_jpeg_quality(loaded) -> int | None:
+    """The JPEG quality of a loaded file (`data.io.LoadedImage`) from its luma quantization
+    table (IJG's quality exactly, else the nearest); None when it is not a JPEG."""
     return table_quality(loaded.quantization) if loaded.format == "JPEG" else None
+
+
+# The blind estimate is clipped to the qualities a conditioned model was trained to be told.
+BLIND_QUALITY_RANGE = (5.0, 95.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _estimator():
+    from cqrnet_jax.quality import load_ranker
+
+    return load_ranker("default")  # the shipped blind estimator, with its calibration
+
+
+def blind_quality(pixels: np.ndarray) -> float:
+    """The JPEG quality an image looks compressed at, by the shipped quality ranker: its score
+    of the image's Y (a centred 2048² crop of a larger one) through the ranker's calibration,
+    clipped to BLIND_QUALITY_RANGE. Coarse above QF 30 (cqrnet_jax/pretrained/ranker_blind.md),
+    and only an image that was never re-encoded after its JPEG reads near its quality."""
+    from cqrnet_jax.quality import estimate_quality, scored_region
+
+    y = pixels if pixels.ndim == 2 else round_to_uint8(rgb_to_ycbcr(pixels[..., :3])[..., 0])
+    scorer = _estimator()
+    score = float(scorer(scored_region(np.asarray(y, np.uint8))))
+    return float(np.clip(estimate_quality(score, scorer.calibration), *BLIND_QUALITY_RANGE))
+
+
+def told_quality(restorer, quality: float):
+    """`restorer` told that its images are JPEGs of `quality` when it is quality-conditioned
+    (`for_quality`); any other restorer (an identity, a blind model) as it is."""
+    if restorer is None or not getattr(restorer, "quality_input", False):
+        return restorer
+    return restorer.for_quality(quality)
+
+
+def image_quality(loaded, *restorers) -> tuple[float | None, str | None]:
+    """(the JPEG quality the quality-conditioned ones of `restorers` are told for a loaded
+    image, where it comes from): the file's tables ("file", `file_jpeg_quality`); else the
+    trace its pixels keep of a JPEG's block grid ("pixels", `data.jpeg_history.grid_quality`:
+    a PNG of a decoded JPEG); else the quality ranker's blind estimate ("ranker",
+    `blind_quality`). (None, None) when none of them is conditioned: nothing is read."""
+    if not any(getattr(r, "quality_input", False) for r in restorers if r is not None):
+        return None, None
+    quality = file_jpeg_quality(loaded)
+    if quality is not None:
+        return float(quality), "file"
+    quality = grid_quality(loaded.pixels)
+    if quality is not None:
+        return float(quality), "pixels"
+    return blind_quality(loaded.pixels), "ranker"
+
+
+def quality_note(quality: float, source: str | None) -> str | None:
+    """One line on the quality a conditioned model was told for a file without tables (None
+    for a JPEG's own, which needs no note)."""
+    if source == "pixels":
+        return (
+            f"not a JPEG file, but its pixels are a decoded JPEG of quality {quality:.0f} "
+            "(read from their 8x8 DCT lattice): restored as such"
+        )
+    if source == "ranker":
+        return (
+            f"no JPEG block grid in its pixels; restored as JPEG quality ~{quality:.0f}, the "
+            "quality ranker's blind estimate (a clean image needs no restoration)"
+        )
+    return None
 
 
 def chroma_filter_pays(loaded) -> bool:
     """Whether the guided filter cleans a loaded colour file's chroma: unless it is a JPEG of a
     quality above CHROMA_FILTER_UP_TO (files without tables, e.g. PNGs, get the filter)."""
-    quality = _file_quality(loaded)
+    quality = file_jpeg_quality(loaded)
     return quality is None or quality <= CHROMA_FILTER_UP_TO
 
 
@@ -104,7 +179,7 @@ def colour_model_pays(colour, loaded) -> bool:
     """Whether a colour model restores a loaded file: unless it is a JPEG of a quality above
     the model's `color_up_to` (its metadata: every test photo gained up to there); above it,
     Y by the Y model alone does (`restore_rgb`)."""
-    limit, quality = colour.meta.get("color_up_to"), _file_quality(loaded)
+    limit, quality = colour.meta.get("color_up_to"), file_jpeg_quality(loaded)
     return limit is None or quality is None or quality <= limit
 
 
@@ -138,13 +213,20 @@ def restore_grey(restorer, grey: np.ndarray, luma: JpegLuma | None = None) -> np
     return round_to_uint8(y)
 
 
-def restore_image(restorer, loaded, consistency: bool = True, colour=None) -> np.ndarray:
+def restore_image(
+    restorer, loaded, consistency: bool = True, colour=None, quality: float | None = None
+) -> np.ndarray:
     """A loaded image (`data.io.LoadedImage`) restored, as uint8: (H, W) grey, (H, W, 3) RGB or
     (H, W, 4) RGBA (alpha carried over). `restorer` is a Y model; colour pixels go through
     `colour`, a colour model (`restore_rgb_model`), when given (and `colour_model_pays`), else Y
     by `restorer` and Cb/Cr by the guided filter (`restore_rgb`, where `chroma_filter_pays`).
     With `consistency` and a JPEG whose luma was read, the restored luma keeps every DCT
-    coefficient inside the file's quantization interval (`data.consistency`)."""
+    coefficient inside the file's quantization interval (`data.consistency`). A
+    quality-conditioned model is told `quality`, else the file's (`image_quality`)."""
+    if quality is None:
+        quality = image_quality(loaded, restorer, colour)[0]
+    if quality is not None:
+        restorer, colour = told_quality(restorer, quality), told_quality(colour, quality)
     pixels = loaded.pixels
     luma = getattr(loaded, "jpeg_luma", None) if consistency else None
     if luma is not None and luma.upright_shape != pixels.shape[:2]:

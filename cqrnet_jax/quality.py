@@ -27,6 +27,20 @@ HIGH_QUALITIES = (31, *range(35, 96, 5))  # beyond the paper: 31, 35, 40, ..., 9
 CALIBRATION_QUALITIES = LOW_QUALITIES + HIGH_QUALITIES[1:]  # 1..30, 35, 40, ..., 95
 LEVELS = ((1, 10), (11, 20), (21, 30))  # the ranker's training levels (paper §4.1)
 
+# Larger images are scored on a centred 2048 x 2048 crop: the ranker's memory and time grow with
+# the pixels scored, so the crop bounds both whatever the image's size.
+MAX_SCORED_SIDE = 2048
+
+
+def scored_region(y: np.ndarray, side: int = MAX_SCORED_SIDE) -> np.ndarray:
+    """`y`, or its centred `side` x `side` crop when larger, with offsets that are multiples of
+    16 so the crop keeps the JPEG block grid (8 x 8 luma, 16 x 16 with 4:2:0 chroma)."""
+    h, w = y.shape
+    top = (max(0, h - side) // 2) // 16 * 16
+    left = (max(0, w - side) // 2) // 16 * 16
+    return y[top : top + side, left : left + side]
+
+
 # --------------------------------------------------------------------------- scoring
 
 

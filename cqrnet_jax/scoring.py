@@ -2,10 +2,12 @@
 
 Model-agnostic: a *restorer* is any callable `(degraded Y uint8 (H, W)) -> restored Y uint8 (H, W)`;
 one that also has `restore_batch(images, progress=None) -> list` (as `inference.Restorer`) gets
-all the images of a set at a quality at once, so that it can batch them. Images are scored whole
-(any size, no crop) and a table row is the mean over its images of the per-image values, the
-convention of the published tables. `get_restorer` turns a `--model` value into a restorer: "jpeg"
-(the identity: scores the decoded JPEG itself) or a de-blocking model.
+all the images of a set at a quality at once, so that it can batch them; one that is
+quality-conditioned (`quality_input`) is told each set's quality through `for_quality`. Images
+are scored whole (any size, no crop) and a table row is the mean over its images of the
+per-image values, the convention of the published tables. `get_restorer` turns a `--model`
+value into a restorer: "jpeg" (the identity: scores the decoded JPEG itself) or a de-blocking
+model.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .data.color import round_to_uint8
 from .data.consistency import project
 from .data.jpeg import check_quality, ijg_luma_table, jpeg_degrade
 from .metrics import image_metrics
+from .photo import told_quality
 
 RestoreFn = Callable[[np.ndarray], np.ndarray]  # degraded Y uint8 -> restored Y uint8
 ImageSet = tuple[str, Sequence[tuple[str, np.ndarray]]]  # (set name, [(image name, Y uint8)])
@@ -126,7 +129,8 @@ def _score(
     degraded = [jpeg_degrade(y, quality) for y in clean]
     jpeg_done = time.perf_counter()
     table = ijg_luma_table(quality).reshape(8, 8) if consistency else None
-    restored = _restore_all(restorer, degraded, bar, table)
+    # a quality-conditioned model is told the quality, as a JPEG's header tells `deblock`
+    restored = _restore_all(told_quality(restorer, quality), degraded, bar, table)
     restore_done = time.perf_counter()
     rows = []
     for (image_name, _), y, d, out in zip(images, clean, degraded, restored):

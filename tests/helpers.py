@@ -114,7 +114,12 @@ def save_perturbed_deblocker(model_cfg: dict, input_shape, prefix, scale: float)
 
     model = deblock_from_config(model_cfg)
     key = jax.random.key(0, impl="unsafe_rbg")  # compiles in a third of threefry's time
-    variables = jax.device_get(jax.jit(model.init)(key, jnp.zeros(input_shape, jnp.float32)))
+    x = jnp.zeros(input_shape, jnp.float32)
+    if model_cfg.get("quality_input"):  # a quality-conditioned U-Net is built told a quality
+        init = jax.jit(lambda k, x: model.init(k, x, quality=jnp.full(x.shape[:1], 50.0)))
+    else:
+        init = jax.jit(model.init)
+    variables = jax.device_get(init(key, x))
     rng = np.random.default_rng(0)
     variables = jax.tree.map(
         lambda a: (a + scale * rng.standard_normal(a.shape)).astype(np.float32), variables

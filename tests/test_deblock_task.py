@@ -449,7 +449,7 @@ def test_evaluation_reads_its_set_once_and_only_the_images_it_uses(deblock_confi
     config.eval_set, config.eval_max_images, config.eval_qualities = "Classic5", 2, (10,)
     task = DeblockTask(config)
     task.load_evaluation()
-    assert [name for name, _ in task._eval_cache[1]] == ["a", "b"]
+    assert [name for name, _ in task._eval_cache[2]] == ["a", "b"]
     (folder / "a.png").unlink()  # read already: evaluate needs no file
     variables = jax.jit(task.init_variables)(jax.random.key(0))
     state = SimpleNamespace(params=variables["params"], batch_stats={})
@@ -458,9 +458,9 @@ def test_evaluation_reads_its_set_once_and_only_the_images_it_uses(deblock_confi
     assert all(np.isfinite(v) for v in scores.values())
 
 
-def test_a_quality_conditioned_evaluation_compiles_once_per_quality(deblock_config, tmp_path):
-    """Each evaluation QF has its own program (told that QF), built once per run: a second
-    evaluation traces nothing again."""
+def test_a_quality_conditioned_evaluation_compiles_once(deblock_config, tmp_path):
+    """Every evaluation QF goes through one program (told the QF as an input), built once per
+    run: a second evaluation traces nothing again, and the QFs score differently."""
     from types import SimpleNamespace
 
     from PIL import Image
@@ -481,6 +481,6 @@ def test_a_quality_conditioned_evaluation_compiles_once_per_quality(deblock_conf
     first, second = task.evaluate(state), task.evaluate(state)
     assert first == pytest.approx(second)
     assert first["eval/Classic5_q10_psnr"] != first["eval/Classic5_q50_psnr"]
-    restorers = task._eval_cache[0]
-    assert [r.model.fixed_quality for r in restorers.values()] == [10.0, 50.0]
-    assert all(r.traces == 1 for r in restorers.values())
+    restorer, qualities, _ = task._eval_cache
+    assert qualities == (10, 50) and restorer.quality_input
+    assert restorer.traces == 1  # the quality is an input of the one program

@@ -14,9 +14,10 @@ from PIL import Image
 
 from cqrnet_jax import quality
 from cqrnet_jax.apps.cli import main
-from cqrnet_jax.apps.estimate import _estimate_one, scored_region
+from cqrnet_jax.apps.estimate import _estimate_one
 from cqrnet_jax.data.color import rgb_to_y
 from cqrnet_jax.data.io import load_luma
+from cqrnet_jax.quality import scored_region
 
 
 class _Recorder:

@@ -6,10 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import deblock, error_lines, rgb
-from PIL import Image
 
-from cqrnet_jax import pretrained
 from cqrnet_jax.data.plans import check_quality_mix, plan_rng, sample_quality_mix
 from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.inference import Restorer
@@ -89,19 +86,3 @@ def test_quality_input_is_only_for_the_grey_unet():
         deblock_from_config({**SMALL, "quality_input": True, "channels": 3})
     with pytest.raises(ConfigError, match="quality_input"):
         deblock_from_config({"arch": "dncnn", "quality_input": True})
-
-
-def test_deblock_refuses_a_quality_conditioned_model_in_one_line(capsys, tmp_path):
-    cfg = {**SMALL, "quality_input": True}
-    model = deblock_from_config(cfg)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16)), quality=jnp.ones((1,)))
-    prefix = str(tmp_path / "qmodel")
-    pretrained.save_variables(prefix, jax.device_get(variables), {"kind": "deblock", "model": cfg})
-    Image.fromarray(rgb()).convert("L").save(tmp_path / "photo.jpg", quality=20)
-    code, err = deblock(capsys, prefix, tmp_path / "photo.jpg", "-o", tmp_path / "out")
-    want = (
-        f"error: {prefix}: a quality-conditioned U-Net (model.quality_input, an experiment): "
-        "deblock, evaluate and export do not run it"
-    )
-    assert code == 3 and error_lines(err) == [want], err
-    assert not (tmp_path / "out").exists()

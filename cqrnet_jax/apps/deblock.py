@@ -213,13 +213,13 @@ class _TileCounter:
 
 
 def _restore_with_progress(
-    restorer, loaded, label: str, show: bool, consistency: bool = True, colour=None
+    restorer, loaded, label: str, show: bool, consistency: bool = True, colour=None, quality=None
 ) -> np.ndarray:
     """`restore_image`, with a progress bar over the tiles when there are several."""
     from tqdm import tqdm
 
     def restore():
-        return restore_image(restorer, loaded, consistency, colour)
+        return restore_image(restorer, loaded, consistency, colour, quality)
 
     active = colour if colour is not None and loaded.pixels.ndim == 3 else restorer
     n = sum(1 for _ in active.tiles(*loaded.pixels.shape[:2]))
@@ -252,20 +252,26 @@ def restore_file(
     options, warning or None). Raises FileError with the one-line reason on failure. Without
     `show_tiles`, tiles are counted on `restorer.progress` when it is set (`serve`'s page).
     `consistency`: keep a JPEG's restored luma inside the file's quantization intervals;
-    `colour`: the colour model for colour pixels (`photo.restore_image`)."""
+    `colour`: the colour model for colour pixels (`photo.restore_image`). A quality-conditioned
+    model is told the file's JPEG quality (`photo.image_quality`); the warning says which when
+    the file has no tables."""
     from cqrnet_jax.data.io import ImageLoadError, load_image
+    from cqrnet_jax.photo import image_quality, quality_note
 
     try:
         loaded = load_image(path, max_pixels=max_pixels)
         name = Path(path).name
-        out = _restore_with_progress(restorer, loaded, name, show_tiles, consistency, colour)
+        told, source = image_quality(loaded, restorer, colour)
+        out = _restore_with_progress(restorer, loaded, name, show_tiles, consistency, colour, told)
     except ImageLoadError as err:
         raise FileError(err.reason) from None
     except (MemoryError, RuntimeError) as err:  # anything but running out of memory is a bug
         if not out_of_memory(err):
             raise
         raise FileError("not enough memory (try a smaller --tile)") from None
-    return (loaded, *_save_options(out, loaded, fmt, quality))
+    out, options, warning = _save_options(out, loaded, fmt, quality)
+    notes = [n for n in (quality_note(told, source), warning) if n]
+    return loaded, out, options, "; ".join(notes) or None
 
 
 def _restore_file(restorer, colour, path: str, args, show_tiles: bool):
@@ -330,6 +336,7 @@ def run_deblock(args) -> int:
     colour = load_color_restorer(args.color_model, args.model, tile=args.tile, devices=devices)
     check_tile(args, restorer)
     trained = trained_qualities(meta)
+    conditioned = restorer.quality_input  # told each file's quality (`photo.image_quality`)
     limit = args.skip_above
     if limit is None:
         limit = restore_limit(meta, not args.no_consistency)
@@ -388,7 +395,8 @@ def run_deblock(args) -> int:
                 note = None
                 try:  # refused now, not after a restoration (checked again before writing)
                     _check_target(target, path, inputs, written, args.overwrite)
-                    why, note = restore_notes(peek_quality(path), trained, limit, args.force)
+                    found = peek_quality(path)
+                    why, note = restore_notes(found, trained, limit, args.force, conditioned)
                     if why:
                         raise _Skipped(why)
                 except (FileError, _Skipped) as err:

@@ -5,10 +5,10 @@ calibration stored with the weights, and the quality written in the file's own l
 table (IJG scaling; null when not a JPEG or not IJG tables). For a colour JPEG the luma is the
 decoder's own Y plane (`load_luma`), the closest estimates of the lumas compared on BSDS500 test
 photos (benchmarks/estimate_luma.py, experiments/results/estimate_luma.json).
-Images larger than MAX_SCORED_SIDE squared are scored on a centred, block-grid aligned crop of
-that size, which bounds memory. Inputs are files, folders and globs as for `deblock`; bad
-files (unreadable, not an image, too big, out of memory) get an `error: FILE: reason` line on
-stderr and exit status 3; the others are still processed.
+Images larger than `quality.MAX_SCORED_SIDE` squared are scored on a centred, block-grid
+aligned crop of that size, which bounds memory. Inputs are files, folders and globs as for
+`deblock`; bad files (unreadable, not an image, too big, out of memory) get an
+`error: FILE: reason` line on stderr and exit status 3; the others are still processed.
 """
 
 from __future__ import annotations
@@ -16,12 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-import numpy as np
-
-# Larger images are scored on a centred 2048 x 2048 crop: the ranker's memory and time grow with
-# the pixels scored, so the crop bounds both whatever the image's size.
-MAX_SCORED_SIDE = 2048
 
 
 def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
@@ -60,20 +54,11 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def scored_region(y: np.ndarray, side: int = MAX_SCORED_SIDE) -> np.ndarray:
-    """`y`, or its centred `side` x `side` crop when larger, with offsets that are multiples of
-    16 so the crop keeps the JPEG block grid (8 x 8 luma, 16 x 16 with 4:2:0 chroma)."""
-    h, w = y.shape
-    top = (max(0, h - side) // 2) // 16 * 16
-    left = (max(0, w - side) // 2) // 16 * 16
-    return y[top : top + side, left : left + side]
-
-
 def _estimate_one(scorer, file: str, max_pixels: int) -> dict:
     """The output record of one file; raises ImageLoadError if it cannot be read."""
     from cqrnet_jax.data.io import load_luma
     from cqrnet_jax.data.jpeg import header_quality
-    from cqrnet_jax.quality import estimate_quality
+    from cqrnet_jax.quality import estimate_quality, scored_region
 
     img = load_luma(file, max_pixels=max_pixels)
     score = float(scorer(scored_region(img.pixels)))

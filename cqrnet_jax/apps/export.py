@@ -16,6 +16,7 @@ from cqrnet_jax.artifacts import (
     MANIFEST,
     MODELS,
     PLATFORMS,
+    QUALITY_NAME,
     ExportError,
     check_output_dir,
     input_shape,
@@ -35,7 +36,8 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
         help="export a model as StableHLO, a TF SavedModel or ONNX",
         description="Writes the de-blocker (or the colour de-blocker, or the ranker) as an "
         "artifact that runs without this package, plus DIR/export.json. Input: (batch, height, "
-        "width) float32 Y in [0, 1]; the colour de-blocker's (batch, height, width, 3) RGB. "
+        "width) float32 Y in [0, 1]; the colour de-blocker's (batch, height, width, 3) RGB; a "
+        "quality-conditioned de-blocker's also (batch,) JPEG qualities. "
         "See docs/export.md for how to run each format.",
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="artifact format")
@@ -106,6 +108,8 @@ def run_export(args) -> int:
         manifest["versions"] = {**environment(), **info.pop("versions", {})}
         manifest.update(info)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    name = INPUT_NAME[args.what]
-    print(f"wrote {out} ({args.format}, input {name}: {shape_text(shape)} float32)")
+    inputs = f"input {INPUT_NAME[args.what]}: {shape_text(shape)} float32"
+    if "quality_input" in manifest:  # a quality-conditioned de-blocker
+        inputs += f", {QUALITY_NAME}: {shape_text(shape[:1])} float32 JPEG quality"
+    print(f"wrote {out} ({args.format}, {inputs})")
     return 0

@@ -89,11 +89,17 @@ def peek_quality(path) -> FileQuality | None:
     return replace(found, deep=mode.startswith("I;16") or mode in ("I", "F"))
 
 
-def quality_warning(found: FileQuality, trained: tuple[int, int], limit: int) -> str | None:
+def quality_warning(
+    found: FileQuality, trained: tuple[int, int], limit: int, conditioned: bool = False
+) -> str | None:
     """One line for a file restored although the model may not help it, or None: an image that
-    is not a JPEG, or (restored because forced) a JPEG above `limit`."""
+    is not a JPEG, or (restored because forced) a JPEG above `limit`. None for a file without
+    tables when the model is `conditioned`: what it is told is said once it is read from the
+    pixels (`photo.quality_note`)."""
     low, high = trained
     if found.quality is None:
+        if conditioned:
+            return None
         kind = f"not a JPEG ({found.format})" if found.format != "JPEG" else "a JPEG without tables"
         return (
             f"{kind}: quality unknown; the model removes the artifacts of JPEG quality "
@@ -121,16 +127,21 @@ DEEP_NOTE = "a 16-bit image: restored and written with 8 bits a channel"
 
 
 def restore_notes(
-    found: FileQuality | None, trained: tuple[int, int], limit: int, force: bool
+    found: FileQuality | None,
+    trained: tuple[int, int],
+    limit: int,
+    force: bool,
+    conditioned: bool = False,
 ) -> tuple[str | None, str | None]:
     """(why a file is left alone or None, the warning to give when restoring it or None), from
-    what its header says (`peek_quality`; None: unreadable, its loading says why). The one
-    decision `deblock` and `serve` both make."""
+    what its header says (`peek_quality`; None: unreadable, its loading says why), for a model
+    told each file's quality when `conditioned`. The one decision `deblock` and `serve` both
+    make."""
     if found is None:
         return None, None
     if not force and (why := skip_reason(found, limit)):
         return why, None
-    note = quality_warning(found, trained, limit)
+    note = quality_warning(found, trained, limit, conditioned)
     if found.deep:
         note = f"{note}; {DEEP_NOTE}" if note else DEEP_NOTE
     return None, note

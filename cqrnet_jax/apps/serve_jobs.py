@@ -181,7 +181,9 @@ class JobQueue:
                 job.estimate = record["estimated_quality"]
             except (ImageLoadError, MemoryError, RuntimeError) as err:
                 job.warnings.append(f"no estimate: {' '.join(str(err).split())[:200]}")
-        why, note = restore_notes(peek_quality(job.upload), self.trained, self.limit, job.force)
+        conditioned = getattr(self.restorer, "quality_input", False)
+        found = peek_quality(job.upload)
+        why, note = restore_notes(found, self.trained, self.limit, job.force, conditioned)
         if why:
             job.state, job.message = SKIPPED, f"{job.name}: {why}"
             return

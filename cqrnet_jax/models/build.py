@@ -148,13 +148,8 @@ def load_deblock_model(
     prefix: str | os.PathLike, dtype: str | None = None, attention: str | None = None
 ):
     """(module, variables, meta) of a de-blocker written by `save_variables`, computing in
-    `dtype` with `attention` (default: as it was trained); errors as `load_ranker_model`, and
-    InputError for a quality-conditioned U-Net (an experiment the tools do not run)."""
+    `dtype` with `attention` (default: as it was trained); errors as `load_ranker_model`. A
+    quality-conditioned U-Net (`quality_input`) is called with each image's JPEG quality
+    (`inference.Restorer.for_quality`)."""
     variables, meta = _load(prefix, "deblock")
-    model = deblock_from_config(meta["model"], dtype, attention)
-    if getattr(model, "quality_input", False):
-        raise InputError(
-            f"{os.fspath(prefix)}: a quality-conditioned U-Net (model.quality_input, an "
-            "experiment): deblock, evaluate and export do not run it"
-        )
-    return model, variables, meta
+    return deblock_from_config(meta["model"], dtype, attention), variables, meta

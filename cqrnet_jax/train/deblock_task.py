@@ -151,15 +151,10 @@ class DeblockTask:
         load = load_y if self.channels == 1 else load_rgb
         images = [(p.stem, load(p)) for p in files]
         qualities = self.config.eval_qualities or self.config.data.qualities
-        tile = self.config.eval_tile
-        if self.quality_input:  # a program per quality, told it as a JPEG's header would
-            restorers = {
-                q: Restorer(self.model.clone(fixed_quality=float(q)), None, tile=tile)
-                for q in qualities
-            }
-        else:
-            restorers = dict.fromkeys(qualities, Restorer(self.model, None, tile=tile))
-        self._eval_cache = restorers, images
+        # one program for every QF: a quality-conditioned model is told each QF as an input
+        # of it (`Restorer.for_quality`), as a JPEG's header tells `deblock`
+        restorer = Restorer(self.model, None, tile=self.config.eval_tile)
+        self._eval_cache = restorer, tuple(qualities), images
 
     def evaluate(self, state) -> dict:
         """PSNR gain over JPEG on the configured monitoring set (not used to select anything).
@@ -179,13 +174,13 @@ class DeblockTask:
                 return float(psnr(a, b))
 
         self.load_evaluation()  # compile and read the images once per run, not per eval
-        restorers, images = self._eval_cache
+        base, qualities, images = self._eval_cache
         # host copies: the state's arrays span every process's devices, and only process 0
         # evaluates, on its own device
-        variables = jax.device_get(self.variables(state))
+        base.variables = jax.device_get(self.variables(state))
         out = {}
-        for q, restorer in restorers.items():
-            restorer.variables = variables
+        for q in qualities:
+            restorer = base.for_quality(q)
             scores, gains = [], []
             for _, y in images:
                 jpeg = degrade(y, q)

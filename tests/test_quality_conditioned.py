@@ -1,0 +1,176 @@
+"""A quality-conditioned de-blocker (model.quality_input) in the tools: each image is restored
+told its JPEG quality, read from the file's tables (`deblock`, `serve`, `demo`), from the trace of
+a JPEG's block grid in a PNG's pixels, or from the ranker; `evaluate` tells each QF; `export`
+takes the quality as a second input. One program serves every quality (it is an input)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import skimage.data
+from helpers import deblock, error_lines, grey, save_perturbed_deblocker
+from PIL import Image
+
+from cqrnet_jax import photo
+from cqrnet_jax.apps.cli import main
+from cqrnet_jax.data.io import load_image
+from cqrnet_jax.data.jpeg import jpeg_degrade
+from cqrnet_jax.ensemble import SelfEnsemble
+from cqrnet_jax.inference import load_restorer
+from cqrnet_jax.scoring import evaluate_sets
+
+CONDITIONED = dict(arch="unet", widths=(4, 8), blocks=(1, 1), dilations=(1, 2, 4), nl_inner=4,
+                   nl_window=4, quality_input=True)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("conditioned")
+    return save_perturbed_deblocker(CONDITIONED, (1, 16, 16), folder / "qmodel", 0.05)
+
+
+@pytest.fixture(scope="module")
+def restorer(prefix):
+    return load_restorer(prefix)[0]
+
+
+def _restored_told(restorer, y, quality):
+    return restorer.for_quality(quality)(y)
+
+
+def test_one_program_serves_every_quality(restorer):
+    """`for_quality` views share the compiled program; the output follows the quality, and is
+    what the network computes told it; a blind restorer ignores it."""
+    y = grey()
+    before = restorer.traces
+    low, high = _restored_told(restorer, y, 10), _restored_told(restorer, y, 90)
+    assert restorer.traces - before <= 1 and not np.array_equal(low, high)
+    x = jnp.asarray(y, jnp.float32)[None] / 255.0
+    direct = restorer.model.apply(restorer.variables, x, quality=jnp.array([10.0]))
+    want = np.clip(np.round(np.asarray(direct)[0] * 255.0), 0, 255)
+    assert np.abs(low.astype(int) - want).max() <= 1
+    with pytest.raises(ValueError, match="for_quality"):
+        restorer(y)
+    with pytest.raises(ValueError, match=r"\[1, 100\]"):
+        restorer.for_quality(0)
+    ensemble = SelfEnsemble(restorer)
+    assert ensemble.quality_input and ensemble.for_quality(30).restorer.quality == 30.0
+
+
+def test_a_blind_restorer_needs_no_quality(tiny_restorer):
+    assert not tiny_restorer.quality_input and tiny_restorer.for_quality(20) is tiny_restorer
+
+
+def test_deblock_tells_each_jpeg_its_quality(capsys, prefix, restorer, tmp_path):
+    """Two JPEGs of one photo at QF 10 and 25: each restored told its own quality (from its
+    tables), with no warning."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for q in (10, 25):
+        Image.fromarray(grey()).save(src / f"q{q}.jpg", quality=q)
+    code, err = deblock(capsys, prefix, src, "-o", tmp_path / "out", "--no-consistency")
+    assert code == 0 and "warning" not in err, err
+    for q in (10, 25):
+        loaded = load_image(src / f"q{q}.jpg")
+        got = np.asarray(Image.open(tmp_path / "out" / f"q{q}.png"))
+        want = photo.restore_image(restorer, loaded, consistency=False, quality=q)
+        np.testing.assert_array_equal(got, want)
+        other = photo.restore_image(restorer, loaded, consistency=False, quality=35 - q)
+        assert not np.array_equal(got, other)
+
+
+def test_a_png_of_a_jpeg_is_told_the_quality_its_pixels_keep(capsys, prefix, restorer, tmp_path):
+    """PNGs of decoded QF-30 JPEGs (128 x 128, grey and colour): their 8x8 DCT lattice says 30,
+    and the warning says so."""
+    crops = (skimage.data.camera(), skimage.data.astronaut())
+    for name, pixels in zip(("grey", "colour"), (c[64:192, 128:256] for c in crops)):
+        decoded = np.asarray(Image.open(_jpeg_bytes(pixels, 30)))
+        Image.fromarray(decoded).save(tmp_path / f"{name}.png")
+    code, err = deblock(capsys, prefix, tmp_path / "grey.png", tmp_path / "colour.png", "-o",
+                        tmp_path / "out", "--color-model", "none")  # fmt: skip
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(notes) == 2 and all("decoded JPEG of quality 30" in n for n in notes), err
+    loaded = load_image(tmp_path / "grey.png")
+    want = photo.restore_image(restorer, loaded, quality=30)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "grey.png")), want)
+
+
+def test_a_clean_png_is_told_the_rankers_estimate(capsys, prefix, monkeypatch, tmp_path):
+    """No JPEG grid in the pixels: the quality ranker's blind estimate, said in the warning."""
+    monkeypatch.setattr(photo, "blind_quality", lambda pixels: 57.0)
+    Image.fromarray(grey()).save(tmp_path / "clean.png")
+    code, err = deblock(capsys, prefix, tmp_path / "clean.png", "-o", tmp_path / "out")
+    assert code == 0 and not error_lines(err)
+    assert "restored as JPEG quality ~57, the quality ranker's blind estimate" in err
+
+
+def test_the_blind_estimate_reads_low_quality_low():
+    """The shipped ranker through its calibration, clipped to [5, 95]: a QF-10 JPEG of the
+    camera photo reads lower than the photo itself."""
+    import skimage.data
+
+    y = skimage.data.camera()[:256, :256]
+    low, clean = photo.blind_quality(jpeg_degrade(y, 10)), photo.blind_quality(y)
+    assert 5.0 <= low < clean <= 95.0
+
+
+def test_evaluate_tells_each_quality(restorer):
+    """`evaluate_sets` tells a conditioned model each QF, as `for_quality` does by hand."""
+    images = [("a", grey())]
+    rows = evaluate_sets(restorer, "q", [("set", images)], [10, 40], progress=False)
+    psnr = {row["quality"]: row["psnr"] for row in rows["per_image"]}
+    for q in (10, 40):
+        restored = restorer.for_quality(q)(jpeg_degrade(grey(), q))
+        manual = evaluate_sets(
+            lambda d, out=restored: out, "m", [("set", images)], [q], progress=False
+        )["per_image"][0]
+        assert psnr[q] == pytest.approx(manual["psnr"])
+    assert psnr[10] != psnr[40]
+
+
+def test_export_takes_the_quality_as_a_second_input(prefix, restorer, tmp_path):
+    """stablehlo: the artifact maps (y, quality) to what the model computes told each image's
+    quality; export.json names both inputs."""
+    out = tmp_path / "hlo"
+    args = ["export", "-o", os.fspath(out), "--format", "stablehlo", "--model", prefix,
+            "--height", "32", "--width", "48", "--platforms", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["quality_input"]["name"] == "quality"
+    assert manifest["quality_input"]["shape"] == ["b"] and "y, quality" in manifest["run"]
+    exported = jax.export.deserialize(bytearray((out / manifest["file"]).read_bytes()))
+    y = np.stack([jpeg_degrade(grey()[:32, :48], q) for q in (10, 70)]).astype(np.float32) / 255
+    quality = np.array([10.0, 70.0], np.float32)
+    got = np.asarray(exported.call(y, quality))
+    want = np.stack([restorer.for_quality(q).restore_float(im) for q, im in zip(quality, y)])
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def _jpeg_bytes(pixels, quality):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return buf
+
+
+@pytest.mark.slow  # a TF SavedModel: ~20 s
+def test_a_savedmodel_takes_the_quality_too(prefix, restorer, tmp_path, tf):
+    out = tmp_path / "saved"
+    args = ["export", "-o", os.fspath(out), "--format", "savedmodel", "--model", prefix,
+            "--height", "32", "--width", "48", "--platforms", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    serve = tf.saved_model.load(os.fspath(out)).signatures["serving_default"]
+    assert serve.structured_input_signature[1]["quality"].shape.as_list() == [None]
+    y = np.stack([jpeg_degrade(grey()[:32, :48], q) for q in (10, 70)]).astype(np.float32) / 255
+    quality = np.array([10.0, 70.0], np.float32)
+    got = serve(y=tf.constant(y), quality=tf.constant(quality))["restored"].numpy()
+    want = np.stack([restorer.for_quality(q).restore_float(im) for q, im in zip(quality, y)])
+    assert np.abs(got - want).max() <= 1e-4
