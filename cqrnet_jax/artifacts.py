@@ -12,9 +12,9 @@ is `cqrnet-jax export --format stablehlo|savedmodel|onnx -o DIR` (`apps/export.p
 Every artifact maps (batch, height, width) float32 Y in [0, 1] to the model's output (the
 de-blocker: restored Y, unclipped; the ranker: one quality score per image); the colour
 de-blocker (`--what color`) maps (batch, height, width, 3) decoded RGB in [0, 1] to restored RGB.
-A quality-conditioned de-blocker (model.quality_input) takes a second input, `quality`: (batch,)
-float32, each image's JPEG quality (1-100, IJG's scale). DIR/export.json records the format,
-input shapes, model and how to call it.
+A quality-conditioned de-blocker (model.quality_input; grey, or a colour model with such a Y)
+takes a second input, `quality`: (batch,) float32, each image's JPEG quality (1-100, IJG's
+scale). DIR/export.json records the format, input shapes, model and how to call it.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def load_model(what: str, spec: str):
 
 def conditioned(what: str, model) -> bool:
     """Whether the artifact takes each image's JPEG quality as a second input."""
-    return what == "deblock" and bool(getattr(model, "quality_input", False))
+    return what != "ranker" and bool(getattr(model, "quality_input", False))
 
 
 def channels(model) -> int:

@@ -106,7 +106,7 @@ def deblock_model_defaults() -> dict:
         remat=False,  # recompute each group's activations in the backward pass
         widths=(16, 32, 64, 128),  # unet only: channels at scales 1, 1/2, 1/4, 1/8
         blocks=(2, 2, 2, 2),  # unet only: residual blocks a side at each scale
-        quality_input=False,  # unet only: also reads the JPEG quality / 100 as a constant plane
+        quality_input=False,  # grey unet (chroma: its Y) also reads the JPEG quality / 100
         channels=1,  # 1: Y in and out | 3: RGB in and out (unet, chroma; a data.color run)
         chroma_widths=(16, 32, 64),  # chroma only: its chroma U-Net's channels at scales 1/2-1/8
         chroma_blocks=(2, 2, 2),  # chroma only: that U-Net's residual blocks a side per scale

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from cqrnet_jax import inference
 from cqrnet_jax.apps.cli import main
 
-def mismatched(self, variables, x, valid):
+def mismatched(self, variables, x, valid, quality=None):
     return x + jnp.einsum("ij,jk->", jnp.ones((2, 3)), jnp.ones((4, 2)))
 
 inference.Restorer._forward = mismatched

@@ -139,7 +139,7 @@ def test_bad_file_is_one_error_line(
     assert sorted(p.name for p in out.iterdir()) == ["colour.png", "grey.png"]
 
 
-def _mismatched_forward(self, variables, x, valid):
+def _mismatched_forward(self, variables, x, valid, quality=None):
     """A shape bug inside the network: JAX raises a ValueError while tracing."""
     return x + jnp.einsum("ij,jk->", jnp.ones((2, 3)), jnp.ones((4, 2)))
 

@@ -174,3 +174,21 @@ def test_a_savedmodel_takes_the_quality_too(prefix, restorer, tmp_path, tf):
     got = serve(y=tf.constant(y), quality=tf.constant(quality))["restored"].numpy()
     want = np.stack([restorer.for_quality(q).restore_float(im) for q, im in zip(quality, y)])
     assert np.abs(got - want).max() <= 1e-4
+
+
+def test_a_colour_model_with_a_conditioned_y_is_told_the_files_quality(capsys, tmp_path):
+    """model.arch=chroma with quality_input: its Y model is the conditioned U-Net. `deblock
+    --color-model` tells it a colour JPEG's quality, as `for_quality` does by hand."""
+    cfg = dict(CONDITIONED, arch="chroma", channels=3, chroma_widths=(4, 8), chroma_blocks=(1, 1))
+    prefix = save_perturbed_deblocker(cfg, (1, 16, 16, 3), tmp_path / "qcolour", 0.05)
+    colour = load_restorer(prefix, channels=3)[0]
+    assert colour.quality_input
+    Image.fromarray(skimage.data.astronaut()[:48, :64]).save(tmp_path / "c.jpg", quality=15)
+    loaded = load_image(tmp_path / "c.jpg")
+    want = photo.restore_image(None, loaded, consistency=False, colour=colour, quality=15)
+    other = photo.restore_image(None, loaded, consistency=False, colour=colour, quality=80)
+    assert not np.array_equal(want, other)
+    code, err = deblock(capsys, "default", tmp_path / "c.jpg", "-o", tmp_path / "out",
+                        "--color-model", prefix, "--no-consistency")  # fmt: skip
+    assert code == 0, err
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "c.png")), want)

@@ -62,6 +62,7 @@ def deblock_from_config(model_cfg, dtype: str | None = None, attention: str | No
             dilations=tuple(cfg["dilations"]),
             attention=settings,
             dtype=compute,
+            quality_input=bool(cfg["quality_input"]),
         )
     return DeblockNet(
         features=cfg["features"],
@@ -103,8 +104,11 @@ def check_deblock_model(model_cfg) -> None:
         raise ConfigError(f"model.channels={channels} needs model.arch=unet, not {arch!r}")
     if arch == "chroma" and channels != 3:
         raise ConfigError(f"model.arch=chroma is a colour model: model.channels=3, not {channels}")
-    if cfg["quality_input"] and (arch != "unet" or channels != 1):
-        raise ConfigError("model.quality_input needs the grey U-Net (model.arch=unet, channels=1)")
+    if cfg["quality_input"] and not (arch == "chroma" or (arch == "unet" and channels == 1)):
+        raise ConfigError(
+            "model.quality_input needs the grey U-Net (model.arch=unet, channels=1) or the "
+            "chroma U-Net (model.arch=chroma, whose Y model it conditions)"
+        )
 
 
 def size_alignment(model) -> int:

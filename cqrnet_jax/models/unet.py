@@ -208,7 +208,8 @@ class ChromaUNet(nn.Module):
     second U-Net at chroma resolution (`chroma`), led by the restored Y. The correction is
     added to the decoded Cb/Cr at full resolution through a sub-pixel shuffle, so it can put
     back the chroma detail that 4:2:0 dropped; its last conv starts at zero, so training starts
-    from the grey model's Y and the decoded chroma."""
+    from the grey model's Y and the decoded chroma. `quality_input`: its Y model is a
+    quality-conditioned U-Net, told `quality` ((N,) JPEG qualities) or `fixed_quality`."""
 
     luma_features: Sequence[int]
     luma_blocks: Sequence[int]
@@ -218,6 +219,8 @@ class ChromaUNet(nn.Module):
     attention: AttentionSettings
     dtype: Any = jnp.float32
     channels: int = 3
+    quality_input: bool = False
+    fixed_quality: float | None = None
 
     @property
     def alignment(self) -> int:
@@ -226,7 +229,7 @@ class ChromaUNet(nn.Module):
         return max(luma, chroma) * self.attention.window
 
     @nn.compact
-    def __call__(self, x, valid=None):
+    def __call__(self, x, valid=None, quality=None):
         x = jnp.asarray(x, jnp.float32)
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"expected (N, H, W, 3) input, got shape {x.shape}")
@@ -239,11 +242,12 @@ class ChromaUNet(nn.Module):
             dilations=self.dilations,
             attention=self.attention,
             channels=1,
-            quality_input=False,
+            quality_input=self.quality_input,
             dtype=self.dtype,
+            fixed_quality=self.fixed_quality,
             name="luma",
         )
-        y_out = jax.lax.stop_gradient(luma(y8, valid)) + (y - y8)
+        y_out = jax.lax.stop_gradient(luma(y8, valid, quality)) + (y - y8)
 
         h, w = x.shape[1:3]
         guide, _ = pad_to_multiple(jnp.concatenate([y_out, ycc], axis=-1), 2)
