@@ -111,3 +111,25 @@ def test_a_bug_while_scoring_keeps_its_traceback(capsys, tiny_ranker, tmp_path, 
     with pytest.raises(ValueError, match="a shape bug inside the ranker"):
         _estimate(capsys, tiny_ranker, path)
     assert "error:" not in capsys.readouterr().err
+
+
+def test_a_png_of_a_jpeg_reports_the_quality_its_pixels_keep(tmp_path):
+    """pixel_quality: a colour PNG of a decoded QF-30 JPEG reads 30 from its pixels (no header
+    quality); the clean photo reads none; a JPEG reads its own quality from its decoder's Y."""
+    import io
+
+    import skimage.data
+
+    clean = skimage.data.astronaut()[64:192, 128:256]
+    buf = io.BytesIO()
+    Image.fromarray(clean).save(buf, format="JPEG", quality=30)
+    (tmp_path / "q30.jpg").write_bytes(buf.getvalue())
+    Image.open(io.BytesIO(buf.getvalue())).save(tmp_path / "q30.png")
+    Image.fromarray(clean).save(tmp_path / "clean.png")
+    recs = {
+        f: _estimate_one(_Recorder(), str(tmp_path / f), 10**8)
+        for f in ("q30.png", "clean.png", "q30.jpg")
+    }
+    assert recs["q30.png"]["pixel_quality"] == 30 and recs["q30.png"]["header_quality"] is None
+    assert recs["clean.png"]["pixel_quality"] is None
+    assert recs["q30.jpg"]["pixel_quality"] == recs["q30.jpg"]["header_quality"] == 30

@@ -1,7 +1,8 @@
 """A quality-conditioned de-blocker (model.quality_input) in the tools: each image is restored
-told its JPEG quality, read from the file's tables (`deblock`, `serve`, `demo`), from the trace of
-a JPEG's block grid in a PNG's pixels, or from the ranker; `evaluate` tells each QF; `export`
-takes the quality as a second input. One program serves every quality (it is an input)."""
+told its JPEG quality, read from the file's tables (`deblock`, `serve`, `demo`), else from the
+trace of a JPEG's block grid in a PNG's pixels, else the top of the range; `evaluate` tells each
+QF; `export` takes the quality as a second input. One program serves every quality (it is an
+input)."""
 
 from __future__ import annotations
 
@@ -101,13 +102,16 @@ def test_a_png_of_a_jpeg_is_told_the_quality_its_pixels_keep(capsys, prefix, res
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "grey.png")), want)
 
 
-def test_a_clean_png_is_told_the_rankers_estimate(capsys, prefix, monkeypatch, tmp_path):
-    """No JPEG grid in the pixels: the quality ranker's blind estimate, said in the warning."""
-    monkeypatch.setattr(photo, "blind_quality", lambda pixels: 57.0)
-    Image.fromarray(grey()).save(tmp_path / "clean.png")
+def test_a_clean_png_is_told_the_top_quality(capsys, prefix, restorer, tmp_path):
+    """No JPEG grid in the pixels: the model is told UNKNOWN_QUALITY (95), which changes a clean
+    image least, and the warning says so."""
+    clean = skimage.data.camera()[64:192, 128:256]
+    Image.fromarray(clean).save(tmp_path / "clean.png")
     code, err = deblock(capsys, prefix, tmp_path / "clean.png", "-o", tmp_path / "out")
     assert code == 0 and not error_lines(err)
-    assert "restored as JPEG quality ~57, the quality ranker's blind estimate" in err
+    assert "restored as JPEG quality 95, which changes a clean image least" in err
+    want = photo.restore_image(restorer, load_image(tmp_path / "clean.png"), quality=95)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "clean.png")), want)
 
 
 def test_the_blind_estimate_reads_low_quality_low():

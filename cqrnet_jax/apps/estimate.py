@@ -1,10 +1,12 @@
 """`cqrnet-jax estimate INPUT... [--json]`: how compressed each image looks, and what it says.
 
 Per file: the ranker's score of its luma, that score mapped to a JPEG quality by the
-calibration stored with the weights, and the quality written in the file's own luma quantization
-table (IJG scaling; null when not a JPEG or not IJG tables). For a colour JPEG the luma is the
-decoder's own Y plane (`load_luma`), the closest estimates of the lumas compared on BSDS500 test
-photos (benchmarks/estimate_luma.py, experiments/results/estimate_luma.json).
+calibration stored with the weights, the quality written in the file's own luma quantization
+table (IJG scaling; null when not a JPEG or not IJG tables), and the quality of the JPEG its
+pixels were decoded from, read from the lattice of its 8×8 DCT coefficients (null when they
+carry no such trace: `data.jpeg_history`; a PNG of a JPEG keeps it). For a colour JPEG the
+luma is the decoder's own Y plane (`load_luma`), the closest estimates of the lumas compared on
+BSDS500 test photos (benchmarks/estimate_luma.py, experiments/results/estimate_luma.json).
 Images larger than `quality.MAX_SCORED_SIDE` squared are scored on a centred, block-grid
 aligned crop of that size, which bounds memory. Inputs are files, folders and globs as for
 `deblock`; bad files (unreadable, not an image, too big, out of memory) get an
@@ -28,7 +30,9 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
         help="estimate the JPEG quality of images (ranker score + header quality)",
         description="Scores each image with the quality ranker and maps the score to a JPEG "
         "quality (calibrated on training images); also reads the quality from the file's own "
-        "quantization table when it is an IJG JPEG. One line per file. The estimate says how "
+        "quantization table when it is an IJG JPEG, and the quality of the JPEG its pixels were "
+        "decoded from (pixel_quality: from their 8x8 DCT lattice, also for a PNG of a JPEG; "
+        "none when they carry no trace of one). One line per file. The estimate says how "
         "compressed an image looks, on the scale of IJG JPEG qualities: for a JPEG straight "
         "from an encoder it is close at low qualities and coarse above QF 30, the estimator's "
         "trained range (cqrnet_jax/pretrained/ranker_blind.md); for an image that was "
@@ -56,18 +60,23 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
 
 def _estimate_one(scorer, file: str, max_pixels: int) -> dict:
     """The output record of one file; raises ImageLoadError if it cannot be read."""
-    from cqrnet_jax.data.io import load_luma
+    from cqrnet_jax.data.io import load_image, load_luma
     from cqrnet_jax.data.jpeg import header_quality
+    from cqrnet_jax.data.jpeg_history import grid_quality
     from cqrnet_jax.quality import estimate_quality, scored_region
 
     img = load_luma(file, max_pixels=max_pixels)
     score = float(scorer(scored_region(img.pixels)))
     cal = scorer.calibration
+    # a JPEG's luma is its decoder's Y plane, the one the lattice is on; other files' is studio
+    # Y, so their pixels are read again for the encoder's (full-range) luma
+    pixels = img.pixels if img.format == "JPEG" else load_image(file, max_pixels=max_pixels).pixels
     return {
         "file": file,
         "score": round(score, 4),
         "estimated_quality": None if cal is None else round(estimate_quality(score, cal), 1),
         "header_quality": header_quality(img.quantization) if img.format == "JPEG" else None,
+        "pixel_quality": grid_quality(pixels),
     }
 
 
@@ -77,7 +86,8 @@ def _text_line(rec: dict) -> str:
 
     return (
         f"{rec['file']}  score={rec['score']:.4f} estimated_quality="
-        f"{fmt(rec['estimated_quality'])} header_quality={fmt(rec['header_quality'])}"
+        f"{fmt(rec['estimated_quality'])} header_quality={fmt(rec['header_quality'])} "
+        f"pixel_quality={fmt(rec['pixel_quality'])}"
     )
 
 
