@@ -16,8 +16,6 @@ JPEG's block grid leaves in its pixels (a PNG of a JPEG), else the top of its tr
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from scipy import ndimage
 
@@ -102,30 +100,8 @@ def file_jpeg_quality(loaded) -> int | None:
     return table_quality(loaded.quantization) if loaded.format == "JPEG" else None
 
 
-# The blind estimate is clipped to the qualities a conditioned model was trained to be told.
-BLIND_QUALITY_RANGE = (5.0, 95.0)
 # What a conditioned model is told for an image with no JPEG trace: the top of its training range.
 UNKNOWN_QUALITY = 95.0
-
-
-@functools.lru_cache(maxsize=1)
-def _estimator():
-    from cqrnet_jax.quality import load_ranker
-
-    return load_ranker("default")  # the shipped blind estimator, with its calibration
-
-
-def blind_quality(pixels: np.ndarray) -> float:
-    """The JPEG quality an image looks compressed at, by the shipped quality ranker: its score
-    of the image's Y (a centred 2048² crop of a larger one) through the ranker's calibration,
-    clipped to BLIND_QUALITY_RANGE. Coarse above QF 30 (cqrnet_jax/pretrained/ranker_blind.md),
-    and only an image that was never re-encoded after its JPEG reads near its quality."""
-    from cqrnet_jax.quality import estimate_quality, scored_region
-
-    y = pixels if pixels.ndim == 2 else round_to_uint8(rgb_to_ycbcr(pixels[..., :3])[..., 0])
-    scorer = _estimator()
-    score = float(scorer(scored_region(np.asarray(y, np.uint8))))
-    return float(np.clip(estimate_quality(score, scorer.calibration), *BLIND_QUALITY_RANGE))
 
 
 def told_quality(restorer, quality: float):
@@ -143,7 +119,7 @@ def image_quality(loaded, *restorers) -> tuple[float | None, str | None]:
     a PNG of a decoded JPEG); else UNKNOWN_QUALITY ("unknown": a clean image, or one resized
     or cropped after its JPEG). (None, None) when none of them is conditioned: nothing is read.
 
-    Not the ranker's blind estimate (`blind_quality`): it read 20 clean Urban100 photos as
+    Not the ranker's blind estimate (`quality.blind_quality`): it read 20 clean Urban100 photos as
     QF 25-95, and the conditioned model told that left them at 42.6 dB Y PSNR from themselves
     (worst 38.5) against 45.2 told UNKNOWN_QUALITY and 45.3 by the blind model; on PNGs of QF-80
     JPEGs it cost 0.4 dB of the gain (experiments/results/nonjpeg_inputs.json)."""

@@ -11,6 +11,7 @@ The IJG quality written in a JPEG file's own tables is `data.jpeg.header_quality
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import isotonic_regression
 
+from cqrnet_jax.data.color import rgb_to_ycbcr, round_to_uint8
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.metrics import ranking_metrics
 
@@ -104,6 +106,26 @@ def load_ranker(prefix: str | os.PathLike | None = None, **kw) -> RankerScorer:
     where = pretrained.resolve_model_prefix(prefix or "default", "ranker")
     module, variables, meta = load_ranker_model(where)
     return RankerScorer(module, variables, meta, **kw)
+
+
+# The blind estimate is clipped to the qualities a conditioned model was trained to be told.
+BLIND_QUALITY_RANGE = (5.0, 95.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _estimator():
+    return load_ranker("default")  # the shipped blind estimator, with its calibration
+
+
+def blind_quality(pixels: np.ndarray) -> float:
+    """The JPEG quality an image looks compressed at, by the shipped quality ranker: its score
+    of the image's Y (a centred 2048² crop of a larger one) through the ranker's calibration,
+    clipped to BLIND_QUALITY_RANGE. Coarse above QF 30 (cqrnet_jax/pretrained/ranker_blind.md),
+    and only an image that was never re-encoded after its JPEG reads near its quality."""
+    y = pixels if pixels.ndim == 2 else round_to_uint8(rgb_to_ycbcr(pixels[..., :3])[..., 0])
+    scorer = _estimator()
+    score = float(scorer(scored_region(np.asarray(y, np.uint8))))
+    return float(np.clip(estimate_quality(score, scorer.calibration), *BLIND_QUALITY_RANGE))
 
 
 # --------------------------------------------------------------------------- calibration

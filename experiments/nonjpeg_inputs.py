@@ -9,7 +9,7 @@ quality read from the pixels (`data.jpeg_history.grid_quality`) and the ranker's
 and the Y PSNR (BT.601 studio Y, 8-bit, whole image) against the clean image of: the input;
 the blind shipped model; the conditioned model told what `deblock` tells it (the pixels'
 quality, else the top of its training range, `photo.UNKNOWN_QUALITY`); and
-the conditioned model told the ranker's estimate (`photo.blind_quality`) and, for the clean
+the conditioned model told the ranker's estimate (`quality.blind_quality`) and, for the clean
 photos, QF 95.
 Y by the model only (`restore_image` with no colour model; the guided filter's Cb/Cr are not
 scored), no projection (a PNG has no tables).
@@ -31,6 +31,7 @@ from cqrnet_jax.data.io import load_image_bytes
 from cqrnet_jax.data.jpeg_history import grid_quality
 from cqrnet_jax.inference import load_restorer
 from cqrnet_jax.metrics import psnr
+from cqrnet_jax.quality import blind_quality
 from cqrnet_jax.scoring import json_safe
 
 
@@ -75,7 +76,7 @@ def main(argv=None):
                 "image": path.stem,
                 "jpeg_quality": quality,
                 "grid_quality": grid_quality(loaded.pixels),
-                "ranker_estimate": round(photo.blind_quality(loaded.pixels), 1),
+                "ranker_estimate": round(blind_quality(loaded.pixels), 1),
                 "told": round(given, 1),
                 "told_from": source,
                 "input": score(loaded.pixels),

@@ -449,7 +449,7 @@ def test_evaluation_reads_its_set_once_and_only_the_images_it_uses(deblock_confi
     config.eval_set, config.eval_max_images, config.eval_qualities = "Classic5", 2, (10,)
     task = DeblockTask(config)
     task.load_evaluation()
-    assert [name for name, _ in task._eval_cache[2]] == ["a", "b"]
+    assert [name for name, _ in task._eval_cache[1]] == ["a", "b"]
     (folder / "a.png").unlink()  # read already: evaluate needs no file
     variables = jax.jit(task.init_variables)(jax.random.key(0))
     state = SimpleNamespace(params=variables["params"], batch_stats={})
@@ -481,6 +481,7 @@ def test_a_quality_conditioned_evaluation_compiles_once(deblock_config, tmp_path
     first, second = task.evaluate(state), task.evaluate(state)
     assert first == pytest.approx(second)
     assert first["eval/Classic5_q10_psnr"] != first["eval/Classic5_q50_psnr"]
-    restorer, qualities, _ = task._eval_cache
-    assert qualities == (10, 50) and restorer.quality_input
+    restorer, _ = task._eval_cache
+    assert set(first) == {f"eval/Classic5_q{q}_psnr{g}" for q in (10, 50) for g in ("", "_gain")}
+    assert restorer.quality_input
     assert restorer.traces == 1  # the quality is an input of the one program

@@ -23,6 +23,7 @@ from cqrnet_jax.data.io import load_image
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.ensemble import SelfEnsemble
 from cqrnet_jax.inference import load_restorer
+from cqrnet_jax.quality import blind_quality
 from cqrnet_jax.scoring import evaluate_sets
 
 CONDITIONED = dict(arch="unet", widths=(4, 8), blocks=(1, 1), dilations=(1, 2, 4), nl_inner=4,
@@ -120,7 +121,7 @@ def test_the_blind_estimate_reads_low_quality_low():
     import skimage.data
 
     y = skimage.data.camera()[:256, :256]
-    low, clean = photo.blind_quality(jpeg_degrade(y, 10)), photo.blind_quality(y)
+    low, clean = blind_quality(jpeg_degrade(y, 10)), blind_quality(y)
     assert 5.0 <= low < clean <= 95.0
 
 

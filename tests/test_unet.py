@@ -65,7 +65,7 @@ def test_a_bad_quality_mix_is_a_config_error(ranges, weights):
 
 def test_a_quality_conditioned_unet_reads_the_quality():
     """quality_input: the head reads quality / 100 as a plane; the output depends on it, a call
-    without one is refused, and `fixed_quality` stands in for it (how evaluation passes a QF)."""
+    without one is refused, and `fixed_quality` stands in for it (a QF fixed at build)."""
     model = deblock_from_config({**SMALL, "quality_input": True})
     x = jnp.asarray(np.random.default_rng(0).random((2, 16, 16)), jnp.float32)
     variables = model.init(jax.random.key(0), x, quality=jnp.array([10.0, 90.0]))

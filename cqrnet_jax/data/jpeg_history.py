@@ -16,7 +16,8 @@ Measured on scikit-image's camera, astronaut, coffee and chelsea at IJG qualitie
 and colour through 4:2:0 and back to RGB): the exact quality or one below (QF 49 or 39 for
 50 or 40, whose tables share their low steps), and None for the clean photos and for a JPEG
 cropped off its block grid. On 128 x 128 crops of 15 of its photos at QF 5-95, 10 of 304 read
-wrong, every one too high (70-92 for 5-30): a model told too high a quality restores too
+wrong, every one too high (71-92 for QF 5-70; benchmarks/jpeg_history_crops.py,
+experiments/results/jpeg_history_crops.txt): a model told too high a quality restores too
 gently, not too hard. tests/test_jpeg_history.py checks the full-size photos.
 """
 

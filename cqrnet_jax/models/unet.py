@@ -209,7 +209,7 @@ class ChromaUNet(nn.Module):
     added to the decoded Cb/Cr at full resolution through a sub-pixel shuffle, so it can put
     back the chroma detail that 4:2:0 dropped; its last conv starts at zero, so training starts
     from the grey model's Y and the decoded chroma. `quality_input`: its Y model is a
-    quality-conditioned U-Net, told `quality` ((N,) JPEG qualities) or `fixed_quality`."""
+    quality-conditioned U-Net, told `quality` ((N,) JPEG qualities)."""
 
     luma_features: Sequence[int]
     luma_blocks: Sequence[int]
@@ -220,7 +220,6 @@ class ChromaUNet(nn.Module):
     dtype: Any = jnp.float32
     channels: int = 3
     quality_input: bool = False
-    fixed_quality: float | None = None
 
     @property
     def alignment(self) -> int:
@@ -244,7 +243,6 @@ class ChromaUNet(nn.Module):
             channels=1,
             quality_input=self.quality_input,
             dtype=self.dtype,
-            fixed_quality=self.fixed_quality,
             name="luma",
         )
         y_out = jax.lax.stop_gradient(luma(y8, valid, quality)) + (y - y8)

@@ -150,11 +150,9 @@ class DeblockTask:
             files = files[: self.config.eval_max_images]
         load = load_y if self.channels == 1 else load_rgb
         images = [(p.stem, load(p)) for p in files]
-        qualities = self.config.eval_qualities or self.config.data.qualities
         # one program for every QF: a quality-conditioned model is told each QF as an input
         # of it (`Restorer.for_quality`), as a JPEG's header tells `deblock`
-        restorer = Restorer(self.model, None, tile=self.config.eval_tile)
-        self._eval_cache = restorer, tuple(qualities), images
+        self._eval_cache = Restorer(self.model, None, tile=self.config.eval_tile), images
 
     def evaluate(self, state) -> dict:
         """PSNR gain over JPEG on the configured monitoring set (not used to select anything).
@@ -174,12 +172,12 @@ class DeblockTask:
                 return float(psnr(a, b))
 
         self.load_evaluation()  # compile and read the images once per run, not per eval
-        base, qualities, images = self._eval_cache
+        base, images = self._eval_cache
         # host copies: the state's arrays span every process's devices, and only process 0
         # evaluates, on its own device
         base.variables = jax.device_get(self.variables(state))
         out = {}
-        for q in qualities:
+        for q in self.config.eval_qualities or self.config.data.qualities:
             restorer = base.for_quality(q)
             scores, gains = [], []
             for _, y in images:
