@@ -47,8 +47,12 @@ EDGE = 16  # pixels from the bottom/right edges: "interior" differences are meas
 class Capture:
     """Wraps a Restorer for `evaluate_sets` and keeps what it returned."""
 
-    def __init__(self, restorer: Restorer):
-        self.restorer, self.outputs = restorer, []
+    def __init__(self, restorer: Restorer, outputs=None):
+        self.restorer, self.outputs = restorer, [] if outputs is None else outputs
+        self.quality_input = restorer.quality_input
+
+    def for_quality(self, quality):  # a quality-conditioned model is told each QF
+        return Capture(self.restorer.for_quality(quality), self.outputs)
 
     def restore_batch(self, images, progress=None):
         out = self.restorer.restore_batch(images, progress)
@@ -102,6 +106,7 @@ def time_batch(model: str, batch: int, n: int = 8) -> dict:
     BSDS500 test's 321 x 481 images on their 336 x 528 canvas, `batch` images per call."""
     images = [jpeg_degrade(y, 10) for _, y in load_eval_set("BSDS500") if y.shape == (321, 481)]
     restorer, _ = load_restorer(model, canvas=48, max_batch=batch)
+    restorer = restorer.for_quality(10)  # a conditioned model is told the QF; others ignore it
     restorer.restore_batch(images[:batch])
     seconds = []
     for _ in range(3):  # the fastest of three: the cores are shared

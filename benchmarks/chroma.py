@@ -181,7 +181,8 @@ def main(argv=None) -> int:
     for index, path in enumerate(files):
         rgb = np.asarray(Image.open(path).convert("RGB"))
         for q in qualities:
-            options = run_image(restorer, rgb, q, index, args)
+            told = restorer.for_quality(q)  # a quality-conditioned model is told the QF
+            options = run_image(told, rgb, q, index, args)
             per_image.append({"image": path.name, "quality": q, "options": options})
             best = max(options, key=lambda n: options[n]["rgb"])
             print(

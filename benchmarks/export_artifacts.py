@@ -49,6 +49,7 @@ CASES = (  # (what, format, extra flags)
     ("color", "onnx", ("--height", "480", "--width", "640")),
 )
 H, W = 480, 640
+QUALITY = 10  # the photos' JPEG quality, told to a quality-conditioned model
 
 
 def photos() -> dict:
@@ -62,8 +63,8 @@ def photos() -> dict:
 
     rgb = np.asarray(Image.fromarray(skimage.data.chelsea()).resize((W, H), Image.BICUBIC))
     return {
-        "y": jpeg_degrade(rgb_to_y(rgb), 10).astype(np.float32) / 255.0,
-        "rgb": jpeg_degrade_rgb(rgb, 10).astype(np.float32) / 255.0,
+        "y": jpeg_degrade(rgb_to_y(rgb), QUALITY).astype(np.float32) / 255.0,
+        "rgb": jpeg_degrade_rgb(rgb, QUALITY).astype(np.float32) / 255.0,
     }
 
 
@@ -80,28 +81,38 @@ def multiple(manifest: dict) -> int:
 
 
 def runner(fmt: str, out: Path, manifest: dict):
+    """f(x) of the artifact; a quality-conditioned one (the shipped de-blockers) is told QUALITY,
+    the photos' JPEG quality, for each image."""
+    told = "quality_input" in manifest
+
+    def q(x):
+        return {"quality": np.full((len(x),), QUALITY, np.float32)} if told else {}
+
     if fmt == "stablehlo":
         import jax
 
         exported = jax.export.deserialize(bytearray((out / manifest["file"]).read_bytes()))
-        return lambda x: np.asarray(exported.call(x))
+        return lambda x: np.asarray(exported.call(x, *q(x).values()))
+    name = manifest["input"]["name"]
     if fmt == "savedmodel":
         from cqrnet_jax.data.tf_pipeline import import_tensorflow
 
         tf = import_tensorflow()
         serve = tf.saved_model.load(os.fspath(out)).signatures["serving_default"]
-        name, out_name = manifest["input"]["name"], manifest["output"]["name"]
-        return lambda x: serve(**{name: tf.constant(x)})[out_name].numpy()
+        out_name = manifest["output"]["name"]
+        feed = lambda x: {k: tf.constant(v) for k, v in {name: x, **q(x)}.items()}  # noqa: E731
+        return lambda x: serve(**feed(x))[out_name].numpy()
     import onnxruntime as ort
 
     session = ort.InferenceSession(
         os.fspath(out / manifest["file"]), providers=["CPUExecutionProvider"]
     )
-    name = manifest["input"]["name"]
     fixed = isinstance(manifest["input"]["shape"][0], int)
     if fixed:  # the ONNX de-blocker's batch is fixed (1): one image at a time
-        return lambda x: np.concatenate([session.run(None, {name: im[None]})[0] for im in x])
-    return lambda x: session.run(None, {name: x})[0]
+        return lambda x: np.concatenate(
+            [session.run(None, {name: im[None], **q(im[None])})[0] for im in x]
+        )
+    return lambda x: session.run(None, {name: x, **q(x)})[0]
 
 
 def inputs(fixed: bool, x: np.ndarray, m: int) -> dict:
@@ -212,8 +223,8 @@ def main() -> None:
     from cqrnet_jax.inference import load_restorer
     from cqrnet_jax.models.build import load_ranker_model
 
-    restorer = load_restorer("default")[0]
-    colour = load_restorer("default", channels=3)[0]
+    restorer = load_restorer("default")[0].for_quality(QUALITY)  # blind models ignore it
+    colour = load_restorer("default", channels=3)[0].for_quality(QUALITY)
     # `export --what ranker`'s default: the shipped blind estimator
     ranker, ranker_vars, _ = load_ranker_model(pretrained.shipped(pretrained.ESTIMATOR))
     score = jax.jit(lambda x: ranker.apply(ranker_vars, x, train=False)[0])

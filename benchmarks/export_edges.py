@@ -99,12 +99,13 @@ def main() -> None:
     for name, clean in photos(m).items():
         for q in QUALITIES:
             y = jpeg_degrade(clean, q).astype(np.float32) / 255.0
-            want = whole.restore_float(y)
+            told = whole.for_quality(q)  # a conditioned model (the shipped one) is told the QF
+            want = told.restore_float(y)
             row = {"photo": name, "quality": q}
             for mode in PAD_MODES:
-                got = padded_and_cropped(whole, y, mode, m)
+                got = padded_and_cropped(told, y, mode, m)
                 row[f"padded_{mode}"] = edge_figures(got, want, m)
-            row[f"canvas_{m}"] = edge_figures(canvases.restore_float(y), want, m)
+            row[f"canvas_{m}"] = edge_figures(canvases.for_quality(q).restore_float(y), want, m)
             print(json.dumps(row), flush=True)
             results.append(row)
     report = {

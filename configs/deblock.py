@@ -110,7 +110,11 @@ def chroma(c):
     color(c)
     c.model.arch = "chroma"
     c.loss.chroma = 1.0
-    c.init_from = c.init_from or "default"  # the frozen Y model: the shipped de-blocker
+    # the frozen Y model: the shipped de-blocker, which is told each image's JPEG quality; so
+    # both U-Nets read it (a blind grey U-Net named instead gets a zero-weight quality plane,
+    # `unet.add_quality_input`: the same Y)
+    c.init_from = c.init_from or "default"
+    c.model.quality_input = True
 
 
 def gpu(c):

@@ -12,9 +12,10 @@ is `cqrnet-jax export --format stablehlo|savedmodel|onnx -o DIR` (`apps/export.p
 Every artifact maps (batch, height, width) float32 Y in [0, 1] to the model's output (the
 de-blocker: restored Y, unclipped; the ranker: one quality score per image); the colour
 de-blocker (`--what color`) maps (batch, height, width, 3) decoded RGB in [0, 1] to restored RGB.
-A quality-conditioned de-blocker (model.quality_input; grey, or a colour model with such a Y)
-takes a second input, `quality`: (batch,) float32, each image's JPEG quality (1-100, IJG's
-scale). DIR/export.json records the format, input shapes, model and how to call it.
+A quality-conditioned de-blocker (model.quality_input: the shipped ones; grey, or colour, whose
+two U-Nets both read it) takes a second input, `quality`: (batch,) float32, each image's JPEG
+quality (1-100, IJG's scale). DIR/export.json records the format, input shapes, model and how
+to call it.
 """
 
 from __future__ import annotations

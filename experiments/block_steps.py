@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=30)
     args = parser.parse_args()
     files = sorted(glob.glob(os.path.join(args.data_dir, "BSDS500", "val", "*.jpg")))
-    restorers = {m: load_restorer(m, canvas=0, max_batch=1)[0] for m in args.models}
+    restorers = {  # a quality-conditioned model is told the QF
+        m: load_restorer(m, canvas=0, max_batch=1)[0].for_quality(args.quality) for m in args.models
+    }
     rows: dict[str, list] = {}
     for f in files[: args.images]:
         y = np.asarray(Image.open(f).convert("YCbCr"))[..., 0]

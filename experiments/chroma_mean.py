@@ -42,7 +42,8 @@ def main(argv=None):
         for path in files:
             ref = np.asarray(Image.open(path).convert("RGB"))
             decoded = colour_jpeg(ref, q).pixels
-            out = rgb_to_ycbcr(colour.restore_float(decoded.astype(np.float32) / 255.0) * 255.0)
+            told = colour.for_quality(q)  # a quality-conditioned model is told the QF
+            out = rgb_to_ycbcr(told.restore_float(decoded.astype(np.float32) / 255.0) * 255.0)
             shift = out[..., 1:].mean(axis=(0, 1)) - rgb_to_ycbcr(decoded)[..., 1:].mean(
                 axis=(0, 1)
             )

@@ -20,6 +20,7 @@ from cqrnet_jax.data.consistency import luma_table, project
 from cqrnet_jax.data.datasets import load_eval_set
 from cqrnet_jax.data.jpeg import jpeg_encode
 from cqrnet_jax.inference import load_restorer
+from cqrnet_jax.photo import told_quality
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -41,12 +42,13 @@ def main() -> None:
     for spec in args.model:
         restorer, _ = load_restorer(spec)
         for q in qualities:
+            told = told_quality(restorer, q)  # a quality-conditioned model is told the QF
             gains = {"net": [], "projected": []}
             for _name, clean in images:
                 im = Image.open(io.BytesIO(jpeg_encode(clean, q)))
                 table = luma_table(im)
                 decoded = np.asarray(im.convert("L"))
-                restored = restorer.restore_float(decoded.astype(np.float32) / 255.0) * 255.0
+                restored = told.restore_float(decoded.astype(np.float32) / 255.0) * 255.0
                 base = psnr(decoded, clean)
                 gains["net"].append(psnr(round_to_uint8(restored), clean) - base)
                 projected = round_to_uint8(project(restored, decoded, table))

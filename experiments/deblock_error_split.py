@@ -29,8 +29,9 @@ def main():
         restorer, meta = load_restorer(spec)
         for q in (int(v) for v in args.qualities.split(",")):
             rows = []
+            told = restorer.for_quality(q)  # a quality-conditioned model is told the QF
             for _, y in images:
-                out = restorer.restore_float(jpeg_degrade(y, q).astype(np.float32) / 255) * 255
+                out = told.restore_float(jpeg_degrade(y, q).astype(np.float32) / 255) * 255
                 err = out - y.astype(np.float32)
                 low = uniform_filter(err, 16)
                 out8 = np.clip(np.round(out), 0, 255).astype(np.uint8)  # what `evaluate` scores

@@ -5,7 +5,8 @@
 The chroma U-Net was trained led by its Y model's output, so a better Y (a continued or a
 quality-conditioned grey model) can replace it without retraining; measure the result before
 shipping it (experiments/colour.md). A quality-conditioned Y makes the colour model
-quality-conditioned too (`model.quality_input`): the tools tell it each file's quality. The
+quality-conditioned too (`model.quality_input`): the tools tell it each file's quality, and its
+chroma U-Net gets a quality plane whose weights start at zero (the same chroma until trained). The
 result is written as a params prefix with its own copy of the Y; to ship it beside that very Y
 as the default grey model, save it with `pretrained.save_sharing(..., {'luma': 'deblock'})`.
 """
@@ -18,6 +19,7 @@ import jax
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.config_base import deblock_model_defaults
+from cqrnet_jax.models.unet import add_chroma_quality_input
 
 
 def graft(color_spec: str, y_spec: str):
@@ -35,8 +37,13 @@ def graft(color_spec: str, y_spec: str):
         model["blocks"]
     ):
         raise SystemExit(f"--y {y_spec}: its widths/blocks differ from the colour model's Y")
-    params = {**colour["params"], "luma": jax.device_get(grey["params"])}
     quality = bool(y_model["quality_input"])
+    params = jax.device_get(colour["params"])
+    if quality and not model["quality_input"]:  # the chroma branch gets its (zero) plane too
+        params = add_chroma_quality_input(params)
+    elif model["quality_input"] and not quality:
+        raise SystemExit(f"--y {y_spec}: a blind Y for a quality-conditioned colour model")
+    params = {**params, "luma": jax.device_get(grey["params"])}
     meta = {k: v for k, v in meta.items() if k != "shared_params"}
     meta["model"] = {**meta["model"], "quality_input": quality}
     meta["provenance"] = {

@@ -310,11 +310,14 @@ def test_a_short_colour_run_exports_a_colour_model(deblock_config, tmp_path, arc
     config.update(eval_set="BSDS500val", eval_max_images=2, eval_qualities=(10,))
     config.optim.warmup_steps = 0
     config.loss.chroma = 0.5  # L_C on top of the RGB MAE
-    # it starts from a grey U-Net's export (at its step 700), at step 0: colour_from_grey for
-    # the colour U-Net, the frozen Y model of the chroma U-Net
+    # it starts from a blind grey U-Net's export (at its step 700), at step 0: colour_from_grey
+    # for the colour U-Net, the frozen Y model of the chroma U-Net (which `:chroma` makes
+    # quality-conditioned, as the shipped grey model is: the blind Y gains a zero-weight plane)
     from cqrnet_jax import pretrained
+    from cqrnet_jax.models.unet import add_quality_input
 
-    grey_cfg = dict(config.model, channels=1, arch="unet")
+    assert config.model.quality_input == (arch == "chroma")
+    grey_cfg = dict(config.model, channels=1, arch="unet", quality_input=False)
     grey = deblock_from_config(grey_cfg)
     grey_vars = _perturbed(grey.init(jax.random.key(0), jnp.zeros((1, 32, 32))))
     grey_meta = {"kind": "deblock", "step": 700, "model": grey_cfg}
@@ -335,10 +338,11 @@ def test_a_short_colour_run_exports_a_colour_model(deblock_config, tmp_path, arc
     assert meta["model"]["channels"] == 3 and model.channels == 3
     assert meta["config"]["data"]["color"] is True and meta["model"]["arch"] == arch
     x = np.random.default_rng(3).random((1, 24, 40, 3)).astype(np.float32)
-    assert model.apply(variables, x).shape == (1, 24, 40, 3)
+    quality = {"quality": np.float32(20.0)} if arch == "chroma" else {}
+    assert model.apply(variables, x, **quality).shape == (1, 24, 40, 3)
     if arch == "chroma":  # five steps of Adam left the Y model exactly as it was
         luma = variables["params"]["luma"]
-        jax.tree.map(np.testing.assert_array_equal, luma, grey_vars["params"])
+        jax.tree.map(np.testing.assert_array_equal, luma, add_quality_input(grey_vars["params"]))
 
 
 def test_rgb_psnr_is_over_all_three_channels():

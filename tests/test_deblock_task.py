@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from cqrnet_jax import pretrained
 from cqrnet_jax.data.pipeline import make_batches
 from cqrnet_jax.data.sources import load_training_images
+from cqrnet_jax.errors import ConfigError
 from cqrnet_jax.losses import (
     block_boundary_loss,
     blocking_excess_loss,
@@ -272,6 +273,12 @@ def test_a_quality_conditioned_unet_starts_from_an_unconditioned_export(
     for q in (10.0, 90.0):
         got = task.model.apply({"params": state.params}, x, quality=jnp.full((2,), q))
         np.testing.assert_allclose(got, want, rtol=1e-6)  # a 2-channel conv sums in its order
+    # the other way round (a blind config from a conditioned export) is one clear line
+    pretrained.save_variables(tmp_path / "told", {"params": state.params}, {**meta, "model": {
+        **meta["model"], "quality_input": True}})  # fmt: skip
+    blind = loop.create_state(plain, config, setup["mesh"])
+    with pytest.raises(ConfigError, match="quality_input=True"):
+        loop.init_from_params(blind, str(tmp_path / "told"), 1, False)
 
 
 @pytest.mark.parametrize("presets", ["smoke", "smoke,no_lq", "smoke,no_lf"])

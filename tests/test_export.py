@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 import skimage.data
+from PIL import Image
 
 from cqrnet_jax import pretrained
 from cqrnet_jax.apps.cli import main
@@ -27,6 +28,9 @@ from cqrnet_jax.models.build import load_ranker_model
 
 H, W = 96, 128
 TOL = 1e-4
+# The photos' JPEG qualities: the shipped de-blocker is told each image's (its `quality` input).
+QUALITIES = (10, 30)
+QUALITY = np.array(QUALITIES, np.float32)
 
 
 def _export(out, *flags) -> int:
@@ -41,7 +45,7 @@ def _manifest(out) -> dict:
 def photos():
     """(2, H, W) float32 in [0, 1]: a crop of the camera photo (grey = Y), JPEG at QF 10 and 30."""
     y = skimage.data.camera()[120 : 120 + H, 200 : 200 + W]
-    return np.stack([jpeg_degrade(y, q) for q in (10, 30)]).astype(np.float32) / 255.0
+    return np.stack([jpeg_degrade(y, q) for q in QUALITIES]).astype(np.float32) / 255.0
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +55,10 @@ def restorer():
 
 @pytest.fixture(scope="module")
 def reference(restorer, photos):
-    """The shipped de-blocker's output through the package's own inference path."""
-    return np.stack([restorer.restore_float(im) for im in photos])
+    """The shipped de-blocker's output through the package's own inference path, told each
+    photo's quality."""
+    assert restorer.quality_input  # the artifacts below take `quality` beside `y`
+    return np.stack([restorer.for_quality(q).restore_float(im) for q, im in zip(QUALITIES, photos)])
 
 
 def _check_restored(restored, photos, reference):
@@ -67,11 +73,12 @@ def test_stablehlo_reproduces_jax(tmp_path, photos, reference):
     assert _export(out, "--format", "stablehlo", "--height", str(H), "--width", str(W)) == 0
     manifest = _manifest(out)
     assert manifest["input"]["shape"] == ["b", H, W]
+    assert manifest["quality_input"]["shape"] == ["b"]
     shipped_meta = pretrained.load_variables(pretrained.shipped("deblock"))[1]
     assert manifest["model"]["step"] == shipped_meta["step"]
     assert set(manifest["platforms"]) == {"cpu", "cuda"}
     exported = jax.export.deserialize(bytearray((out / manifest["file"]).read_bytes()))
-    _check_restored(np.asarray(exported.call(photos)), photos, reference)
+    _check_restored(np.asarray(exported.call(photos, QUALITY)), photos, reference)
 
 
 @pytest.mark.slow
@@ -80,7 +87,7 @@ def test_savedmodel_reproduces_jax(tmp_path, photos, reference, tf):
     assert _export(out, "--format", "savedmodel", "--height", str(H), "--width", str(W)) == 0
     serve = tf.saved_model.load(os.fspath(out)).signatures["serving_default"]
     assert serve.structured_input_signature[1]["y"].shape.as_list() == [None, H, W]
-    restored = serve(y=tf.constant(photos))["restored"].numpy()
+    restored = serve(y=tf.constant(photos), quality=tf.constant(QUALITY))["restored"].numpy()
     _check_restored(restored, photos, reference)
 
 
@@ -95,7 +102,12 @@ def test_onnx_reproduces_jax(tmp_path, photos, reference):
     session = ort.InferenceSession(
         os.fspath(out / manifest["file"]), providers=["CPUExecutionProvider"]
     )
-    restored = np.concatenate([session.run(None, {"y": im[None]})[0] for im in photos])
+    restored = np.concatenate(
+        [
+            session.run(None, {"y": im[None], "quality": q[None]})[0]
+            for im, q in zip(photos, QUALITY)
+        ]
+    )
     _check_restored(restored, photos, reference)
 
 
@@ -123,22 +135,23 @@ def test_symbolic_size(tmp_path, request, restorer, fmt):
         exported = jax.export.deserialize(bytearray((out / "deblock.jax_export").read_bytes()))
         assert str(exported.in_avals[0].shape) == f"(b, {m}*h, {m}*w)"
 
-        def run(x):
-            return np.asarray(exported.call(x))
+        def run(x, q):
+            return np.asarray(exported.call(x, q))
     else:
         tf = request.getfixturevalue("tf")
         serve = tf.saved_model.load(os.fspath(out)).signatures["serving_default"]
         assert serve.structured_input_signature[1]["y"].shape.as_list() == [None, None, None]
 
-        def run(x):
-            return serve(y=tf.constant(x))["restored"].numpy()
+        def run(x, q):
+            return serve(y=tf.constant(x), quality=tf.constant(q))["restored"].numpy()
 
     y = jpeg_degrade(skimage.data.camera(), 10).astype(np.float32) / 255.0
     two = np.stack([y[:m, : 2 * m], y[256 : 256 + m, 128 : 128 + 2 * m]])
     for x in (two, y[None, 16 : 16 + 2 * m, 8 : 8 + 3 * m]):
-        restored = run(x)
+        q = np.full(len(x), 10.0, np.float32)
+        restored = run(x, q)
         assert restored.shape == x.shape and restored.dtype == np.float32
-        expected = np.stack([restorer.restore_float(im) for im in x])
+        expected = np.stack([restorer.for_quality(10).restore_float(im) for im in x])
         assert np.abs(restored - expected).max() <= TOL
         assert np.abs(restored - x).max() > 0.02
 
@@ -160,9 +173,9 @@ def test_colour_model_with_symbolic_batch_and_size(tmp_path):
     exported = jax.export.deserialize(bytearray((out / manifest["file"]).read_bytes()))
     rgb = jpeg_degrade_rgb(skimage.data.astronaut()[:m, : 2 * m], 20)
     x = (rgb.astype(np.float32) / 255.0)[None]
-    got = np.asarray(exported.call(x))
+    got = np.asarray(exported.call(x, np.array([20.0], np.float32)))
     assert got.shape == x.shape and got.dtype == np.float32
-    assert np.abs(got[0] - restorer.restore_float(x[0])).max() <= TOL
+    assert np.abs(got[0] - restorer.for_quality(20).restore_float(x[0])).max() <= TOL
     assert np.abs(got - x).max() > 0.02
 
 
@@ -264,3 +277,22 @@ def test_the_colour_recipe_in_the_docs_is_the_packages():
     assert np.abs(got.astype(int) - rgb).mean() > 5  # Y did change
     unchanged = space["rebuild_rgb"](rgb, y8 / 255)  # Y as it was: the photo comes back
     np.testing.assert_array_equal(unchanged, rgb)
+
+
+def test_the_quality_reader_in_the_docs_is_the_packages(tmp_path):
+    """docs/export.md's standalone `jpeg_quality` gives what `deblock` tells the shipped model
+    (`table_quality`): IJG files at every quality, and a file with its own (non-IJG) table."""
+    from cqrnet_jax.data.jpeg import table_quality
+
+    space = {"np": np, "Image": Image}
+    exec(_doc_code("def jpeg_quality").split("\ny = jpeg_y(")[0], space)  # the functions
+    y = skimage.data.camera()[:64, :64]
+    for q in (1, 5, 10, 37, 50, 51, 75, 90, 95, 100):
+        path = tmp_path / f"q{q}.jpg"
+        Image.fromarray(y).save(path, quality=q)
+        with Image.open(path) as im:
+            assert space["jpeg_quality"](path) == table_quality(im.quantization) == q
+    own = [max(1, min(255, int(v * 0.7) + 3)) for v in range(10, 74)]  # a camera's own table
+    Image.fromarray(y).save(tmp_path / "own.jpg", qtables=[own])
+    with Image.open(tmp_path / "own.jpg") as im:
+        assert space["jpeg_quality"](tmp_path / "own.jpg") == table_quality(im.quantization)

@@ -147,6 +147,8 @@ def test_shipped_model_in_default_tiles_equals_the_whole_image():
     y = jpeg_degrade(np.round(255 * y).astype(np.uint8), 10)
     whole, _ = load_restorer("default")
     tiled = Restorer(whole.model, whole.variables, tile=DEFAULT_TILE)
+    # the shipped model is told the file's JPEG quality, as `deblock` tells it
+    whole, tiled = whole.for_quality(10), tiled.for_quality(10)
     assert len(list(tiled.tiles(*y.shape))) == 2
     a, b = whole.restore_float(y / 255.0), tiled.restore_float(y / 255.0)
     float_diff = 255 * float(np.max(np.abs(a - b)))
@@ -377,6 +379,7 @@ def test_shipped_model_beats_jpeg_on_a_photo():
 
     restorer, meta = load_restorer("default")
     assert meta["kind"] == "deblock"
+    restorer = restorer.for_quality(10)  # told the quality, as `evaluate` tells it each QF's
     clean = skimage.data.camera()[128:320, 160:352]
     jpeg = jpeg_degrade(clean, 10)
     before, after = image_metrics(jpeg, clean), image_metrics(restorer(jpeg), clean)

@@ -13,7 +13,14 @@ from PIL import Image
 from cqrnet_jax.data.color import rgb_to_ycbcr, ycbcr_to_rgb
 from cqrnet_jax.data.io import LoadedImage
 from cqrnet_jax.inference import load_restorer
-from cqrnet_jax.photo import box_mean, guided_filter, restore_image, restore_rgb, restore_y
+from cqrnet_jax.photo import (
+    box_mean,
+    guided_filter,
+    image_quality,
+    restore_image,
+    restore_rgb,
+    restore_y,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +72,9 @@ def test_colour_psnr_improves_on_a_420_jpeg(restorer):
     restored = restore_image(restorer, _loaded(decoded))
     assert restored.shape == original.shape and restored.dtype == np.uint8
 
+    told = restorer.for_quality(image_quality(_loaded(decoded), restorer)[0])  # as restore_image
     y_only = rgb_to_ycbcr(decoded)
-    y_only[..., 0] = restore_y(restorer, y_only[..., 0])
+    y_only[..., 0] = restore_y(told, y_only[..., 0])
     y_only = ycbcr_to_rgb(y_only)
     gain_over_jpeg = _psnr(restored, original) - _psnr(decoded, original)
     gain_over_y_only = _psnr(restored, original) - _psnr(y_only, original)
@@ -81,10 +89,11 @@ def test_grey_stays_grey(restorer):
     R = G = B; alpha is carried over."""
     grey = _jpeg_420(np.repeat(skimage.data.camera()[100:148, 200:264, None], 3, -1), 20)
     assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 0], grey[..., 2])
+    told = restorer.for_quality(image_quality(_loaded(grey), restorer)[0])  # as restore_image
     np.testing.assert_array_equal(
-        restore_image(restorer, _loaded(grey[..., 0])), restorer(grey[..., 0])
+        restore_image(restorer, _loaded(grey[..., 0])), told(grey[..., 0])
     )
-    out = restore_rgb(restorer, grey)
+    out = restore_rgb(told, grey)
     assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 0], out[..., 2])
     assert np.mean(np.abs(out.astype(int) - grey)) > 0.5  # restored, not passed through
     alpha = np.full(grey.shape[:2], 7, np.uint8)
@@ -108,7 +117,8 @@ def test_the_chroma_filter_is_for_low_qualities_and_a_q90_photo_gains(restorer):
         out = restore_image(restorer, loaded)
         for clean in (True, False):
             same = np.array_equal(
-                out, restore_rgb(restorer, loaded.pixels, loaded.jpeg_luma, clean)
+                out,
+                restore_rgb(restorer.for_quality(quality), loaded.pixels, loaded.jpeg_luma, clean),
             )
             assert same is (clean == filtered), (quality, clean)
         assert _psnr(out, original) > _psnr(loaded.pixels, original) + 0.1, quality

@@ -197,3 +197,29 @@ def test_a_colour_model_with_a_conditioned_y_is_told_the_files_quality(capsys, t
                         "--color-model", prefix, "--no-consistency")  # fmt: skip
     assert code == 0, err
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "c.png")), want)
+
+
+def test_a_blind_colour_model_gains_the_quality_planes_unchanged():
+    """`add_chroma_quality_input`: a blind chroma U-Net's params, with zero slices for the Y
+    model's and the chroma branch's quality planes, compute what they did at every quality;
+    training then starts there (`init_from_params`, experiments/graft_color_y.py)."""
+    from cqrnet_jax.models.build import deblock_from_config
+    from cqrnet_jax.models.unet import add_chroma_quality_input
+
+    cfg = dict(CONDITIONED, arch="chroma", channels=3, chroma_widths=(4, 8), chroma_blocks=(1, 1))
+    blind = deblock_from_config({**cfg, "quality_input": False})
+    told = deblock_from_config(cfg)
+    x = jnp.asarray(skimage.data.astronaut()[:32, :48], jnp.float32)[None] / 255.0
+    params = blind.init(jax.random.key(0), x)["params"]
+    leaves, tree = jax.tree.flatten(params)
+    noise = jax.random.split(jax.random.key(1), len(leaves))
+    noisy = [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, noise)]
+    params = tree.unflatten(noisy)
+    want = blind.apply({"params": params}, x)
+    conditioned = add_chroma_quality_input(jax.device_get(params))
+    assert np.shape(conditioned["chroma"]["head"]["kernel"])[2] == 17
+    for q in (10.0, 90.0):
+        got = told.apply({"params": conditioned}, x, quality=jnp.array([q]))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+    with pytest.raises(ValueError, match="without a quality plane"):
+        add_chroma_quality_input(conditioned)

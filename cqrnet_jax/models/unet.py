@@ -177,6 +177,22 @@ def add_quality_input(params: dict) -> dict:
     return {**params, "head": head}
 
 
+def add_chroma_quality_input(params: dict) -> dict:
+    """Params of a quality-conditioned chroma U-Net (`ChromaUNet` with `quality_input`) that
+    computes exactly what the colour model of `params` did: its Y model gets the quality plane
+    (`add_quality_input`) unless it has one, and the chroma branch's head a zero slice for its
+    own, which training then learns to read."""
+    luma, chroma = params["luma"], dict(params["chroma"])
+    if np.shape(luma["head"]["kernel"])[2] == 1:
+        luma = add_quality_input(luma)
+    head = dict(chroma["head"])
+    k = np.asarray(head["kernel"])  # (3, 3, 16, F)
+    if k.shape[2] != 16:
+        raise ValueError("add_chroma_quality_input: not a chroma U-Net without a quality plane")
+    head["kernel"] = np.concatenate([k, np.zeros_like(k[:, :, :1])], axis=2)
+    return {**params, "luma": luma, "chroma": {**chroma, "head": head}}
+
+
 # The protocol's YCbCr of RGB, both in [0, 1]: ycc = rgb @ _RGB_TO_YCC + _YCC_OFFSET.
 _RGB_TO_YCC = (RGB_TO_YCBCR.T / 255.0).astype(np.float32)
 _YCC_OFFSET = (YCBCR_OFFSET / 255.0).astype(np.float32)
@@ -185,7 +201,8 @@ _YCC_TO_RGB = np.linalg.inv(RGB_TO_YCBCR.T / 255.0).astype(np.float32)
 
 class ChromaBranch(nn.Module):
     """The U-Net body at chroma resolution (half the pixels a side): 16 channels in (Y restored,
-    Y, Cb, Cr, each as 2x2 phases), 8 out (the Cb/Cr correction's 2x2 phases)."""
+    Y, Cb, Cr, each as 2x2 phases; a 17th, the quality plane, in a quality-conditioned model),
+    8 out (the Cb/Cr correction's 2x2 phases)."""
 
     features: Sequence[int]
     blocks: Sequence[int]
@@ -208,8 +225,9 @@ class ChromaUNet(nn.Module):
     second U-Net at chroma resolution (`chroma`), led by the restored Y. The correction is
     added to the decoded Cb/Cr at full resolution through a sub-pixel shuffle, so it can put
     back the chroma detail that 4:2:0 dropped; its last conv starts at zero, so training starts
-    from the grey model's Y and the decoded chroma. `quality_input`: its Y model is a
-    quality-conditioned U-Net, told `quality` ((N,) JPEG qualities)."""
+    from the grey model's Y and the decoded chroma. `quality_input`: both are told `quality`
+    ((N,) JPEG qualities): its Y model is a quality-conditioned U-Net, and the chroma U-Net
+    reads the quality / 100 as one more input plane (`add_chroma_quality_input`)."""
 
     luma_features: Sequence[int]
     luma_blocks: Sequence[int]
@@ -249,10 +267,15 @@ class ChromaUNet(nn.Module):
 
         h, w = x.shape[1:3]
         guide, _ = pad_to_multiple(jnp.concatenate([y_out, ycc], axis=-1), 2)
+        guide = space_to_depth(guide)
+        if self.quality_input:  # the chroma branch reads the quality too, as a constant plane
+            q = jnp.broadcast_to(jnp.asarray(quality, jnp.float32), (x.shape[0],)) / 100.0
+            plane = jnp.broadcast_to(q[:, None, None, None], guide.shape[:3] + (1,))
+            guide = jnp.concatenate([guide, plane], axis=-1)
         half_valid = None if valid is None else -(-jnp.asarray(valid) // 2)
         branch = ChromaBranch(
             self.features, self.blocks, self.dilations, self.attention, self.dtype, name="chroma"
         )
-        delta = depth_to_space(branch(space_to_depth(guide), half_valid))[:, :h, :w]
+        delta = depth_to_space(branch(guide, half_valid))[:, :h, :w]
         out = jnp.concatenate([y_out, ycc[..., 1:] + delta], axis=-1)
         return (out - _YCC_OFFSET) @ _YCC_TO_RGB

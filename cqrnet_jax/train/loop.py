@@ -133,16 +133,26 @@ def init_from_params(
     A grey U-Net's params for a colour (`channels` 3) model: `unet.colour_from_grey`, at step 0
     (a new task, with its own schedule); for a chroma U-Net, its frozen Y model (the chroma
     branch starts fresh); for a quality-conditioned U-Net (`quality_input`), a U-Net without
-    the quality plane: `unet.add_quality_input`, at its step (the same network until trained)."""
+    the quality plane: `unet.add_quality_input`, at its step (the same network until trained),
+    and for a quality-conditioned chroma U-Net, a blind one: `unet.add_chroma_quality_input`."""
     from cqrnet_jax import pretrained
 
     variables, meta = pretrained.load_variables(prefix)
     saved = {**deblock_model_defaults(), **meta.get("model", {})}
     grey = saved["channels"] == 1
+    if saved["quality_input"] and not quality_input:
+        raise ConfigError(
+            f"{prefix}: a quality-conditioned model (told the JPEG quality); train from it with "
+            "--config.model.quality_input=True"
+        )
     if quality_input and not saved["quality_input"] and saved["arch"] == "unet":
         from cqrnet_jax.models.unet import add_quality_input
 
         variables = {**variables, "params": add_quality_input(variables["params"])}
+    if quality_input and not saved["quality_input"] and saved["arch"] == "chroma":
+        from cqrnet_jax.models.unet import add_chroma_quality_input
+
+        variables = {**variables, "params": add_chroma_quality_input(variables["params"])}
     if grey and "luma" in state.params:  # a chroma U-Net: the grey model is its frozen Y
         fresh = jax.device_get(state.params)
         variables = {**variables, "params": {**fresh, "luma": variables["params"]}}

@@ -309,7 +309,7 @@ print("last logged:", {k: round(v, 4) for k, v in read_log(deblock_dir)[-1].item
 ## The trained de-blocker on a photo
 
 Expect little or no gain over the JPEG from so few steps of a tiny network; the shipped model
-took 31 343 steps of the U-Net, about 8.5 hours on 2 CPU cores
+took 39 343 steps of the U-Net, about 11 hours on 2 CPU cores
 (`cqrnet_jax/pretrained/deblock.md`)."""),
     new_code_cell("""\
 from cqrnet_jax.data.datasets import builtin_photos
