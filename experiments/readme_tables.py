@@ -271,11 +271,15 @@ def render_color_val() -> str:
     return "\n".join(lines)
 
 
+# The shipped colour model's records (its Y the shipped grey model, step 39 343, told the quality).
+COLOR_TABLE = "color_table_q39343.json"
+COLOR_ABOVE = "color_above_range_q39343.json"
+
+
 def render_color_table() -> str:
     """README and the colour model card: the shipped colour model on LIVE1 colour and BSDS500
-    test (color_table_c31343.json: its Y the shipped grey model) beside the guided-filter path
-    and the published rows."""
-    ours = _colour_rows("color_table_c31343.json")
+    test (COLOR_TABLE) beside the guided-filter path and the published rows."""
+    ours = _colour_rows(COLOR_TABLE)
     published = _load("color_published.json")["rows"]
     qualities = sorted({q for _, q in ours})
     lines = [
@@ -295,7 +299,7 @@ def render_color_table() -> str:
 
 def render_color_above() -> str:
     """The colour model card: LIVE1 colour above QF 40, the gain over the JPEG per image."""
-    d = _load("color_above_range_c31343.json")
+    d = _load(COLOR_ABOVE)
     lines = [
         "| QF | colour model: mean / worst gain | photos worse "
         "| without it (guided filter to QF 60): mean / worst |",
