@@ -245,6 +245,17 @@ def _model_label(spec: str, meta: dict) -> str:
     return f"{name}, step {step}" if step is not None else name
 
 
+def _colour_label(spec: str, meta: dict) -> str:
+    """What restored a colour photo: for a chroma U-Net, the grey U-Net it keeps for Y (its
+    step where the model's provenance records it) and the chroma U-Net for Cb/Cr."""
+    if meta.get("model", {}).get("arch") != "chroma":
+        return f"{_model_label(spec, meta)} (colour: RGB in and out)"
+    name = "shipped colour model" if spec == "default" else Path(spec).name
+    y_step = meta.get("provenance", {}).get("y_model", {}).get("step")
+    y = f"step {y_step}" if y_step is not None else "its own"
+    return f"{name}: Y by a grey U-Net ({y}), Cb/Cr by a chroma U-Net (step {meta.get('step')})"
+
+
 def _summary(name, original, quality, label, seconds, s_jpeg, s_out) -> str:
     kind = "grey" if original.ndim == 2 else "colour, 4:2:0"
     h, w = original.shape[:2]
@@ -278,7 +289,7 @@ def run_demo(args) -> int:
     label = _model_label(args.model, meta)
     colour = load_color_restorer(args.color_model, args.model) if original.ndim == 3 else None
     if colour is not None:
-        label = f"{_model_label(args.color_model, colour.meta)} (colour: RGB in and out)"
+        label = _colour_label(args.color_model, colour.meta)
     loaded = compress(original, args.quality)
     jpeg = loaded.pixels
     limit = restore_limit(meta, not args.no_consistency)
