@@ -83,10 +83,10 @@ def multiple(manifest: dict) -> int:
 def runner(fmt: str, out: Path, manifest: dict):
     """f(x) of the artifact; a quality-conditioned one (the shipped de-blockers) is told QUALITY,
     the photos' JPEG quality, for each image."""
-    told = "quality_input" in manifest
+    told = manifest.get("quality_input")  # its input's name, shape and meaning, if it has one
 
     def q(x):
-        return {"quality": np.full((len(x),), QUALITY, np.float32)} if told else {}
+        return {told["name"]: np.full((len(x),), QUALITY, np.float32)} if told else {}
 
     if fmt == "stablehlo":
         import jax

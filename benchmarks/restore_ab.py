@@ -11,10 +11,10 @@ as spread rather than as a difference. Leave the cores idle while it runs.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import skimage.data
+from bench import _best  # bench's timing (this script's folder is on sys.path)
 
 from cqrnet_jax.data.jpeg import jpeg_degrade
 from cqrnet_jax.inference import load_restorer
@@ -24,12 +24,7 @@ SIZES = ((321, 481), (1024, 1024))  # a BSDS500 image; a megapixel
 
 def best_seconds(restorer, x, repeats: int = 4) -> float:
     restorer.restore_float(x)  # compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        restorer.restore_float(x)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return _best(lambda: restorer.restore_float(x), repeats)
 
 
 def main(argv=None) -> int:
