@@ -250,7 +250,7 @@ COLOUR_CANDIDATES = (
     ("JPEG", "color_val_chroma.json", "jpeg"),
     ("Y model + guided filter on Cb/Cr", "color_val_chroma.json", "guided"),
     ("colour U-Net (RGB in and out)", "color_val_unet.json", "color"),
-    ("chroma U-Net (shipped)", "color_val_chroma.json", "color"),
+    ("chroma U-Net (chosen)", "color_val_chroma.json", "color"),
 )
 
 
@@ -271,9 +271,10 @@ def render_color_val() -> str:
     return "\n".join(lines)
 
 
-# The shipped colour model's records (its Y the shipped grey model, step 39 343, told the quality).
-COLOR_TABLE = "color_table_q39343.json"
-COLOR_ABOVE = "color_above_range_q39343.json"
+# The shipped colour model's records (both its U-Nets told the quality: Y step 39 343,
+# chroma step 12 000).
+COLOR_TABLE = "color_table_cq12000.json"
+COLOR_ABOVE = "color_above_range_cq12000.json"
 
 
 def render_color_table() -> str:
