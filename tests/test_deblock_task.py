@@ -281,6 +281,21 @@ def test_a_quality_conditioned_unet_starts_from_an_unconditioned_export(
         loop.init_from_params(blind, str(tmp_path / "told"), 1, False)
 
 
+def test_init_from_a_model_of_other_widths_names_the_setting(deblock_config, tmp_path, setup):
+    """A saved U-Net whose widths differ from the config's: one line naming the setting and
+    both values (e.g. continuing the shipped colour model with the `:chroma` preset's widths)."""
+    config = _config(deblock_config, str(tmp_path / "no" / "ranker"), "smoke,no_cqr")
+    config.model.update(arch="unet", widths=(4, 8), blocks=(1, 1), nl_window=4)
+    task = DeblockTask(config)
+    params = task.init_variables(jax.random.key(1))["params"]
+    meta = {"kind": "deblock", "step": 10, "model": config.model.to_dict()}
+    pretrained.save_variables(tmp_path / "wide", {"params": params}, meta)
+    config.model.widths = (4, 6)
+    state = loop.create_state(DeblockTask(config), config, setup["mesh"])
+    with pytest.raises(ConfigError, match=r"model\.widths=\(4, 8\) \(the config: \(4, 6\)\)"):
+        loop.init_from_params(state, str(tmp_path / "wide"), 1, False, config.model.to_dict())
+
+
 @pytest.mark.parametrize("presets", ["smoke", "smoke,no_lq", "smoke,no_lf"])
 def test_missing_ranker_with_a_ranker_term_names_the_path(deblock_config, tmp_path, presets):
     """With α > 0 or β > 0, a missing ranker prefix is a FileNotFoundError naming the path."""

@@ -125,7 +125,11 @@ def load_latest_checkpoint(manager: ocp.CheckpointManager, state: TrainState) ->
 
 
 def init_from_params(
-    state: TrainState, prefix: str, channels: int = 1, quality_input: bool = False
+    state: TrainState,
+    prefix: str,
+    channels: int = 1,
+    quality_input: bool = False,
+    model: dict | None = None,
 ) -> TrainState:
     """Starts from exported params (no optimizer state): the weights and BatchNorm statistics of
     PREFIX, and its step, so the data pipeline and the learning-rate schedule (the optimizer's
@@ -134,7 +138,8 @@ def init_from_params(
     (a new task, with its own schedule); for a chroma U-Net, its frozen Y model (the chroma
     branch starts fresh); for a quality-conditioned U-Net (`quality_input`), a U-Net without
     the quality plane: `unet.add_quality_input`, at its step (the same network until trained),
-    and for a quality-conditioned chroma U-Net, a blind one: `unet.add_chroma_quality_input`."""
+    and for a quality-conditioned chroma U-Net, a blind one: `unet.add_chroma_quality_input`.
+    `model`: the config's model settings, to name the ones that differ when shapes don't match."""
     from cqrnet_jax import pretrained
 
     variables, meta = pretrained.load_variables(prefix)
@@ -168,7 +173,10 @@ def init_from_params(
 
     def like(new, old):
         if np.shape(new) != old.shape:
-            raise ConfigError(f"{prefix}: parameter shapes do not match the config's model")
+            raise ConfigError(
+                f"{prefix}: parameter shapes do not match the config's model"
+                + _shape_settings_hint(saved, model)
+            )
         return jax.device_put(np.asarray(new, old.dtype), old.sharding)
 
     if jax.tree.structure(variables["params"]) != jax.tree.structure(state.params):
@@ -186,6 +194,25 @@ def init_from_params(
         step=jax.device_put(jnp.asarray(step, state.step.dtype), replicated),
         opt_state=jax.device_put(with_schedule_step(state.opt_state, step), replicated),
     )
+
+
+_SHAPE_SETTINGS = ("widths", "blocks", "chroma_widths", "chroma_blocks", "features", "depth")
+
+
+def _shape_settings_hint(saved: dict, model: dict | None) -> str:
+    """'; it has model.K=V (the config: W), ...' for the size settings of a saved model that
+    the config's `model` sets otherwise ('' if none is known to differ)."""
+    if not model:
+        return ""
+    differ = [
+        f"model.{k}={tuple(saved[k]) if isinstance(saved[k], list) else saved[k]} "
+        f"(the config: {tuple(model[k]) if isinstance(model[k], list) else model[k]})"
+        for k in _SHAPE_SETTINGS
+        if k in saved
+        and k in model
+        and list(np.atleast_1d(saved[k])) != list(np.atleast_1d(model[k]))
+    ]
+    return f"; it has {', '.join(differ)}: set them with --config.model.NAME" if differ else ""
 
 
 def save_config(workdir: str, config):
@@ -222,7 +249,8 @@ def _start_state(task, config, mesh: Mesh, manager) -> tuple[TrainState, int]:
         channels = config.model.channels if config.task == "deblock" else 1  # rankers: grey
         prefix = resolve_model_prefix(config.init_from, config.task)  # 'default', a workdir, ...
         quality_input = config.task == "deblock" and bool(config.model.get("quality_input"))
-        state = init_from_params(state, prefix, channels, quality_input)
+        model = config.model.to_dict() if config.task == "deblock" else None
+        state = init_from_params(state, prefix, channels, quality_input, model)
         report(f"initialised from {prefix} at step {int(state.step)}")
     state = load_latest_checkpoint(manager, state)
     start = manager.latest_step()
