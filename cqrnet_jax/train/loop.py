@@ -202,15 +202,14 @@ _SHAPE_SETTINGS = ("widths", "blocks", "chroma_widths", "chroma_blocks", "featur
 def _shape_settings_hint(saved: dict, model: dict | None) -> str:
     """'; it has model.K=V (the config: W), ...' for the size settings of a saved model that
     the config's `model` sets otherwise ('' if none is known to differ)."""
-    if not model:
-        return ""
+
+    def value(v):  # JSON gives lists, the config tuples
+        return tuple(v) if isinstance(v, (list, tuple)) else v
+
     differ = [
-        f"model.{k}={tuple(saved[k]) if isinstance(saved[k], list) else saved[k]} "
-        f"(the config: {tuple(model[k]) if isinstance(model[k], list) else model[k]})"
+        f"model.{k}={value(saved[k])} (the config: {value(model[k])})"
         for k in _SHAPE_SETTINGS
-        if k in saved
-        and k in model
-        and list(np.atleast_1d(saved[k])) != list(np.atleast_1d(model[k]))
+        if model and k in saved and k in model and value(saved[k]) != value(model[k])
     ]
     return f"; it has {', '.join(differ)}: set them with --config.model.NAME" if differ else ""
 
